@@ -1,0 +1,1 @@
+//! Benchmarks of gantry against the peers it replaces; see `benches/benches/`.

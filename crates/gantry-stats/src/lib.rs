@@ -1,0 +1,2 @@
+//! Statistics that every gantry layer reports into.
+#![deny(missing_docs)]

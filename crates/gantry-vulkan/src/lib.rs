@@ -1,0 +1,2 @@
+//! gantry's Vulkan backend, on ash and gpu-allocator.
+#![deny(missing_docs)]

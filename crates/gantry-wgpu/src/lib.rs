@@ -1,0 +1,2 @@
+//! gantry's wgpu backend.
+#![deny(missing_docs)]

@@ -1,0 +1,134 @@
+//! gantry's developer commands. Run `cargo xtask help`.
+//!
+//! The xtask holds no logic the tests need: it checks the machine, then runs cargo.
+
+mod system;
+
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+const HELP: &str = "\
+cargo xtask <command>
+
+Commands:
+  test         the whole test suite: fmt, clippy, unit/property/doc tests, conformance
+  demo [ARGS]  gantry's main job on every Vulkan adapter found (ARGS go to the demo)
+  miri         gantry-host's tests under Miri (nightly toolchain with miri)
+  check-system check for a Vulkan loader, a driver and the validation layer, install them if root
+  help         this text
+
+Both `test` and `demo` check the system first. As root on Debian or Ubuntu they install
+the missing packages with apt; otherwise they stop and name the command to run.
+";
+
+fn main() -> ExitCode {
+    let mut args = std::env::args().skip(1);
+    let command = args.next().unwrap_or_else(|| "help".to_owned());
+    let rest: Vec<String> = args.collect();
+    let result = match command.as_str() {
+        "test" => system::ensure().and_then(|()| test()),
+        "demo" => system::ensure().and_then(|()| demo(&rest)),
+        "miri" => miri(),
+        "check-system" => system::ensure(),
+        "help" | "--help" | "-h" => {
+            print!("{HELP}");
+            Ok(())
+        }
+        other => Err(format!("unknown command `{other}`\n\n{HELP}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("xtask: error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs `cargo` with `args`, printing the command line first; an unsuccessful exit is an error.
+fn cargo(args: &[&str]) -> Result<(), String> {
+    cargo_env(args, &[])
+}
+
+fn cargo_env(args: &[&str], env: &[(&str, &str)]) -> Result<(), String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let shown: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    println!("\n==> {} cargo {}", shown.join(" "), args.join(" "));
+    let started = Instant::now();
+    let status = Command::new(&cargo)
+        .args(args)
+        .envs(env.iter().copied())
+        .status()
+        .map_err(|e| format!("could not start `{cargo}`: {e}"))?;
+    println!(
+        "<== cargo {} ({:.1} s)",
+        args.first().copied().unwrap_or_default(),
+        started.elapsed().as_secs_f64()
+    );
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("`cargo {}` failed with {status}", args.join(" ")))
+    }
+}
+
+fn has_nextest() -> bool {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()))
+        .args(["nextest", "--version"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+fn test() -> Result<(), String> {
+    let started = Instant::now();
+    cargo(&["fmt", "--all", "--check"])?;
+    cargo(&[
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ])?;
+    if has_nextest() {
+        cargo(&[
+            "nextest",
+            "run",
+            "--workspace",
+            "--no-fail-fast",
+            "--failure-output",
+            "final",
+        ])?;
+        cargo(&["test", "--workspace", "--doc"])?;
+    } else {
+        println!("(cargo-nextest not installed: using cargo test)");
+        cargo(&["test", "--workspace"])?;
+    }
+    println!(
+        "\nxtask test: all steps passed in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn demo(rest: &[String]) -> Result<(), String> {
+    let mut args = vec![
+        "run",
+        "--release",
+        "--package",
+        "gantry-wgpu",
+        "--example",
+        "roundtrip",
+        "--",
+    ];
+    args.extend(rest.iter().map(String::as_str));
+    cargo(&args)
+}
+
+fn miri() -> Result<(), String> {
+    cargo_env(
+        &["+nightly", "miri", "test", "--package", "gantry-host"],
+        &[("MIRIFLAGS", "-Zmiri-strict-provenance")],
+    )
+}
