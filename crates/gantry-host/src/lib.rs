@@ -3,3 +3,7 @@
 //! `gantry-host` depends on no GPU crate. The GPU layers of gantry reuse its allocation
 //! algorithms over GPU memory.
 #![deny(missing_docs)]
+
+mod stats;
+
+pub use stats::{BufferStats, StatsSnapshot};
