@@ -55,9 +55,22 @@ fn cargo_env(args: &[&str], env: &[(&str, &str)]) -> Result<(), String> {
     let shown: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
     println!("\n==> {} cargo {}", shown.join(" "), args.join(" "));
     let started = Instant::now();
-    let status = Command::new(&cargo)
-        .args(args)
-        .envs(env.iter().copied())
+    let mut command = Command::new(&cargo);
+    command.args(args).envs(env.iter().copied());
+    if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+        // Mesa's Vulkan drivers print an error line on every start without it; give them
+        // a private runtime directory so real errors stand out.
+        let dir = std::env::temp_dir().join("gantry-xdg-runtime");
+        if std::fs::create_dir_all(&dir).is_ok() {
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700));
+            }
+            command.env("XDG_RUNTIME_DIR", &dir);
+        }
+    }
+    let status = command
         .status()
         .map_err(|e| format!("could not start `{cargo}`: {e}"))?;
     println!(
