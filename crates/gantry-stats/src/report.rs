@@ -304,18 +304,6 @@ pub trait StatisticsProvider {
     fn reset(&self) {}
 }
 
-impl<T: StatisticsProvider + ?Sized> StatisticsProvider for Arc<T> {
-    fn name(&self) -> &str {
-        (**self).name()
-    }
-    fn snapshot(&self) -> ProviderSnapshot {
-        (**self).snapshot()
-    }
-    fn reset(&self) {
-        (**self).reset()
-    }
-}
-
 /// One snapshot of every provider, serialisable with serde and readable with `Display`.
 ///
 /// # Example
