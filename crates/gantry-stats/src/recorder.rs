@@ -145,7 +145,7 @@ impl Recorder {
         }
         let width = f64::from(options.width.max(300));
         let panel_h = f64::from(options.panel_height.max(80));
-        let (left, right_legend, top, gap, bottom) = (80.0, 230.0, 40.0, 50.0, 40.0);
+        let (left, right_legend, top, gap, bottom) = (80.0, 250.0, 40.0, 50.0, 40.0);
         let plot_w = width - left - right_legend;
         let panels = units.len().max(1) as f64;
         let height = top + panels * panel_h + (panels - 1.0) * gap + bottom;
@@ -212,7 +212,7 @@ impl Recorder {
             if hi <= lo {
                 hi = lo + 1.0;
             }
-            let yticks = nice_ticks(lo, hi, 5);
+            let yticks = value_ticks(unit, lo, hi);
             (lo, hi) = (yticks[0], yticks[yticks.len() - 1]);
             let sy = |v: f64| py + panel_h - (v - lo) / (hi - lo) * panel_h;
 
@@ -284,7 +284,21 @@ impl Recorder {
                     r#"<line x1="{lx:.1}" y1="{ly:.1}" x2="{:.1}" y2="{ly:.1}" stroke="{color}" stroke-width="3"/>"#,
                     lx + 16.0
                 );
-                text(&mut out, lx + 22.0, ly + 4.0, "start", "legend", &s.name);
+                // About 6.5 px per character: shorten what would run off the picture, keeping
+                // the full name as a tooltip.
+                let room = ((width - lx - 26.0) / 6.5).max(4.0) as usize;
+                let shown = if s.name.chars().count() > room {
+                    let tail: String = {
+                        let chars: Vec<char> = s.name.chars().collect();
+                        chars[chars.len() - (room - 1)..].iter().collect()
+                    };
+                    format!("…{tail}")
+                } else {
+                    s.name.clone()
+                };
+                let _ = writeln!(out, "<g><title>{}</title>", escape(&s.name));
+                text(&mut out, lx + 22.0, ly + 4.0, "start", "legend", &shown);
+                out.push_str("</g>\n");
             }
         }
         text(
@@ -298,6 +312,22 @@ impl Recorder {
         out.push_str("</svg>\n");
         out
     }
+}
+
+/// Nice ticks for values in `unit`: bytes step by 1, 2, 2.5 or 5 times a power of 1024 (so
+/// the labels read 64 MiB, not 47.68 MiB), everything else by powers of ten.
+fn value_ticks(unit: Unit, lo: f64, hi: f64) -> Vec<f64> {
+    let mut base = 1.0;
+    if unit == Unit::Bytes {
+        let top = lo.abs().max(hi.abs());
+        while top / base >= 1024.0 {
+            base *= 1024.0;
+        }
+    }
+    nice_ticks(lo / base, hi / base, 5)
+        .into_iter()
+        .map(|t| t * base)
+        .collect()
 }
 
 fn unit_title(unit: Unit) -> &'static str {
