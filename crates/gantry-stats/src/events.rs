@@ -12,6 +12,13 @@ use crate::report::{MetricValue, ProviderSnapshot, StatisticsProvider, Unit};
 
 /// Where a buffer's memory lives (gantry-stats' own copy of the core crate's memory location,
 /// so that this crate depends on no GPU layer).
+///
+/// # Example
+/// ```
+/// use gantry_stats::LocationKind;
+///
+/// assert_eq!(LocationKind::ALL.map(LocationKind::name), ["device_local", "upload", "readback"]);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LocationKind {
@@ -106,6 +113,18 @@ impl SizeClass {
 }
 
 /// The kinds of data movement counted apart.
+///
+/// # Example
+/// ```
+/// use std::time::Duration;
+/// use gantry_stats::{EventStats, TransferKind};
+///
+/// let stats = EventStats::new("transfers");
+/// stats.record_transfer(TransferKind::Readback, 4 << 20, Duration::from_millis(1));
+/// let s = stats.snapshot();
+/// assert_eq!(s.transfers[TransferKind::Readback as usize].throughput(), Some(4194304000.0));
+/// assert_eq!(s.transfers[TransferKind::Upload as usize].count(), 0);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TransferKind {

@@ -122,6 +122,24 @@ impl HeapUsage {
 
 /// Memory pressure and fragmentation at one moment: every heap against its budget and every
 /// allocator's state.
+///
+/// # Example
+/// ```
+/// use gantry_stats::{AllocatorUsage, HeapUsage, MemoryPressure};
+///
+/// let p = MemoryPressure {
+///     heaps: vec![
+///         HeapUsage { heap: 0, location: None, used: 9, budget: Some(10) },
+///         HeapUsage { heap: 1, location: None, used: 5, budget: None },
+///     ],
+///     allocators: vec![
+///         ("ring".into(), AllocatorUsage { used: 0, free: 30, largest_free: 20, wasted_at_wrap: 0 }),
+///         ("list".into(), AllocatorUsage { used: 0, free: 10, largest_free: 5, wasted_at_wrap: 0 }),
+///     ],
+/// };
+/// assert_eq!(p.max_pressure(), Some(0.9));
+/// assert_eq!(p.overall_fragmentation(), 0.5); // 1 - 20/40
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct MemoryPressure {
     /// The heaps, by index.

@@ -396,6 +396,20 @@ impl HistogramSnapshot {
     }
 
     /// Adds another snapshot's values to this one (e.g. to combine per-thread histograms).
+    ///
+    /// # Example
+    /// ```
+    /// use gantry_stats::Histogram;
+    ///
+    /// let (a, b) = (Histogram::new(), Histogram::new());
+    /// a.record(10);
+    /// b.record(1_000);
+    /// b.record(3_000);
+    /// let mut all = a.snapshot();
+    /// all.merge(&b.snapshot());
+    /// assert_eq!((all.count(), all.min(), all.max()), (3, Some(10), Some(3_000)));
+    /// assert!((all.p50().unwrap() as f64 - 1_000.0).abs() <= 1_000.0 / 16.0);
+    /// ```
     pub fn merge(&mut self, other: &Self) {
         let mut merged = Vec::with_capacity(self.buckets.len() + other.buckets.len());
         let (mut a, mut b) = (
