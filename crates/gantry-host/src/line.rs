@@ -51,8 +51,10 @@ pub enum LineError {
 /// * The last line is returned even without a final `\n` (then nothing is stripped from it).
 /// * A line longer than the buffer grows the buffer (doubling), up to a maximum capacity
 ///   (default 1 MiB, or the initial capacity if larger; see
-///   [`with_max_capacity`](Self::with_max_capacity)). Beyond it, [`read_line`](Self::read_line)
-///   returns [`LineError::LineTooLong`].
+///   [`with_max_capacity`](Self::with_max_capacity)). A line is returned when its bytes before
+///   the `\n` (a `\r` included) number fewer than the maximum capacity: the buffer must also
+///   hold the `\n`, or see the end of input, after them. A longer line makes
+///   [`read_line`](Self::read_line) return [`LineError::LineTooLong`].
 /// * `Interrupted` reads are retried; a read of 0 bytes is end of input, so `read_line` never
 ///   spins on an exhausted reader.
 ///
