@@ -153,6 +153,19 @@ impl Drop for Chunk {
 /// page[0] = 7;
 /// assert_eq!((*a, b[0], page.as_ptr().addr() % 4096), (2, 5.0, 0));
 /// ```
+///
+/// Allocations end with a `reset`, which needs `&mut self`, so none can be used after it:
+/// ```compile_fail
+/// let mut arena = gantry_host::Arena::new();
+/// let x = arena.alloc(1u32);
+/// arena.reset();
+/// *x = 2; // error: `arena` is still borrowed by `x`
+/// ```
+/// And an arena cannot be shared between threads (it is not `Sync`):
+/// ```compile_fail
+/// fn shared<T: Sync>(_: &T) {}
+/// shared(&gantry_host::Arena::new());
+/// ```
 pub struct Arena {
     /// Address of the bump pointer in the current chunk; it moves down towards `start`.
     cur: Cell<usize>,
@@ -175,6 +188,14 @@ pub struct Arena {
 impl Arena {
     /// Alignment for page-aligned allocations (4096 bytes), as host memory imported into Vulkan
     /// (`VK_EXT_external_memory_host`) needs.
+    ///
+    /// # Example
+    /// ```
+    /// use gantry_host::Arena;
+    /// let arena = Arena::new();
+    /// let staging = arena.alloc_zeroed(1 << 20, Arena::PAGE_ALIGN);
+    /// assert_eq!(staging.as_ptr().addr() % 4096, 0);
+    /// ```
     pub const PAGE_ALIGN: usize = 4096;
 
     /// A growing arena; its first chunk (4 KiB, or the first request's size) is allocated on

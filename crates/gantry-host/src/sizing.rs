@@ -1,10 +1,27 @@
 //! Buffer sizing helper (H9).
 
 /// Page size every computed buffer size is a multiple of.
+///
+/// # Example
+/// ```
+/// assert_eq!(gantry_host::optimal_buffer_size(3_000_000) % gantry_host::PAGE_SIZE, 0);
+/// ```
 pub const PAGE_SIZE: usize = 4096;
 /// Smallest size [`optimal_buffer_size`] returns: 8 KiB.
+///
+/// # Example
+/// ```
+/// use gantry_host::{MIN_BUFFER_SIZE, optimal_buffer_size};
+/// assert_eq!(optimal_buffer_size(10), MIN_BUFFER_SIZE);
+/// ```
 pub const MIN_BUFFER_SIZE: usize = 8 * 1024;
 /// Largest size [`optimal_buffer_size`] returns: 64 KiB.
+///
+/// # Example
+/// ```
+/// use gantry_host::{MAX_BUFFER_SIZE, optimal_buffer_size};
+/// assert_eq!(optimal_buffer_size(1 << 40), MAX_BUFFER_SIZE);
+/// ```
 pub const MAX_BUFFER_SIZE: usize = 64 * 1024;
 
 /// An I/O buffer size for an input of `input_len` bytes: 1% of the input, clamped to
