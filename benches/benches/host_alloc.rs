@@ -2,10 +2,15 @@
 //! 64-byte allocations), and the offset allocators' throughput (informational).
 //!
 //! Run: `cargo bench -p gantry-benches --bench host_alloc -- --warm-up-time 1 --measurement-time 3`
+//!
+//! Before the criterion groups, a paired run alternates the arena and bumpalo round by round
+//! (10,000 allocations and a reset each) and prints both rates and their ratio: on a shared,
+//! noisy machine, alternating keeps load changes from favouring one side.
 
 use std::hint::black_box;
+use std::time::{Duration, Instant};
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, Throughput, criterion_group};
 use gantry_host::Arena;
 use gantry_host::alloc::{BumpAllocator, FreeListAllocator, RingAllocator};
 
@@ -107,5 +112,68 @@ fn offset_allocators(c: &mut Criterion) {
     group.finish();
 }
 
+/// Alternates gantry's arena and bumpalo, round by round, and prints rates and ratios.
+fn paired_arena_vs_bumpalo() {
+    const ROUNDS: usize = 400;
+    let mut arena = Arena::new();
+    let mut bump = bumpalo::Bump::new();
+    let mut gantry = Vec::with_capacity(ROUNDS);
+    let mut peer = Vec::with_capacity(ROUNDS);
+    let time_arena = |arena: &mut Arena| {
+        let start = Instant::now();
+        for i in 0..N {
+            black_box(arena.alloc([i; 8]));
+        }
+        arena.reset();
+        start.elapsed()
+    };
+    let time_bump = |bump: &mut bumpalo::Bump| {
+        let start = Instant::now();
+        for i in 0..N {
+            black_box(bump.alloc([i; 8]));
+        }
+        bump.reset();
+        start.elapsed()
+    };
+    for round in 0..ROUNDS + 20 {
+        // The first 20 rounds warm up; the order alternates so neither side always goes first.
+        let (a, b) = if round % 2 == 0 {
+            let a = time_arena(&mut arena);
+            (a, time_bump(&mut bump))
+        } else {
+            let b = time_bump(&mut bump);
+            (time_arena(&mut arena), b)
+        };
+        if round >= 20 {
+            gantry.push(a);
+            peer.push(b);
+        }
+    }
+    let rate = |d: Duration| N as f64 / d.as_secs_f64() / 1e6;
+    let summary = |times: &mut Vec<Duration>| {
+        times.sort_unstable();
+        (times[0], times[times.len() / 2])
+    };
+    let (g_min, g_med) = summary(&mut gantry);
+    let (p_min, p_med) = summary(&mut peer);
+    println!(
+        "paired arena_64B ({ROUNDS} alternating rounds of {N}): gantry {:.0} M/s (best {:.0}), bumpalo {:.0} M/s (best {:.0}); ratio gantry/bumpalo: median {:.2}x, best {:.2}x",
+        rate(g_med),
+        rate(g_min),
+        rate(p_med),
+        rate(p_min),
+        p_med.as_secs_f64() / g_med.as_secs_f64(),
+        p_min.as_secs_f64() / g_min.as_secs_f64(),
+    );
+}
+
 criterion_group!(benches, arena_vs_bumpalo, offset_allocators);
-criterion_main!(benches);
+
+fn main() {
+    // `cargo test --benches` passes no `--bench`: keep that run short.
+    if std::env::args().any(|a| a == "--bench") {
+        paired_arena_vs_bumpalo();
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -76,9 +76,9 @@ pub enum ArenaError {
     },
 }
 
-/// Pointer to the start of a chunk, carrying that allocation's provenance.
+/// A pointer into a chunk (or null, before the first chunk), carrying the chunk's provenance.
 #[derive(Clone, Copy)]
-struct ChunkPtr(NonNull<u8>);
+struct ChunkPtr(*mut u8);
 
 // SAFETY: a `ChunkPtr` points into a chunk owned by the one `Arena` that holds it; it is only
 // dereferenced through that arena, which is `!Sync`, so only one thread uses it at a time, and
@@ -101,13 +101,18 @@ impl Chunk {
             chunk_size: layout.size(),
         })?;
         Ok(Self {
-            ptr: ChunkPtr(ptr),
+            ptr: ChunkPtr(ptr.as_ptr()),
             layout,
         })
     }
 
     fn start(&self) -> usize {
-        self.ptr.0.as_ptr().addr()
+        self.ptr.0.addr()
+    }
+
+    /// One past the last byte, with the chunk's provenance.
+    fn end_ptr(&self) -> ChunkPtr {
+        ChunkPtr(self.ptr.0.wrapping_add(self.layout.size()))
     }
 
     fn end(&self) -> usize {
@@ -118,7 +123,7 @@ impl Chunk {
 impl Drop for Chunk {
     fn drop(&mut self) {
         // SAFETY: `ptr` was returned by `std::alloc::alloc(self.layout)` and is freed only here.
-        unsafe { std::alloc::dealloc(self.ptr.0.as_ptr(), self.layout) }
+        unsafe { std::alloc::dealloc(self.ptr.0, self.layout) }
     }
 }
 
@@ -167,13 +172,12 @@ impl Drop for Chunk {
 /// shared(&gantry_host::Arena::new());
 /// ```
 pub struct Arena {
-    /// Address of the bump pointer in the current chunk; it moves down towards `start`.
-    cur: Cell<usize>,
+    /// The bump pointer in the current chunk (null before the first chunk); it moves down
+    /// towards `start`. A pointer rather than an address, so the fast path hands it out as is.
+    cur: Cell<ChunkPtr>,
     /// Address of the current chunk's first byte (1 while there is no chunk, so the fast path
     /// always fails).
     start: Cell<usize>,
-    /// The current chunk, for pointer provenance.
-    base: Cell<ChunkPtr>,
     /// One past the current chunk's last byte.
     end: Cell<usize>,
     /// Bytes taken from chunks the arena has moved on from.
@@ -210,9 +214,8 @@ impl Arena {
     /// ```
     pub fn new() -> Self {
         Self {
-            cur: Cell::new(0),
+            cur: Cell::new(ChunkPtr(core::ptr::null_mut())),
             start: Cell::new(1),
-            base: Cell::new(ChunkPtr(NonNull::dangling())),
             end: Cell::new(0),
             retired: Cell::new(0),
             capacity: Cell::new(0),
@@ -344,7 +347,7 @@ impl Arena {
     /// assert_eq!(arena.allocated_bytes(), 24);
     /// ```
     pub fn allocated_bytes(&self) -> usize {
-        self.retired.get() + (self.end.get() - self.cur.get())
+        self.retired.get() + (self.end.get() - self.cur_addr())
     }
 
     /// Bytes of every chunk the arena holds.
@@ -396,18 +399,20 @@ impl Arena {
         let keep = &chunks[0];
         self.capacity.set(keep.layout.size());
         self.retired.set(0);
-        self.base.set(keep.ptr);
         self.start.set(keep.start());
         self.end.set(keep.end());
-        self.cur.set(keep.end());
+        self.cur.set(keep.end_ptr());
+    }
+
+    fn cur_addr(&self) -> usize {
+        self.cur.get().0.addr()
     }
 
     /// Makes `chunk` the current chunk, empty.
     fn use_chunk(&self, chunk: &Chunk) {
-        self.base.set(chunk.ptr);
         self.start.set(chunk.start());
         self.end.set(chunk.end());
-        self.cur.set(chunk.end());
+        self.cur.set(chunk.end_ptr());
     }
 
     /// Allocates a chunk of at least `bytes` bytes aligned to `align` and makes it current.
@@ -423,7 +428,7 @@ impl Arena {
             stats.record_alloc(size as u64);
         }
         self.retired
-            .set(self.retired.get() + (self.end.get() - self.cur.get()));
+            .set(self.retired.get() + (self.end.get() - self.cur_addr()));
         self.capacity.set(self.capacity.get() + size);
         self.use_chunk(&chunk);
         self.chunks.borrow_mut().push(chunk);
@@ -433,15 +438,17 @@ impl Arena {
     /// The fast path: bump down inside the current chunk.
     #[inline(always)]
     fn bump(&self, size: usize, align: usize) -> Option<NonNull<u8>> {
-        let start = self.start.get();
-        let new = self.cur.get().checked_sub(size)? & !(align - 1);
-        if new < start {
+        let cur = self.cur.get().0;
+        let new = cur.addr().checked_sub(size)? & !(align - 1);
+        if new < self.start.get() {
             return None;
         }
-        self.cur.set(new);
-        // SAFETY: `start <= new` and `new + size <= cur <= end`, so `new - start` is an offset
-        // inside the current chunk, whose first byte `base` points to (`start` is its address).
-        Some(unsafe { self.base.get().0.add(new - start) })
+        // `start <= new` and `new + size <= cur <= end`: the new pointer stays inside the
+        // current chunk, and keeps its provenance.
+        let ptr = cur.with_addr(new);
+        self.cur.set(ChunkPtr(ptr));
+        // SAFETY: `new >= start`, the address of a live allocation, so it is not zero.
+        Some(unsafe { NonNull::new_unchecked(ptr) })
     }
 
     /// Allocates `size` bytes aligned to `align` (a power of two, not checked here).
@@ -471,7 +478,7 @@ impl Arena {
                 size,
                 align,
                 capacity: self.capacity(),
-                remaining: self.cur.get().saturating_sub(self.start.get()),
+                remaining: self.cur_addr().saturating_sub(self.start.get()),
             });
         }
         let last = self.end.get() - self.start.get().min(self.end.get());
