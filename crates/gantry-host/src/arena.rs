@@ -137,8 +137,8 @@ impl Drop for Chunk {
 ///
 /// Two modes:
 /// * **growing** ([`Arena::new`], [`Arena::with_capacity`]): when the current chunk is full a
-///   new chunk is allocated, double the size of the last one (or as large as the request).
-///   Earlier allocations never move.
+///   new chunk is allocated, double the size of the last one (doubling stops at 256 MiB), or
+///   as large as the request if that is larger. Earlier allocations never move.
 /// * **fixed** ([`Arena::fixed`]): one chunk of the given capacity; a request that does not
 ///   fit returns [`ArenaError::Full`] (or panics, in the non-`try_` methods).
 ///
@@ -465,7 +465,8 @@ impl Arena {
     fn alloc_slow(&self, size: usize, align: usize) -> Result<NonNull<u8>, ArenaError> {
         debug_assert!(align.is_power_of_two());
         if size == 0 {
-            // No chunk yet: any non-null aligned address serves for zero bytes.
+            // No chunk yet (or no aligned spot left in it): any non-null aligned address
+            // serves for zero bytes.
             return Ok(NonNull::<u8>::dangling().with_addr(
                 core::num::NonZeroUsize::new(align).expect("alignment is a power of two"),
             ));
