@@ -112,39 +112,39 @@ fn offset_allocators(c: &mut Criterion) {
     group.finish();
 }
 
-/// Alternates gantry's arena and bumpalo, round by round, and prints rates and ratios.
-fn paired_arena_vs_bumpalo() {
+/// Alternates gantry's arena and bumpalo, round by round (10,000 allocations and a reset
+/// each), and prints both rates and their ratio.
+fn paired(
+    label: &str,
+    mut gantry_round: impl FnMut(&mut Arena),
+    mut peer_round: impl FnMut(&mut bumpalo::Bump),
+) {
     const ROUNDS: usize = 400;
+    const WARM_UP: usize = 20;
     let mut arena = Arena::new();
     let mut bump = bumpalo::Bump::new();
     let mut gantry = Vec::with_capacity(ROUNDS);
     let mut peer = Vec::with_capacity(ROUNDS);
-    let time_arena = |arena: &mut Arena| {
-        let start = Instant::now();
-        for i in 0..N {
-            black_box(arena.alloc([i; 8]));
-        }
-        arena.reset();
-        start.elapsed()
-    };
-    let time_bump = |bump: &mut bumpalo::Bump| {
-        let start = Instant::now();
-        for i in 0..N {
-            black_box(bump.alloc([i; 8]));
-        }
-        bump.reset();
-        start.elapsed()
-    };
-    for round in 0..ROUNDS + 20 {
-        // The first 20 rounds warm up; the order alternates so neither side always goes first.
-        let (a, b) = if round % 2 == 0 {
-            let a = time_arena(&mut arena);
-            (a, time_bump(&mut bump))
-        } else {
-            let b = time_bump(&mut bump);
-            (time_arena(&mut arena), b)
+    for round in 0..ROUNDS + WARM_UP {
+        // The order alternates so neither side always goes first.
+        let mut time_gantry = || {
+            let start = Instant::now();
+            gantry_round(&mut arena);
+            start.elapsed()
         };
-        if round >= 20 {
+        let mut time_peer = || {
+            let start = Instant::now();
+            peer_round(&mut bump);
+            start.elapsed()
+        };
+        let (a, b) = if round % 2 == 0 {
+            let a = time_gantry();
+            (a, time_peer())
+        } else {
+            let b = time_peer();
+            (time_gantry(), b)
+        };
+        if round >= WARM_UP {
             gantry.push(a);
             peer.push(b);
         }
@@ -157,13 +157,68 @@ fn paired_arena_vs_bumpalo() {
     let (g_min, g_med) = summary(&mut gantry);
     let (p_min, p_med) = summary(&mut peer);
     println!(
-        "paired arena_64B ({ROUNDS} alternating rounds of {N}): gantry {:.0} M/s (best {:.0}), bumpalo {:.0} M/s (best {:.0}); ratio gantry/bumpalo: median {:.2}x, best {:.2}x",
+        "paired {label} ({ROUNDS} alternating rounds of {N}): gantry {:.0} M/s (best {:.0}), bumpalo {:.0} M/s (best {:.0}); ratio gantry/bumpalo: median {:.2}x, best {:.2}x",
         rate(g_med),
         rate(g_min),
         rate(p_med),
         rate(p_min),
         p_med.as_secs_f64() / g_med.as_secs_f64(),
         p_min.as_secs_f64() / g_min.as_secs_f64(),
+    );
+}
+
+fn paired_arena_vs_bumpalo() {
+    paired(
+        "arena_64B alloc",
+        |arena| {
+            for i in 0..N {
+                black_box(arena.alloc([i; 8]));
+            }
+            arena.reset();
+        },
+        |bump| {
+            for i in 0..N {
+                black_box(bump.alloc([i; 8]));
+            }
+            bump.reset();
+        },
+    );
+    // The whole `Result` through `black_box`: gantry's carries a 40-byte error with the
+    // request's values, bumpalo's a zero-sized one, and the compiler copies all 40 bytes.
+    paired(
+        "arena_64B try_alloc (Result kept)",
+        |arena| {
+            for i in 0..N {
+                let _ = black_box(arena.try_alloc([i; 8]));
+            }
+            arena.reset();
+        },
+        |bump| {
+            for i in 0..N {
+                let _ = black_box(bump.try_alloc([i; 8]));
+            }
+            bump.reset();
+        },
+    );
+    // As callers use it: the `Result` is matched at once.
+    paired(
+        "arena_64B try_alloc (Result matched)",
+        |arena| {
+            for i in 0..N {
+                if let Ok(r) = arena.try_alloc([i; 8]) {
+                    black_box(r);
+                }
+            }
+            arena.reset();
+        },
+        |bump| {
+            for i in 0..N {
+                if let Ok(r) = bump.try_alloc([i; 8]) {
+                    black_box(r);
+                }
+            }
+            bump.reset();
+        },
     );
 }
 
