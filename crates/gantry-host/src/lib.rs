@@ -6,4 +6,24 @@
 
 mod stats;
 
+// Offset allocators, arena, line/record/preallocated buffers, sizing (host-b).
+pub mod alloc;
+mod arena;
+mod line;
+mod prealloc;
+mod record;
+mod sizing;
+
 pub use stats::{BufferStats, StatsSnapshot};
+
+pub use alloc::{
+    AllocError, Allocation, AllocatorReport, BumpAllocator, FreeError, FreeListAllocator,
+    RingAllocator,
+};
+pub use arena::{Arena, ArenaError};
+pub use line::{LineBuffer, LineError};
+pub use prealloc::PreallocatedBuffers;
+pub use record::{RecordBuffer, RecordBufferFull};
+pub use sizing::{
+    MAX_BUFFER_SIZE, MIN_BUFFER_SIZE, PAGE_SIZE, buffer_size_for, optimal_buffer_size,
+};
