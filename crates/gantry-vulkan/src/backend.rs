@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use ash::vk;
 use gpu_allocator::vulkan::{Allocator, AllocatorCreateDesc};
 
+use crate::buffer::VulkanBuffer;
 use crate::context::{self, AdapterPreference, EnabledFeatures, VulkanAdapterInfo};
 use crate::debug::{MessageLog, ValidationReport, messenger_info};
 use crate::error::{Error, Result, VkResultExt, map_alloc};
@@ -137,12 +138,36 @@ pub struct HeapBudget {
     pub from_driver: bool,
 }
 
-/// gantry's Vulkan backend: a device, its queues, gpu-allocator, and a timeline-tracked
-/// transfer path.
+/// gantry's Vulkan backend: a shared handle on a [`VulkanDevice`].
+///
+/// Cheap to clone (an `Arc`). The device is torn down when the last handle goes: the backend,
+/// its batches and its read futures all hold one, so none of them can outlive the device.
+/// Every [`VulkanDevice`] method is reachable through `Deref`.
+#[derive(Clone)]
+pub struct VulkanBackend(pub(crate) Arc<VulkanDevice>);
+
+impl std::ops::Deref for VulkanBackend {
+    type Target = VulkanDevice;
+    fn deref(&self) -> &VulkanDevice {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for VulkanBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VulkanBackend")
+            .field("adapter", &self.0.adapter.name)
+            .field("transfer_family", &self.0.submit_family)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A Vulkan device with its queues, gpu-allocator, and a timeline-tracked transfer path: the
+/// state behind [`VulkanBackend`].
 ///
 /// See the crate documentation for the model. Methods take `&self` and may be called from any
 /// thread; recording and submission share one lock.
-pub struct VulkanBackend {
+pub struct VulkanDevice {
     pub(crate) device: ash::Device,
     pub(crate) physical_device: vk::PhysicalDevice,
     pub(crate) adapter: VulkanAdapterInfo,
@@ -161,6 +186,11 @@ pub struct VulkanBackend {
     pub(crate) callbacks: Mutex<Vec<(u64, crate::submit::Callback)>>,
     pub(crate) live_buffers: AtomicU64,
     pub(crate) heap_usage: Vec<AtomicU64>,
+    /// Idle staging chunks for reuse.
+    pub(crate) staging_pool: Mutex<Vec<VulkanBuffer>>,
+    /// Buffers to destroy at the next maintenance (never submitted, or already complete).
+    pub(crate) orphans: Mutex<Vec<VulkanBuffer>>,
+    pub(crate) imported_bytes: AtomicU64,
     instance: ash::Instance,
     debug_utils_instance: Option<ash::ext::debug_utils::Instance>,
     messenger: vk::DebugUtilsMessengerEXT,
@@ -262,14 +292,14 @@ impl VulkanBackend {
         };
         // SAFETY: `raw` describes the objects just created, with the features enabled as
         // recorded; ownership is taken right after.
-        let built = unsafe { Self::build(raw, log, Some(adapter)) };
+        let built = unsafe { VulkanDevice::build(raw, log, Some(adapter)) };
         match built {
             Ok(mut backend) => {
                 backend.owns_device = true;
                 backend.owns_instance = true;
                 backend.messenger = parts.messenger;
                 backend.debug_utils_instance = parts.debug_utils;
-                Ok(backend)
+                Ok(Self(Arc::new(backend)))
             }
             Err(e) => {
                 // SAFETY: `build` destroys what it created before failing; the device is idle.
@@ -321,12 +351,12 @@ impl VulkanBackend {
                 .vk("vkCreateDebugUtilsMessengerEXT")?;
         }
         // SAFETY: forwarded from this function's contract.
-        let built = unsafe { Self::build(raw, log, None) };
+        let built = unsafe { VulkanDevice::build(raw, log, None) };
         match built {
             Ok(mut backend) => {
                 backend.messenger = messenger;
                 backend.debug_utils_instance = du;
-                Ok(backend)
+                Ok(Self(Arc::new(backend)))
             }
             Err(e) => {
                 if let Some(du) = &du {
@@ -337,7 +367,9 @@ impl VulkanBackend {
             }
         }
     }
+}
 
+impl VulkanDevice {
     /// Creates the backend's own objects on the given device; owns nothing of `raw` (the
     /// callers flip the ownership flags).
     ///
@@ -452,6 +484,9 @@ impl VulkanBackend {
             callbacks: Mutex::new(Vec::new()),
             live_buffers: AtomicU64::new(0),
             heap_usage,
+            staging_pool: Mutex::new(Vec::new()),
+            orphans: Mutex::new(Vec::new()),
+            imported_bytes: AtomicU64::new(0),
             device,
             instance,
             debug_utils_instance: None,
@@ -546,9 +581,10 @@ impl VulkanBackend {
         self.timeline
     }
 
-    /// Number of buffers created and not yet destroyed.
+    /// Number of buffers created and not yet destroyed, not counting the backend's idle
+    /// staging chunks.
     pub fn live_buffers(&self) -> u64 {
-        self.live_buffers.load(Ordering::Relaxed)
+        self.live_buffers.load(Ordering::Relaxed) - lock(&self.staging_pool).len() as u64
     }
 
     /// Budget and use of every memory heap (G14): from `VK_EXT_memory_budget` when enabled,
@@ -589,7 +625,7 @@ impl VulkanBackend {
     }
 }
 
-impl Drop for VulkanBackend {
+impl Drop for VulkanDevice {
     /// Tears down in dependency order: wait for gantry's own submissions (never the whole
     /// device), release finished staging buffers, free command buffers and the pool, destroy the
     /// timeline semaphore, drop gpu-allocator (frees its memory blocks), then, only when owned,
@@ -598,6 +634,14 @@ impl Drop for VulkanBackend {
     fn drop(&mut self) {
         if let Err(e) = self.wait_idle_own() {
             tracing::error!("gantry-vulkan: waiting for own submissions at teardown: {e}");
+        }
+        let pooled: Vec<VulkanBuffer> = lock(&self.staging_pool)
+            .drain(..)
+            .chain(lock(&self.orphans).drain(..))
+            .collect();
+        for b in pooled {
+            // SAFETY: idle staging chunks and orphans are used by no pending submission.
+            unsafe { self.destroy_buffer(b) };
         }
         let live = self.live_buffers.load(Ordering::Relaxed);
         if live != 0 {

@@ -8,12 +8,12 @@ use ash::vk;
 use gpu_allocator::MemoryLocation;
 use gpu_allocator::vulkan::{Allocation, AllocationCreateDesc, AllocationScheme};
 
-use crate::backend::{VulkanBackend, lock};
+use crate::backend::{VulkanDevice, lock};
 use crate::error::{Error, Result, VkResultExt, map_alloc};
 use crate::memory::{
     Location, choose_memory_type, non_coherent_range, round_requirements_for_atom,
 };
-use crate::submit::{CopyRegion, SubmissionIndex, record_copies};
+use crate::submit::{RawCopy, SubmissionIndex, record_copies};
 
 /// A host pointer into mapped memory.
 ///
@@ -48,6 +48,8 @@ pub struct VulkanBuffer {
     coherent: bool,
     heap: u32,
     device_address: Option<u64>,
+    /// A staging chunk of the backend's own, returned to its pool when retired.
+    pub(crate) pooled: bool,
 }
 
 impl VulkanBuffer {
@@ -106,7 +108,7 @@ const AS_USAGE: vk::BufferUsageFlags = vk::BufferUsageFlags::from_raw(
         | vk::BufferUsageFlags::ACCELERATION_STRUCTURE_STORAGE_KHR.as_raw(),
 );
 
-impl VulkanBackend {
+impl VulkanDevice {
     /// Whether the device can create buffers with `usage` (G2): device addresses need
     /// `bufferDeviceAddress`, acceleration-structure usages `VK_KHR_acceleration_structure`,
     /// the shader-binding-table usage `VK_KHR_ray_tracing_pipeline`.
@@ -252,7 +254,117 @@ impl VulkanBackend {
             coherent: coherent || !host_visible,
             heap,
             device_address,
+            pooled: false,
         })
+    }
+
+    /// Bytes of host memory imported through [`Self::import_host_memory`] and still live.
+    pub(crate) fn imported_bytes(&self) -> u64 {
+        self.imported_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Size of the staging chunks batches write into (larger writes get their own buffer).
+    pub(crate) const STAGING_CHUNK: u64 = 1 << 20;
+    /// How many idle staging chunks are kept for reuse.
+    const STAGING_POOL_MAX: usize = 8;
+
+    /// A staging buffer of at least `size` bytes: a pooled chunk when `size` fits one.
+    pub(crate) fn staging_buffer(&self, size: u64) -> Result<VulkanBuffer> {
+        if size <= Self::STAGING_CHUNK {
+            if let Some(b) = lock(&self.staging_pool).pop() {
+                return Ok(b);
+            }
+            // SAFETY: non-zero size.
+            let mut b = unsafe {
+                self.create_buffer(
+                    Self::STAGING_CHUNK,
+                    vk::BufferUsageFlags::TRANSFER_SRC,
+                    Location::Upload,
+                    "gantry staging chunk",
+                )
+            }?;
+            b.pooled = true;
+            return Ok(b);
+        }
+        // SAFETY: non-zero size.
+        unsafe {
+            self.create_buffer(
+                size,
+                vk::BufferUsageFlags::TRANSFER_SRC,
+                Location::Upload,
+                "gantry staging",
+            )
+        }
+    }
+
+    /// Returns a retired staging chunk to the pool, or destroys the buffer.
+    ///
+    /// # Safety
+    /// As for [`Self::destroy_buffer`].
+    pub(crate) unsafe fn recycle_staging(&self, buffer: VulkanBuffer) {
+        if buffer.pooled {
+            let mut pool = lock(&self.staging_pool);
+            if pool.len() < Self::STAGING_POOL_MAX {
+                pool.push(buffer);
+                return;
+            }
+        }
+        // SAFETY: forwarded.
+        unsafe { self.destroy_buffer(buffer) };
+    }
+
+    /// Copies `data` into a mapped buffer at `offset` and flushes the range.
+    ///
+    /// # Safety
+    /// The buffer is mapped, the range lies inside it, and nothing else accesses it now.
+    pub(crate) unsafe fn write_mapped_raw(
+        &self,
+        buffer: &VulkanBuffer,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<()> {
+        let Some(ptr) = buffer.mapped else {
+            return Err(Error::Unsupported {
+                what: "host access to a buffer that is not host-visible".to_owned(),
+            });
+        };
+        // SAFETY: in bounds of the mapping and unaliased (contract); `data` is host memory
+        // that cannot be this device mapping's bytes being written.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                data.as_ptr(),
+                ptr.0.as_ptr().add(offset as usize),
+                data.len(),
+            );
+            self.flush(buffer, offset, data.len() as u64)
+        }
+    }
+
+    /// Invalidates and copies `out.len()` bytes of a mapped buffer at `offset` into `out`.
+    ///
+    /// # Safety
+    /// The buffer is mapped, the range lies inside it, and no device write to it is pending.
+    pub(crate) unsafe fn read_mapped_raw(
+        &self,
+        buffer: &VulkanBuffer,
+        offset: u64,
+        out: &mut [u8],
+    ) -> Result<()> {
+        let Some(ptr) = buffer.mapped else {
+            return Err(Error::Unsupported {
+                what: "host access to a buffer that is not host-visible".to_owned(),
+            });
+        };
+        // SAFETY: in bounds, no device write pending (contract).
+        unsafe {
+            self.invalidate(buffer, offset, out.len() as u64)?;
+            std::ptr::copy_nonoverlapping(
+                ptr.0.as_ptr().add(offset as usize),
+                out.as_mut_ptr(),
+                out.len(),
+            );
+        }
+        Ok(())
     }
 
     /// Destroys a buffer and frees its memory (imported memory is released; the host memory
@@ -273,6 +385,7 @@ impl VulkanBackend {
             }
             Memory::Imported { memory, size } => {
                 self.heap_usage[buffer.heap as usize].fetch_sub(size, Ordering::Relaxed);
+                self.imported_bytes.fetch_sub(size, Ordering::Relaxed);
                 // SAFETY: the memory was allocated by `import_host_memory`, bound only to this
                 // buffer, which is destroyed above.
                 unsafe { self.device.free_memory(memory, None) };
@@ -445,16 +558,16 @@ impl VulkanBackend {
                 "gantry readback",
             )
         }?;
-        let copy = [CopyRegion {
-            src: buffer,
+        let copy = RawCopy {
+            src: buffer.raw,
             src_offset: offset,
-            dst: &staging,
+            dst: staging.raw,
             dst_offset: 0,
             size: len,
-        }];
+        };
         // SAFETY: in bounds, distinct buffers; both alive until the wait below returns.
         let submitted =
-            unsafe { self.submit_with(Vec::new(), |d, cmd| record_copies(d, cmd, &copy)) };
+            unsafe { self.submit_with(Vec::new(), |d, cmd| record_copies(d, cmd, [copy])) };
         let result = submitted
             .and_then(|index| self.wait(index, u64::MAX))
             .and_then(|()| {
@@ -599,6 +712,7 @@ impl VulkanBackend {
                 unsafe { self.device.get_buffer_device_address(&info) }
             });
         self.heap_usage[heap as usize].fetch_add(size, Ordering::Relaxed);
+        self.imported_bytes.fetch_add(size, Ordering::Relaxed);
         self.live_buffers.fetch_add(1, Ordering::Relaxed);
         if !label.is_empty() {
             self.set_name(raw, label);
@@ -613,6 +727,7 @@ impl VulkanBackend {
             coherent: flags.contains(vk::MemoryPropertyFlags::HOST_COHERENT),
             heap,
             device_address,
+            pooled: false,
         })
     }
 }

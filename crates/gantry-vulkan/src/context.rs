@@ -40,6 +40,10 @@ pub struct VulkanAdapterInfo {
     pub api_version: u32,
     /// Whether gantry can run on it (Vulkan 1.2 with timeline semaphores).
     pub usable: bool,
+    /// Driver name and version text (`VkPhysicalDeviceDriverProperties`), when reported.
+    pub driver: String,
+    /// `maxBufferSize` (Vulkan 1.3 / maintenance4) when reported, else the largest heap.
+    pub max_buffer_size: u64,
 }
 
 /// The instance-level objects the backend holds.
@@ -190,7 +194,47 @@ pub(crate) fn adapters(
                 unsafe { instance.get_physical_device_features2(pd, &mut f2) };
                 v12.timeline_semaphore == vk::TRUE
             };
+            let mut driver_props = vk::PhysicalDeviceDriverProperties::default();
+            let mut m4 = vk::PhysicalDeviceMaintenance4Properties::default();
+            if props.api_version >= vk::API_VERSION_1_2 {
+                let mut p2 = vk::PhysicalDeviceProperties2::default().push_next(&mut driver_props);
+                if props.api_version >= vk::API_VERSION_1_3 {
+                    p2 = p2.push_next(&mut m4);
+                }
+                // SAFETY: driver properties are core in 1.2 and maintenance4 properties in 1.3,
+                // both checked; `p2` lives across the call.
+                unsafe { instance.get_physical_device_properties2(pd, &mut p2) };
+            }
+            let cstr = |b: &[std::ffi::c_char]| {
+                // SAFETY: reinterpreting c_char as u8 of the same size and alignment.
+                let bytes = unsafe { std::slice::from_raw_parts(b.as_ptr().cast::<u8>(), b.len()) };
+                CStr::from_bytes_until_nul(bytes)
+                    .map(|c| c.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            };
+            let driver = format!(
+                "{} {}",
+                cstr(&driver_props.driver_name),
+                cstr(&driver_props.driver_info)
+            )
+            .trim()
+            .to_owned();
+            // SAFETY: `pd` was just enumerated from `instance`.
+            let mem = unsafe { instance.get_physical_device_memory_properties(pd) };
+            let largest_heap = mem
+                .memory_heaps_as_slice()
+                .iter()
+                .map(|h| h.size)
+                .max()
+                .unwrap_or(0);
+            let max_buffer_size = if m4.max_buffer_size > 0 {
+                m4.max_buffer_size
+            } else {
+                largest_heap
+            };
             let info = VulkanAdapterInfo {
+                driver,
+                max_buffer_size,
                 index,
                 name: props
                     .device_name_as_c_str()

@@ -21,14 +21,18 @@ mod buffer;
 mod context;
 pub mod debug;
 pub mod error;
+pub mod hal;
 pub mod memory;
 mod submit;
 
 pub use ash;
-pub use backend::{HeapBudget, RawVulkan, VulkanBackend, VulkanLimits, VulkanOptions};
+pub use backend::{
+    HeapBudget, RawVulkan, VulkanBackend, VulkanDevice, VulkanLimits, VulkanOptions,
+};
 pub use buffer::VulkanBuffer;
 pub use context::{AdapterPreference, EnabledFeatures, VulkanAdapterInfo};
 pub use debug::{ValidationCounter, ValidationReport};
 pub use error::{Error, Result};
+pub use hal::{VulkanBatch, VulkanReadFuture};
 pub use memory::Location;
 pub use submit::{CopyRegion, SubmissionIndex};

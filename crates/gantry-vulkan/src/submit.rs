@@ -15,7 +15,7 @@ use std::collections::VecDeque;
 
 use ash::vk;
 
-use crate::backend::{VulkanBackend, lock};
+use crate::backend::{VulkanDevice, lock};
 use crate::buffer::VulkanBuffer;
 use crate::error::{Result, VkResultExt};
 
@@ -38,6 +38,28 @@ pub struct CopyRegion<'a> {
     pub dst_offset: u64,
     /// Bytes to copy (> 0).
     pub size: u64,
+}
+
+/// A copy between raw buffer handles, as batches store them.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RawCopy {
+    pub(crate) src: vk::Buffer,
+    pub(crate) src_offset: u64,
+    pub(crate) dst: vk::Buffer,
+    pub(crate) dst_offset: u64,
+    pub(crate) size: u64,
+}
+
+impl From<&CopyRegion<'_>> for RawCopy {
+    fn from(c: &CopyRegion<'_>) -> Self {
+        Self {
+            src: c.src.raw(),
+            src_offset: c.src_offset,
+            dst: c.dst.raw(),
+            dst_offset: c.dst_offset,
+            size: c.size,
+        }
+    }
 }
 
 struct InFlight {
@@ -180,7 +202,7 @@ const TRANSFER_W: (vk::PipelineStageFlags, vk::AccessFlags) = (
 pub(crate) unsafe fn record_copies(
     device: &ash::Device,
     cmd: vk::CommandBuffer,
-    copies: &[CopyRegion<'_>],
+    copies: impl IntoIterator<Item = RawCopy>,
 ) {
     let mut hazards = Hazards::default();
     let mut pending: Vec<vk::BufferCopy> = Vec::new();
@@ -193,7 +215,7 @@ pub(crate) unsafe fn record_copies(
         }
     };
     for c in copies {
-        let (s, d) = (c.src.raw(), c.dst.raw());
+        let (s, d) = (c.src, c.dst);
         let sr = (c.src_offset, c.src_offset + c.size);
         let dr = (c.dst_offset, c.dst_offset + c.size);
         if hazards.conflicts(s, sr, d, dr) {
@@ -215,7 +237,7 @@ pub(crate) unsafe fn record_copies(
     flush(pair, &mut pending);
 }
 
-impl VulkanBackend {
+impl VulkanDevice {
     /// Records a command buffer with `record` between the leading and trailing barriers,
     /// submits it signalling the next timeline value, and returns that value. `retire` is
     /// destroyed once the submission completes.
@@ -320,7 +342,11 @@ impl VulkanBackend {
     /// written ranges waits for completion.
     pub unsafe fn submit_copies(&self, copies: &[CopyRegion<'_>]) -> Result<SubmissionIndex> {
         // SAFETY: forwarded from the contract; `cmd` is recording inside `submit_with`.
-        unsafe { self.submit_with(Vec::new(), |d, cmd| record_copies(d, cmd, copies)) }
+        unsafe {
+            self.submit_with(Vec::new(), |d, cmd| {
+                record_copies(d, cmd, copies.iter().map(RawCopy::from))
+            })
+        }
     }
 
     /// The highest submission index known to be complete.
@@ -367,9 +393,11 @@ impl VulkanBackend {
                 retired.extend(f.retire);
             }
         }
-        for b in retired {
-            // SAFETY: the submission using the staging buffer completed.
-            unsafe { self.destroy_buffer(b) };
+        let orphans: Vec<VulkanBuffer> = std::mem::take(&mut *lock(&self.orphans));
+        for b in retired.into_iter().chain(orphans) {
+            // SAFETY: the submission using the buffer completed (or, for orphans, never
+            // happened).
+            unsafe { self.recycle_staging(b) };
         }
         let ready: Vec<Callback> = {
             let mut cbs = lock(&self.callbacks);
@@ -382,6 +410,33 @@ impl VulkanBackend {
             f();
         }
         Ok(done)
+    }
+
+    /// Destroys `buffer` once submission `index` has completed (now if it has).
+    pub(crate) fn retire_after(&self, index: SubmissionIndex, buffer: VulkanBuffer) {
+        let mut s = lock(&self.submitter);
+        if let Some(f) = s.in_flight.iter_mut().find(|f| f.value >= index) {
+            f.retire.push(buffer);
+        } else {
+            drop(s);
+            lock(&self.orphans).push(buffer);
+        }
+    }
+
+    /// Blocks until `index` completes or `timeout_ns` passes, without maintenance; `Ok(false)`
+    /// on timeout.
+    pub(crate) fn wait_raw(&self, index: SubmissionIndex, timeout_ns: u64) -> Result<bool> {
+        let sems = [self.timeline];
+        let values = [index];
+        let info = vk::SemaphoreWaitInfo::default()
+            .semaphores(&sems)
+            .values(&values);
+        // SAFETY: a timeline semaphore of this device; waiting needs no external sync.
+        match unsafe { self.device.wait_semaphores(&info, timeout_ns) } {
+            Ok(()) => Ok(true),
+            Err(vk::Result::TIMEOUT) => Ok(false),
+            Err(e) => Err(crate::error::map_vk("vkWaitSemaphores", e)),
+        }
     }
 
     /// Blocks until submission `index` completes or `timeout_ns` passes, then polls.
