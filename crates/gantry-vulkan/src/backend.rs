@@ -337,7 +337,7 @@ impl VulkanBackend {
     ///   submits to (the transfer queue if given, else `raw.queue`) concurrently with a backend
     ///   call. Give gantry a queue of its own when the engine submits from other threads.
     /// - Work the engine submits that reads buffers gantry writes waits on
-    ///   [`Self::timeline_semaphore`] for the matching value (or runs on the same queue after
+    ///   [`VulkanDevice::timeline_semaphore`] for the matching value (or runs on the same queue after
     ///   gantry's submission, since gantry's command buffers begin and end with full barriers).
     pub unsafe fn from_raw(raw: RawVulkan) -> Result<Self> {
         let log = Arc::new(MessageLog::default());
@@ -519,7 +519,7 @@ impl VulkanDevice {
     }
 
     /// The validation messages counted so far by the backend's messenger (its own instance's,
-    /// or the one installed by [`Self::from_raw`] with `install_messenger`).
+    /// or the one installed by [`VulkanBackend::from_raw`] with `install_messenger`).
     pub fn validation_report(&self) -> ValidationReport {
         self.log.report()
     }

@@ -37,7 +37,7 @@ enum Memory {
     Imported { memory: vk::DeviceMemory, size: u64 },
 }
 
-/// A Vulkan buffer with its memory. Destroy it with [`VulkanBackend::destroy_buffer`].
+/// A Vulkan buffer with its memory. Destroy it with [`VulkanDevice::destroy_buffer`](crate::VulkanDevice::destroy_buffer).
 #[derive(Debug)]
 pub struct VulkanBuffer {
     raw: vk::Buffer,
