@@ -12,6 +12,26 @@
 //! complete), which gantry-core's validating facade checks once for every backend. Errors are
 //! only what cannot be foreseen: out of memory, device lost, missing capabilities.
 //!
+//! Through gantry-core's validating facade:
+//!
+//! ```no_run
+//! use gantry_core::{BufferDesc, BufferUsage, Device, MemoryLocation};
+//! use gantry_vulkan::{VulkanBackend, VulkanOptions};
+//!
+//! let backend = VulkanBackend::new(&VulkanOptions::validated())?;
+//! let counter = backend.validation_counter();
+//! let device = Device::new(backend);
+//! let buffer = device.create_buffer(
+//!     &BufferDesc::new(1024, BufferUsage::STORAGE | BufferUsage::TRANSFER_SRC, MemoryLocation::DeviceLocal)
+//!         .with_label("particles"),
+//! )?;
+//! device.write(&buffer, 0, &[1, 2, 3, 4])?;
+//! assert_eq!(device.read(&buffer, 0, 4)?, [1, 2, 3, 4]);
+//! drop((buffer, device));
+//! assert!(counter.report().is_clean());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! See `docs/architecture-vulkan.md` for queues, memory choices, synchronization and the
 //! `from_raw` contract.
 #![deny(missing_docs)]
