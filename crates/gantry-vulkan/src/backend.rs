@@ -524,6 +524,13 @@ impl VulkanDevice {
         self.log.report()
     }
 
+    /// The validation messages (warning level and above) kept since the last call, clearing
+    /// them; the counts in [`Self::validation_report`] are not reset. gantry's conformance
+    /// runner reads this after every case.
+    pub fn take_validation_messages(&self) -> Vec<String> {
+        self.log.take()
+    }
+
     /// A handle on the message counters that outlives the backend (to check teardown).
     pub fn validation_counter(&self) -> crate::debug::ValidationCounter {
         crate::debug::ValidationCounter(Arc::clone(&self.log))

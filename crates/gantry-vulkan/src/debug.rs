@@ -24,6 +24,8 @@ pub(crate) struct MessageLog {
     errors: AtomicU64,
     warnings: AtomicU64,
     allowed: AtomicU64,
+    /// Counted messages not kept because `kept` was full.
+    dropped: AtomicU64,
     kept: Mutex<Vec<String>>,
 }
 
@@ -36,7 +38,8 @@ pub struct ValidationReport {
     pub warnings: u64,
     /// Messages of warning or error severity ignored through [`ALLOWED_MESSAGE_IDS`].
     pub allowed: u64,
-    /// The text of the first counted messages (at most 64).
+    /// The text of the counted messages kept (at most 64 between two
+    /// [`VulkanDevice::take_validation_messages`](crate::VulkanDevice::take_validation_messages)).
     pub messages: Vec<String>,
 }
 
@@ -60,6 +63,21 @@ impl ValidationCounter {
 }
 
 impl MessageLog {
+    /// The kept messages since the last call (with a note of any not kept), clearing them;
+    /// the counters are not reset.
+    pub(crate) fn take(&self) -> Vec<String> {
+        let mut out = self
+            .kept
+            .lock()
+            .map(|mut k| std::mem::take(&mut *k))
+            .unwrap_or_default();
+        let dropped = self.dropped.swap(0, Ordering::Relaxed);
+        if dropped > 0 {
+            out.push(format!("... and {dropped} more validation message(s)"));
+        }
+        out
+    }
+
     pub(crate) fn report(&self) -> ValidationReport {
         ValidationReport {
             errors: self.errors.load(Ordering::Relaxed),
@@ -89,10 +107,12 @@ impl MessageLog {
         } else {
             self.warnings.fetch_add(1, Ordering::Relaxed);
         }
-        if let Ok(mut kept) = self.kept.lock()
-            && kept.len() < KEPT_MESSAGES
-        {
-            kept.push(text);
+        if let Ok(mut kept) = self.kept.lock() {
+            if kept.len() < KEPT_MESSAGES {
+                kept.push(text);
+            } else {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 }
@@ -182,5 +202,8 @@ mod tests {
         assert_eq!(r.messages, vec!["w".to_owned(), "e".to_owned()]);
         assert!(!r.is_clean());
         assert!(MessageLog::default().report().is_clean());
+        assert_eq!(log.take(), vec!["w".to_owned(), "e".to_owned()]);
+        assert!(log.take().is_empty());
+        assert_eq!(log.report().errors, 1, "counters survive take");
     }
 }

@@ -34,6 +34,57 @@ impl From<Error> for DeviceError {
     }
 }
 
+impl From<Error> for gantry_core::Error {
+    /// For constructors: no loader, no adapter or a missing capability is `NoDevice`.
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Loader { .. } | Error::NoAdapter { .. } | Error::Unsupported { .. } => {
+                gantry_core::Error::NoDevice {
+                    reason: e.to_string(),
+                }
+            }
+            other => DeviceError::from(other).into(),
+        }
+    }
+}
+
+/// The adapters [`open`] can open, as gantry-core describes them (for the conformance runner).
+pub fn list_adapters(validation: bool) -> Vec<AdapterInfo> {
+    let _ = validation;
+    VulkanBackend::enumerate_adapters()
+        .unwrap_or_default()
+        .iter()
+        .map(adapter_info)
+        .collect()
+}
+
+/// Opens adapter `index` of [`list_adapters`], with the Khronos validation layer and
+/// synchronization validation when `validation` is set.
+///
+/// # Errors
+/// [`gantry_core::Error::NoDevice`] when the adapter cannot be opened.
+pub fn open(index: usize, validation: bool) -> Result<VulkanBackend, gantry_core::Error> {
+    let options = crate::VulkanOptions::default()
+        .with_validation(validation)
+        .with_adapter(crate::AdapterPreference::Index(index));
+    VulkanBackend::new(&options).map_err(Into::into)
+}
+
+fn adapter_info(a: &crate::VulkanAdapterInfo) -> AdapterInfo {
+    AdapterInfo {
+        name: a.name.clone(),
+        backend: "vulkan".to_owned(),
+        driver: a.driver.clone(),
+        device_type: match a.device_type {
+            vk::PhysicalDeviceType::DISCRETE_GPU => DeviceType::DiscreteGpu,
+            vk::PhysicalDeviceType::INTEGRATED_GPU => DeviceType::IntegratedGpu,
+            vk::PhysicalDeviceType::VIRTUAL_GPU => DeviceType::VirtualGpu,
+            vk::PhysicalDeviceType::CPU => DeviceType::Cpu,
+            _ => DeviceType::Other,
+        },
+    }
+}
+
 /// gantry-core's memory location as the Vulkan backend's.
 pub fn location(l: MemoryLocation) -> Location {
     match l {
@@ -255,19 +306,7 @@ impl Backend for VulkanBackend {
     const NAME: &'static str = "vulkan";
 
     fn adapter_info(&self) -> AdapterInfo {
-        let a = &self.0.adapter;
-        AdapterInfo {
-            name: a.name.clone(),
-            backend: "vulkan".to_owned(),
-            driver: a.driver.clone(),
-            device_type: match a.device_type {
-                vk::PhysicalDeviceType::DISCRETE_GPU => DeviceType::DiscreteGpu,
-                vk::PhysicalDeviceType::INTEGRATED_GPU => DeviceType::IntegratedGpu,
-                vk::PhysicalDeviceType::VIRTUAL_GPU => DeviceType::VirtualGpu,
-                vk::PhysicalDeviceType::CPU => DeviceType::Cpu,
-                _ => DeviceType::Other,
-            },
-        }
+        adapter_info(&self.0.adapter)
     }
 
     fn limits(&self) -> Limits {
@@ -458,7 +497,12 @@ impl Backend for VulkanBackend {
         out: &mut [u8],
     ) -> Result<(), DeviceError> {
         if buffer.location() == Location::Readback {
-            // SAFETY: no pending submission writes a readback buffer being read (contract).
+            // Pending submissions may still write it: the result reflects all of them.
+            let last = self.0.last_submitted_index();
+            if last > self.0.completed_index()? {
+                self.0.wait(last, u64::MAX)?;
+            }
+            // SAFETY: every submission made before the call completed (waited above).
             return unsafe { self.0.read_mapped_raw(buffer, offset, out) }.map_err(Into::into);
         }
         // SAFETY: in bounds, valid (contract); the wait below keeps both alive.
@@ -479,12 +523,15 @@ impl Backend for VulkanBackend {
         offset: u64,
         size: u64,
     ) -> Result<VulkanReadFuture, DeviceError> {
-        let state = if buffer.location() == Location::Readback {
+        let idle = self.0.completed_index()? >= self.0.last_submitted_index();
+        let state = if buffer.location() == Location::Readback && idle {
             let mut out = vec![0u8; size as usize];
-            // SAFETY: no pending submission writes it (contract).
+            // SAFETY: nothing is pending on the device (checked above), so nothing writes it.
             let r = unsafe { self.0.read_mapped_raw(buffer, offset, &mut out) };
             ReadState::Ready(r.map(|()| out).map_err(Into::into))
         } else {
+            // A copy, ordered after every pending submission by its leading barrier, also for
+            // a readback buffer still being written.
             // SAFETY: as for `read`.
             let (index, staging) = unsafe { self.0.stage_read(buffer, offset, size) }?;
             ReadState::Pending {
