@@ -25,6 +25,11 @@ pub struct VulkanOptions {
     pub debug_names: bool,
     /// Which adapter to open.
     pub adapter: AdapterPreference,
+    /// Treat every host-visible memory type as non-coherent: allocations rounded to
+    /// `nonCoherentAtomSize`, explicit flushes and invalidations. Flushing coherent memory is
+    /// valid and harmless, so this runs the non-coherent paths (and lets the validation layer
+    /// check their ranges) on devices whose memory is all coherent, such as lavapipe. For tests.
+    pub treat_memory_as_non_coherent: bool,
 }
 
 impl Default for VulkanOptions {
@@ -34,6 +39,7 @@ impl Default for VulkanOptions {
             synchronization_validation: true,
             debug_names: true,
             adapter: AdapterPreference::default(),
+            treat_memory_as_non_coherent: false,
         }
     }
 }
@@ -56,6 +62,12 @@ impl VulkanOptions {
     /// Sets [`Self::debug_names`].
     pub fn with_debug_names(mut self, on: bool) -> Self {
         self.debug_names = on;
+        self
+    }
+
+    /// Sets [`Self::treat_memory_as_non_coherent`].
+    pub fn with_non_coherent_memory(mut self, on: bool) -> Self {
+        self.treat_memory_as_non_coherent = on;
         self
     }
 
@@ -191,6 +203,8 @@ pub struct VulkanDevice {
     /// Buffers to destroy at the next maintenance (never submitted, or already complete).
     pub(crate) orphans: Mutex<Vec<VulkanBuffer>>,
     pub(crate) imported_bytes: AtomicU64,
+    /// [`VulkanOptions::treat_memory_as_non_coherent`].
+    pub(crate) force_non_coherent: bool,
     instance: ash::Instance,
     debug_utils_instance: Option<ash::ext::debug_utils::Instance>,
     messenger: vk::DebugUtilsMessengerEXT,
@@ -299,6 +313,7 @@ impl VulkanBackend {
                 backend.owns_instance = true;
                 backend.messenger = parts.messenger;
                 backend.debug_utils_instance = parts.debug_utils;
+                backend.force_non_coherent = options.treat_memory_as_non_coherent;
                 Ok(Self(Arc::new(backend)))
             }
             Err(e) => {
@@ -487,6 +502,7 @@ impl VulkanDevice {
             staging_pool: Mutex::new(Vec::new()),
             orphans: Mutex::new(Vec::new()),
             imported_bytes: AtomicU64::new(0),
+            force_non_coherent: false,
             device,
             instance,
             debug_utils_instance: None,

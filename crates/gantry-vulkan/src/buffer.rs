@@ -191,7 +191,8 @@ impl VulkanDevice {
             });
         };
         let flags = types[type_index as usize].property_flags;
-        let coherent = flags.contains(vk::MemoryPropertyFlags::HOST_COHERENT);
+        let coherent =
+            flags.contains(vk::MemoryPropertyFlags::HOST_COHERENT) && !self.force_non_coherent;
         let host_visible = flags.contains(vk::MemoryPropertyFlags::HOST_VISIBLE);
         if host_visible && !coherent {
             req = round_requirements_for_atom(req, self.limits.non_coherent_atom_size);
@@ -724,7 +725,8 @@ impl VulkanDevice {
             location: Location::Upload,
             memory: Memory::Imported { memory, size },
             mapped: Some(MappedPtr(ptr)),
-            coherent: flags.contains(vk::MemoryPropertyFlags::HOST_COHERENT),
+            coherent: flags.contains(vk::MemoryPropertyFlags::HOST_COHERENT)
+                && !self.force_non_coherent,
             heap,
             device_address,
             pooled: false,

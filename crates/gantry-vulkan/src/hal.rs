@@ -312,9 +312,11 @@ impl Backend for VulkanBackend {
     fn limits(&self) -> Limits {
         let l = &self.0.limits;
         let coherent = |loc| {
-            self.0
-                .memory_flags(loc)
-                .contains(vk::MemoryPropertyFlags::HOST_COHERENT)
+            !self.0.force_non_coherent
+                && self
+                    .0
+                    .memory_flags(loc)
+                    .contains(vk::MemoryPropertyFlags::HOST_COHERENT)
         };
         let usage = self.0.supported_usage();
         Limits {

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use ash::vk;
 use common::{pattern, with_backend};
-use gantry_vulkan::{CopyRegion, Error, Location};
+use gantry_vulkan::{CopyRegion, Error, Location, VulkanBackend, VulkanOptions};
 
 const ALL: [Location; 3] = [Location::DeviceLocal, Location::Upload, Location::Readback];
 const SECOND: u64 = 1_000_000_000;
@@ -42,7 +42,22 @@ fn creates_each_location() {
 
 #[test]
 fn round_trips_exact_bytes_in_every_location() {
-    with_backend("round_trips", |b| {
+    with_backend("round_trips", round_trips);
+}
+
+#[test]
+fn round_trips_with_non_coherent_paths() {
+    // Every host-visible buffer treated as non-coherent: atom-rounded allocations, flushes
+    // and invalidations, whose ranges the validation layer checks.
+    let options = VulkanOptions::validated().with_non_coherent_memory(true);
+    common::with_backend_options("round_trips_non_coherent", &options, |b| {
+        round_trips(b);
+        copies_with_offsets(b);
+    });
+}
+
+fn round_trips(b: &VulkanBackend) {
+    {
         for loc in ALL {
             for &(size, offset, len) in &[(4096u64, 0u64, 4096usize), (1000, 13, 777), (64, 63, 1)]
             {
@@ -65,12 +80,16 @@ fn round_trips_exact_bytes_in_every_location() {
                 unsafe { b.destroy_buffer(buf) };
             }
         }
-    });
+    }
 }
 
 #[test]
 fn copies_with_offsets_in_one_batch() {
-    with_backend("copies_with_offsets", |b| {
+    with_backend("copies_with_offsets", copies_with_offsets);
+}
+
+fn copies_with_offsets(b: &VulkanBackend) {
+    {
         let usage = vk::BufferUsageFlags::STORAGE_BUFFER;
         // SAFETY: non-zero sizes.
         let (src, mid, dst) = unsafe {
@@ -84,8 +103,11 @@ fn copies_with_offsets_in_one_batch() {
             )
         };
         let data = pattern(1024, 7);
-        // SAFETY: in bounds, nothing pending.
-        assert_eq!(unsafe { b.write_buffer(&src, 0, &data) }.unwrap(), None);
+        // SAFETY: in bounds, nothing pending. (New memory is not zeroed: clear `dst` first.)
+        unsafe {
+            assert_eq!(b.write_buffer(&src, 0, &data).unwrap(), None);
+            assert_eq!(b.write_buffer(&dst, 0, &[0; 1024]).unwrap(), None);
+        }
         let copies = [
             // Two regions src -> mid (merged into one command).
             CopyRegion {
@@ -143,7 +165,7 @@ fn copies_with_offsets_in_one_batch() {
             b.destroy_buffer(mid);
             b.destroy_buffer(dst);
         }
-    });
+    }
 }
 
 #[test]
@@ -432,4 +454,38 @@ fn synchronization_validation_is_live() {
             .any(|m| m.contains("SYNC-HAZARD-WRITE-AFTER-WRITE")),
         "{report:#?}"
     );
+}
+
+#[test]
+fn many_threads_share_one_backend() {
+    with_backend("many_threads", |b| {
+        std::thread::scope(|s| {
+            for t in 0..4u8 {
+                s.spawn(move || {
+                    for i in 0..8u8 {
+                        let data = pattern(300 + usize::from(i) * 10, t * 16 + i);
+                        // SAFETY: non-zero size.
+                        let buf = unsafe {
+                            b.create_buffer(
+                                512,
+                                vk::BufferUsageFlags::STORAGE_BUFFER,
+                                Location::DeviceLocal,
+                                "threaded",
+                            )
+                        }
+                        .unwrap();
+                        // SAFETY: in bounds; the buffer is this thread's alone.
+                        let idx = unsafe { b.write_buffer(&buf, 4, &data) }.unwrap().unwrap();
+                        b.wait(idx, 10 * SECOND).unwrap();
+                        let mut out = vec![0; data.len()];
+                        // SAFETY: in bounds; the write completed.
+                        unsafe { b.read_buffer(&buf, 4, &mut out) }.unwrap();
+                        assert_eq!(out, data);
+                        // SAFETY: every submission using it completed.
+                        unsafe { b.destroy_buffer(buf) };
+                    }
+                });
+            }
+        });
+    });
 }

@@ -18,8 +18,14 @@ pub fn init_tracing() {
 ///
 /// No Vulkan loader or device is a loud, named skip (printed), never a silent pass.
 pub fn with_backend(name: &str, f: impl FnOnce(&VulkanBackend)) {
+    with_backend_options(name, &VulkanOptions::validated(), f);
+}
+
+/// [`with_backend`] with other options (validation stays on).
+pub fn with_backend_options(name: &str, options: &VulkanOptions, f: impl FnOnce(&VulkanBackend)) {
     init_tracing();
-    let backend = match VulkanBackend::new(&VulkanOptions::validated()) {
+    let options = options.clone().with_validation(true);
+    let backend = match VulkanBackend::new(&options) {
         Ok(b) => b,
         Err(e @ (Error::Loader { .. } | Error::NoAdapter { .. })) => {
             eprintln!("SKIPPED {name}: no Vulkan device: {e}");
