@@ -86,14 +86,30 @@ pub trait Backend: Send + Sync + Sized + 'static {
     /// # Safety
     /// `buffer` is valid and mapped with [`MapMode::Write`]; `offset + data.len()` is within
     /// the buffer (any alignment).
-    unsafe fn write_mapped(&self, buffer: &Self::Buffer, offset: u64, data: &[u8]);
+    ///
+    /// # Errors
+    /// Only what the library below may report unexpectedly ([`DeviceError::Internal`]).
+    unsafe fn write_mapped(
+        &self,
+        buffer: &Self::Buffer,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<(), DeviceError>;
 
     /// Copies bytes out of a buffer mapped for reading, from `offset`.
     ///
     /// # Safety
     /// `buffer` is valid and mapped with [`MapMode::Read`]; `offset + out.len()` is within the
     /// buffer (any alignment).
-    unsafe fn read_mapped(&self, buffer: &Self::Buffer, offset: u64, out: &mut [u8]);
+    ///
+    /// # Errors
+    /// Only what the library below may report unexpectedly ([`DeviceError::Internal`]).
+    unsafe fn read_mapped(
+        &self,
+        buffer: &Self::Buffer,
+        offset: u64,
+        out: &mut [u8],
+    ) -> Result<(), DeviceError>;
 
     /// Writes `data` into an upload buffer from the host, without a submission; blocks until
     /// done.
@@ -166,8 +182,9 @@ pub trait Backend: Send + Sync + Sized + 'static {
     ///
     /// # Safety
     /// `buffer` is valid and not mapped; `offset`/`out.len()` form an aligned range; a
-    /// device-local or upload buffer has `TRANSFER_SRC`; for a readback buffer, no pending
-    /// submission writes it.
+    /// device-local or upload buffer has `TRANSFER_SRC`. A readback buffer may still be
+    /// written by pending submissions: the backend waits for them (the result reflects every
+    /// submission made before the call).
     ///
     /// # Errors
     /// Out of memory for staging, device loss.

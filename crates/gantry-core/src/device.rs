@@ -367,7 +367,8 @@ impl<B: Backend> Device<B> {
     ///
     /// # Errors
     /// [`Error::ZeroSize`], [`Error::SizeTooLarge`], [`Error::Unsupported`] naming the flags
-    /// the backend cannot give this location, [`Error::OutOfMemory`].
+    /// the backend cannot give this location, [`Error::EmptyUsage`] (a device-local buffer
+    /// with no usage), [`Error::OutOfMemory`].
     pub fn create_buffer(&self, desc: &BufferDesc<'_>) -> Result<Buffer<B>> {
         let limits = &self.shared.limits;
         if desc.size == 0 {
@@ -394,6 +395,9 @@ impl<B: Backend> Device<B> {
                 usage: unsupported,
                 location: desc.location,
             });
+        }
+        if usage.is_empty() {
+            return Err(Error::EmptyUsage);
         }
         let align = limits.size_alignment(usage, desc.location);
         let size = align_up(desc.size, align)
@@ -634,7 +638,7 @@ impl<B: Backend> Device<B> {
             MapState::Mapped(MapMode::Write) => {
                 check_bounds(offset, len64(data), inner.size)?;
                 // SAFETY: mapped for writing, range within the buffer (checked above).
-                unsafe { self.shared.raw.write_mapped(raw, offset, data) };
+                unsafe { self.shared.raw.write_mapped(raw, offset, data) }?;
                 Ok(())
             }
             MapState::Shadow(shadow) => {
@@ -667,7 +671,7 @@ impl<B: Backend> Device<B> {
             MapState::Mapped(MapMode::Read) => {
                 check_bounds(offset, len64(out), inner.size)?;
                 // SAFETY: mapped for reading, range within the buffer (checked above).
-                unsafe { self.shared.raw.read_mapped(raw, offset, out) };
+                unsafe { self.shared.raw.read_mapped(raw, offset, out) }?;
                 Ok(())
             }
         }

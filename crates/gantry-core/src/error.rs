@@ -30,6 +30,10 @@ pub enum Error {
     /// A buffer of size zero was requested; buffers must be at least one byte.
     #[error("buffer size must be non-zero")]
     ZeroSize,
+    /// The usage, after automatic flags, is empty: a buffer must be usable for something
+    /// (every API rejects a buffer without usage).
+    #[error("buffer usage must not be empty")]
+    EmptyUsage,
     /// The (rounded-up) size is over the device's `max_buffer_size`.
     #[error("buffer size {size} is over the device's maximum buffer size {max}")]
     SizeTooLarge {
