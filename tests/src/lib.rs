@@ -195,8 +195,15 @@ fn run_hooks<B: Backend>(
         {
             outcome = Outcome::Fail(format!("device unusable after the case: {e}"));
         }
+        // Expected messages may come through either channel: wgpu logs them, gantry-vulkan's
+        // own messenger reports them through `uncaptured`.
         let (expected, unexpected): (Vec<String>, Vec<String>) = validation::take()
             .into_iter()
+            .chain(
+                (hooks.uncaptured)(device.raw())
+                    .into_iter()
+                    .map(|m| format!("uncaptured: {m}")),
+            )
             .partition(|m| case.expected_messages.iter().any(|e| m.contains(e)));
         if let (Outcome::Pass(note), Some(first)) = (&mut outcome, expected.first()) {
             let first: String = first.chars().take(160).collect();
@@ -206,14 +213,6 @@ fn run_hooks<B: Backend>(
                 first.replace('\n', " ")
             ));
         }
-        let unexpected: Vec<String> = unexpected
-            .into_iter()
-            .chain(
-                (hooks.uncaptured)(device.raw())
-                    .into_iter()
-                    .map(|m| format!("uncaptured: {m}")),
-            )
-            .collect();
         if !unexpected.is_empty() && !matches!(outcome, Outcome::Fail(_)) {
             let shown: Vec<&str> = unexpected.iter().take(3).map(String::as_str).collect();
             outcome = Outcome::Fail(format!(

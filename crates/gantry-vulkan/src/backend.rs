@@ -197,12 +197,16 @@ pub struct VulkanDevice {
     pub(crate) timeline: vk::Semaphore,
     pub(crate) callbacks: Mutex<Vec<(u64, crate::submit::Callback)>>,
     pub(crate) live_buffers: AtomicU64,
+    /// The highest completed submission index the backend has seen.
+    pub(crate) completed_cache: AtomicU64,
     pub(crate) heap_usage: Vec<AtomicU64>,
     /// Idle staging chunks for reuse.
     pub(crate) staging_pool: Mutex<Vec<VulkanBuffer>>,
     /// Buffers to destroy at the next maintenance (never submitted, or already complete).
     pub(crate) orphans: Mutex<Vec<VulkanBuffer>>,
     pub(crate) imported_bytes: AtomicU64,
+    /// Device-local buffers created since the last submission, cleared at its start.
+    pub(crate) pending_fills: Mutex<Vec<vk::Buffer>>,
     /// [`VulkanOptions::treat_memory_as_non_coherent`].
     pub(crate) force_non_coherent: bool,
     instance: ash::Instance,
@@ -498,10 +502,12 @@ impl VulkanDevice {
             timeline,
             callbacks: Mutex::new(Vec::new()),
             live_buffers: AtomicU64::new(0),
+            completed_cache: AtomicU64::new(0),
             heap_usage,
             staging_pool: Mutex::new(Vec::new()),
             orphans: Mutex::new(Vec::new()),
             imported_bytes: AtomicU64::new(0),
+            pending_fills: Mutex::new(Vec::new()),
             force_non_coherent: false,
             device,
             instance,

@@ -158,6 +158,12 @@ impl VulkanDevice {
     /// Host-visible buffers are persistently mapped. Non-coherent memory is allocated with
     /// `nonCoherentAtomSize` granularity so flushes never reach past the allocation.
     ///
+    /// The contents start as zeros, as on wgpu (so no backend hands out another allocation's
+    /// old bytes): host-visible memory is cleared at once; device-local memory by a
+    /// `vkCmdFillBuffer` recorded at the start of the next submission, which comes before any
+    /// use of the buffer by gantry (an engine using the raw handle on its own queue must wait
+    /// for [`Self::last_submitted_index`] after a gantry submission, or clear it itself).
+    ///
     /// # Errors
     /// [`Error::Unsupported`] for usages the device lacks ([`Self::check_usage`]) or when no
     /// memory type fits; [`Error::OutOfMemory`].
@@ -165,6 +171,36 @@ impl VulkanDevice {
     /// # Safety
     /// `size > 0` and not above the device's maximum buffer size.
     pub unsafe fn create_buffer(
+        &self,
+        size: u64,
+        usage: vk::BufferUsageFlags,
+        location: Location,
+        label: &str,
+    ) -> Result<VulkanBuffer> {
+        // SAFETY: forwarded.
+        let buffer = unsafe { self.create_buffer_uninit(size, usage, location, label) }?;
+        match buffer.mapped {
+            Some(ptr) => {
+                // SAFETY: the mapping is `size` bytes long and nothing else uses the new buffer.
+                unsafe { std::ptr::write_bytes(ptr.0.as_ptr(), 0, size as usize) };
+                // SAFETY: as above.
+                if let Err(e) = unsafe { self.flush(&buffer, 0, size) } {
+                    // SAFETY: never used by the device.
+                    unsafe { self.destroy_buffer(buffer) };
+                    return Err(e);
+                }
+            }
+            None => lock(&self.pending_fills).push(buffer.raw),
+        }
+        Ok(buffer)
+    }
+
+    /// [`Self::create_buffer`] without clearing: for the backend's own staging, which is
+    /// always written before it is read.
+    ///
+    /// # Safety
+    /// As for [`Self::create_buffer`].
+    pub(crate) unsafe fn create_buffer_uninit(
         &self,
         size: u64,
         usage: vk::BufferUsageFlags,
@@ -277,7 +313,7 @@ impl VulkanDevice {
             }
             // SAFETY: non-zero size.
             let mut b = unsafe {
-                self.create_buffer(
+                self.create_buffer_uninit(
                     Self::STAGING_CHUNK,
                     vk::BufferUsageFlags::TRANSFER_SRC,
                     Location::Upload,
@@ -289,7 +325,7 @@ impl VulkanDevice {
         }
         // SAFETY: non-zero size.
         unsafe {
-            self.create_buffer(
+            self.create_buffer_uninit(
                 size,
                 vk::BufferUsageFlags::TRANSFER_SRC,
                 Location::Upload,
@@ -375,6 +411,10 @@ impl VulkanDevice {
     /// No pending or future submission uses the buffer (wait for the last submission that
     /// referenced it).
     pub unsafe fn destroy_buffer(&self, buffer: VulkanBuffer) {
+        // A device-local buffer's clear may sit in a submission the caller never saw.
+        let Some(buffer) = self.defer_if_clearing(buffer) else {
+            return;
+        };
         // SAFETY: the device no longer uses the buffer (contract).
         unsafe { self.device.destroy_buffer(buffer.raw, None) };
         match buffer.memory {
@@ -483,7 +523,7 @@ impl VulkanDevice {
         }
         // SAFETY: len > 0.
         let staging = unsafe {
-            self.create_buffer(
+            self.create_buffer_uninit(
                 len,
                 vk::BufferUsageFlags::TRANSFER_SRC,
                 Location::Upload,
@@ -552,7 +592,7 @@ impl VulkanDevice {
         }
         // SAFETY: len > 0.
         let staging = unsafe {
-            self.create_buffer(
+            self.create_buffer_uninit(
                 len,
                 vk::BufferUsageFlags::TRANSFER_DST,
                 Location::Readback,

@@ -88,6 +88,11 @@ pub fn map_alloc(error: gpu_allocator::AllocationError) -> Error {
         A::NoCompatibleMemoryTypeFound => Error::Unsupported {
             what: "no memory type fits this buffer".to_owned(),
         },
+        // gpu-allocator maps only VK_ERROR_OUT_OF_DEVICE_MEMORY to `OutOfMemory` and reports
+        // every other vkAllocateMemory failure as `Internal` text naming the code (lavapipe,
+        // whose device memory is host memory, fails with VK_ERROR_OUT_OF_HOST_MEMORY).
+        A::Internal(text) if text.contains("ERROR_OUT_OF_HOST_MEMORY") => Error::OutOfMemory,
+        A::Internal(text) if text.contains("ERROR_DEVICE_LOST") => Error::DeviceLost,
         other => Error::Allocator {
             reason: other.to_string(),
         },
@@ -132,6 +137,15 @@ mod tests {
         );
         assert_eq!(
             map_alloc(gpu_allocator::AllocationError::OutOfMemory),
+            Error::OutOfMemory
+        );
+        // The text gpu-allocator 0.28 builds for other vkAllocateMemory failures.
+        let host_oom = format!(
+            "Unexpected error in vkAllocateMemory: {:?}",
+            vk::Result::ERROR_OUT_OF_HOST_MEMORY
+        );
+        assert_eq!(
+            map_alloc(gpu_allocator::AllocationError::Internal(host_oom)),
             Error::OutOfMemory
         );
     }

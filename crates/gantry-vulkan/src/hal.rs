@@ -271,7 +271,7 @@ impl VulkanDevice {
     ) -> crate::Result<(u64, VulkanBuffer)> {
         // SAFETY: len > 0 (aligned range).
         let staging = unsafe {
-            self.create_buffer(
+            self.create_buffer_uninit(
                 len,
                 vk::BufferUsageFlags::TRANSFER_DST,
                 Location::Readback,
@@ -370,32 +370,31 @@ impl Backend for VulkanBackend {
         Ok(())
     }
 
-    unsafe fn unmap(&self, buffer: &VulkanBuffer) {
-        if buffer.location() == Location::Upload {
-            // SAFETY: the buffer is valid and mapped (contract).
-            if let Err(e) = unsafe { self.0.flush(buffer, 0, buffer.size()) } {
-                tracing::error!("gantry-vulkan: flushing at unmap: {e}");
-            }
-        }
+    unsafe fn unmap(&self, _buffer: &VulkanBuffer) {
+        // The mapping is persistent; `write_mapped` already flushed what it wrote.
     }
 
-    unsafe fn write_mapped(&self, buffer: &VulkanBuffer, offset: u64, data: &[u8]) {
-        let Some(ptr) = buffer.mapped_ptr() else {
-            return;
-        };
-        // SAFETY: mapped for writing, in bounds (contract); the flush happens at `unmap`.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                data.as_ptr(),
-                ptr.as_ptr().add(offset as usize),
-                data.len(),
-            )
-        };
+    unsafe fn write_mapped(
+        &self,
+        buffer: &VulkanBuffer,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<(), DeviceError> {
+        // SAFETY: mapped for writing and in bounds (contract); the host is the only user of
+        // the buffer while it is mapped. Flushes the written range.
+        unsafe { self.0.write_mapped_raw(buffer, offset, data) }.map_err(Into::into)
     }
 
-    unsafe fn read_mapped(&self, buffer: &VulkanBuffer, offset: u64, out: &mut [u8]) {
+    unsafe fn read_mapped(
+        &self,
+        buffer: &VulkanBuffer,
+        offset: u64,
+        out: &mut [u8],
+    ) -> Result<(), DeviceError> {
         let Some(ptr) = buffer.mapped_ptr() else {
-            return;
+            return Err(DeviceError::Internal(
+                "read_mapped on an unmapped buffer".to_owned(),
+            ));
         };
         // SAFETY: mapped for reading (invalidated at `map`), in bounds (contract).
         unsafe {
@@ -405,6 +404,7 @@ impl Backend for VulkanBackend {
                 out.len(),
             )
         };
+        Ok(())
     }
 
     unsafe fn write_host(
@@ -488,7 +488,6 @@ impl Backend for VulkanBackend {
             self.0
                 .submit_with(staging, |d, cmd| record_copies(d, cmd, ops))
         }?;
-        self.0.poll()?;
         Ok(SubmissionIndex(index))
     }
 
@@ -569,9 +568,7 @@ impl Backend for VulkanBackend {
     }
 
     fn on_submitted_work_done(&self, index: SubmissionIndex, callback: SubmittedWorkDoneCallback) {
-        if let Err(e) = self.0.on_completed(index.0, callback) {
-            tracing::error!("gantry-vulkan: polling after registering a callback: {e}");
-        }
+        self.0.on_completed(index.0, callback);
     }
 
     fn allocated_bytes(&self) -> Option<u64> {

@@ -67,6 +67,8 @@ struct InFlight {
     cmd: vk::CommandBuffer,
     /// Buffers to destroy once this submission completes (staging).
     retire: Vec<VulkanBuffer>,
+    /// New buffers this submission clears (see `VulkanDevice::create_buffer`).
+    fills: Vec<vk::Buffer>,
 }
 
 /// The command pool, its recycled command buffers and the submissions in flight, with the
@@ -266,6 +268,8 @@ impl VulkanDevice {
                 cmd
             }
         };
+        // New device-local buffers are cleared first (see `create_buffer`).
+        let fills: Vec<vk::Buffer> = std::mem::take(&mut *lock(&self.pending_fills));
         let result = (|| {
             let begin = vk::CommandBufferBeginInfo::default()
                 .flags(vk::CommandBufferUsageFlags::ONE_TIME_SUBMIT);
@@ -281,6 +285,18 @@ impl VulkanDevice {
                 ),
                 TRANSFER_RW,
             );
+            if !fills.is_empty() {
+                for &buffer in &fills {
+                    // SAFETY: a live buffer of this device with TRANSFER_DST: `destroy_buffer`
+                    // takes the submitter lock held here and defers destruction of a buffer
+                    // whose clear was taken (`defer_if_clearing`).
+                    unsafe {
+                        self.device
+                            .cmd_fill_buffer(cmd, buffer, 0, vk::WHOLE_SIZE, 0)
+                    };
+                }
+                global_barrier(&self.device, cmd, TRANSFER_W, TRANSFER_RW);
+            }
             record(&self.device, cmd);
             global_barrier(
                 &self.device,
@@ -313,10 +329,17 @@ impl VulkanDevice {
         match result {
             Ok(value) => {
                 s.last_submitted = value;
-                s.in_flight.push_back(InFlight { value, cmd, retire });
+                s.in_flight.push_back(InFlight {
+                    value,
+                    cmd,
+                    retire,
+                    fills,
+                });
                 Ok(value)
             }
             Err(e) => {
+                // Not submitted: the clears are still due.
+                lock(&self.pending_fills).extend(fills);
                 // SAFETY: `cmd` was not submitted; resetting returns it to the initial state.
                 let _ = unsafe {
                     self.device
@@ -399,17 +422,38 @@ impl VulkanDevice {
             // happened).
             unsafe { self.recycle_staging(b) };
         }
-        let ready: Vec<Callback> = {
-            let mut cbs = lock(&self.callbacks);
-            let (ready, pending): (Vec<_>, Vec<_>) = cbs.drain(..).partition(|(v, _)| *v <= done);
-            *cbs = pending;
-            ready.into_iter().map(|(_, f)| f).collect()
-        };
-        // Run outside every lock, so a callback may call back into the backend.
-        for f in ready {
-            f();
-        }
+        self.completed_cache
+            .fetch_max(done, std::sync::atomic::Ordering::Relaxed);
+        self.run_callbacks(done);
         Ok(done)
+    }
+
+    /// For [`VulkanDevice::destroy_buffer`]: a device-local buffer whose clear is still pending
+    /// loses it (it was never used); one whose clear is in a submission in flight is retired
+    /// with that submission (`None`). Otherwise the buffer comes back, to destroy now.
+    pub(crate) fn defer_if_clearing(&self, buffer: VulkanBuffer) -> Option<VulkanBuffer> {
+        if buffer.mapped_ptr().is_some() {
+            return Some(buffer);
+        }
+        // Under the submitter lock, so no submission takes the clear meanwhile.
+        let mut s = lock(&self.submitter);
+        let mut fills = lock(&self.pending_fills);
+        if let Some(i) = fills.iter().position(|&b| b == buffer.raw()) {
+            fills.swap_remove(i);
+            return Some(buffer);
+        }
+        drop(fills);
+        match s
+            .in_flight
+            .iter_mut()
+            .find(|f| f.fills.contains(&buffer.raw()))
+        {
+            Some(f) => {
+                f.retire.push(buffer);
+                None
+            }
+            None => Some(buffer),
+        }
     }
 
     /// Destroys `buffer` once submission `index` has completed (now if it has).
@@ -420,6 +464,26 @@ impl VulkanDevice {
         } else {
             drop(s);
             lock(&self.orphans).push(buffer);
+        }
+    }
+
+    /// Runs, in submission order and outside every lock (a callback may call back into the
+    /// backend), the callbacks of submissions up to `done`.
+    fn run_callbacks(&self, done: SubmissionIndex) {
+        let ready: Vec<Callback> = {
+            let mut cbs = lock(&self.callbacks);
+            if cbs.is_empty() {
+                return;
+            }
+            let (mut ready, pending): (Vec<_>, Vec<_>) =
+                cbs.drain(..).partition(|(v, _)| *v <= done);
+            *cbs = pending;
+            // In submission order, whatever the registration order (stable within an index).
+            ready.sort_by_key(|(v, _)| *v);
+            ready.into_iter().map(|(_, f)| f).collect()
+        };
+        for f in ready {
+            f();
         }
     }
 
@@ -455,18 +519,15 @@ impl VulkanDevice {
         Ok(())
     }
 
-    /// Runs `callback` once submission `index` is complete, from the next [`Self::poll`] or
-    /// [`Self::wait`] (or right away if it already is).
-    ///
-    /// # Errors
-    /// [`crate::Error::DeviceLost`].
-    pub fn on_completed(
-        &self,
-        index: SubmissionIndex,
-        callback: impl FnOnce() + Send + 'static,
-    ) -> Result<()> {
+    /// Runs `callback` once submission `index` is complete: at once if the backend already
+    /// saw it complete (at its last poll, wait or submission), else from a later
+    /// [`Self::poll`], [`Self::wait`] or submission. Callbacks run in submission order.
+    pub fn on_completed(&self, index: SubmissionIndex, callback: impl FnOnce() + Send + 'static) {
         lock(&self.callbacks).push((index, Box::new(callback)));
-        self.maintain().map(|_| ())
+        self.run_callbacks(
+            self.completed_cache
+                .load(std::sync::atomic::Ordering::Relaxed),
+        );
     }
 
     /// Waits for every submission of this backend (not for other work on the device).
