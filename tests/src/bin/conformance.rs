@@ -19,6 +19,7 @@ fn main() -> ExitCode {
             "--quick" => options.full = false,
             "--no-validation" => options.validation = false,
             "--list" => list_only = true,
+            "--" => {}
             "-h" | "--help" => {
                 println!("conformance [--quick] [--no-validation] [--list] [FILTER...]");
                 return ExitCode::SUCCESS;
@@ -95,6 +96,13 @@ fn main() -> ExitCode {
         );
     }
     println!("\n{pass} passed, {skip} skipped, {fail} failed");
+    if pass + skip + fail == 0 {
+        println!(
+            "FAILURE: no case ran (filters {:?} matched nothing?)",
+            options.filters
+        );
+        return ExitCode::FAILURE;
+    }
     if fail == 0 && no_device.is_empty() && !reports.is_empty() {
         ExitCode::SUCCESS
     } else {
