@@ -388,7 +388,9 @@ impl WgpuBackend {
     ) -> Result<SubmissionIndex, DeviceError> {
         self.check_lost()?;
         let tracker = &self.tracker;
-        self.scoped(|| tracker.submit(&self.queue, commands))
+        let index = self.scoped(|| tracker.submit(&self.queue, commands));
+        tracker.run_ready();
+        index
     }
 
     /// Maps `range` of `buffer` and waits for the mapping.
@@ -796,10 +798,33 @@ impl Backend for WgpuBackend {
         self.device
             .poll(wgpu::PollType::Poll)
             .map_err(|e| self.poll_err(e))?;
+        self.tracker.run_ready();
         Ok(self.tracker.completed())
     }
 
     fn wait(&self, index: SubmissionIndex, timeout: Option<Duration>) -> Result<bool, DeviceError> {
+        let done = self.wait_inner(index, timeout);
+        self.tracker.run_ready();
+        done
+    }
+
+    fn on_submitted_work_done(&self, index: SubmissionIndex, callback: SubmittedWorkDoneCallback) {
+        self.tracker.on_done(index, callback);
+    }
+
+    fn allocated_bytes(&self) -> Option<u64> {
+        self.device
+            .generate_allocator_report()
+            .map(|r| r.total_allocated_bytes)
+    }
+}
+
+impl WgpuBackend {
+    fn wait_inner(
+        &self,
+        index: SubmissionIndex,
+        timeout: Option<Duration>,
+    ) -> Result<bool, DeviceError> {
         self.check_lost()?;
         if index <= self.tracker.completed() {
             return Ok(true);
@@ -827,15 +852,5 @@ impl Backend for WgpuBackend {
             std::thread::sleep(Duration::from_micros(100));
         }
         Ok(self.tracker.completed() >= wanted)
-    }
-
-    fn on_submitted_work_done(&self, index: SubmissionIndex, callback: SubmittedWorkDoneCallback) {
-        self.tracker.on_done(index, callback);
-    }
-
-    fn allocated_bytes(&self) -> Option<u64> {
-        self.device
-            .generate_allocator_report()
-            .map(|r| r.total_allocated_bytes)
     }
 }
