@@ -937,8 +937,8 @@ impl<B: Backend> Device<B> {
     }
 
     /// Runs `callback` once `index` has completed: at once if it has, otherwise from a later
-    /// [`Device::poll`], [`Device::wait`] or submission (G10). Callbacks must not block on
-    /// the GPU.
+    /// [`Device::poll`] or [`Device::wait`] on the thread calling it (G10). Callbacks may call
+    /// back into gantry (submit, write, poll) but should not block for long.
     pub fn on_submitted_work_done(
         &self,
         index: SubmissionIndex,

@@ -388,9 +388,9 @@ impl WgpuBackend {
     ) -> Result<SubmissionIndex, DeviceError> {
         self.check_lost()?;
         let tracker = &self.tracker;
-        let index = self.scoped(|| tracker.submit(&self.queue, commands));
-        tracker.run_ready();
-        index
+        // Completion callbacks are not run here: the facade may hold buffer locks while it
+        // submits. They run from the next poll or wait.
+        self.scoped(|| tracker.submit(&self.queue, commands))
     }
 
     /// Maps `range` of `buffer` and waits for the mapping.
