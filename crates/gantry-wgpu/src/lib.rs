@@ -62,6 +62,9 @@ pub struct WgpuOptions {
     /// Turn on the API's validation layer and debug labels
     /// (`InstanceFlags::VALIDATION | DEBUG`).
     pub validation: bool,
+    /// Give labels to the driver (`InstanceFlags::DEBUG`: `VK_EXT_debug_utils` object names,
+    /// visible in validation messages, RenderDoc, Nsight) even without validation (G12).
+    pub debug_labels: bool,
     /// Request the adapter's full limits (so `max_buffer_size` is the adapter's, e.g. 256 MiB
     /// buffers work) instead of wgpu's defaults.
     pub full_limits: bool,
@@ -77,6 +80,7 @@ impl Default for WgpuOptions {
             adapter: AdapterSelector::First,
             backends: wgpu::Backends::VULKAN,
             validation: false,
+            debug_labels: true,
             full_limits: true,
             staging_keep_bytes: 64 << 20,
             staging_chunk_bytes: 8 << 20,
@@ -87,11 +91,13 @@ impl Default for WgpuOptions {
 fn instance(options: &WgpuOptions) -> wgpu::Instance {
     let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
     desc.backends = options.backends;
-    desc.flags = if options.validation {
-        wgpu::InstanceFlags::VALIDATION | wgpu::InstanceFlags::DEBUG
-    } else {
-        wgpu::InstanceFlags::empty()
-    };
+    desc.flags = wgpu::InstanceFlags::empty();
+    if options.validation {
+        desc.flags |= wgpu::InstanceFlags::VALIDATION | wgpu::InstanceFlags::DEBUG;
+    }
+    if options.debug_labels {
+        desc.flags |= wgpu::InstanceFlags::DEBUG;
+    }
     wgpu::Instance::new(desc)
 }
 
