@@ -1,7 +1,10 @@
 //! The backends compiled into the suite. Adding a backend is one `register` line in
 //! [`entries`] (plus its optional dependency and feature in `tests/Cargo.toml`).
 
-#[cfg_attr(not(feature = "wgpu"), allow(unused_imports))]
+#[cfg_attr(
+    not(any(feature = "wgpu", feature = "reference")),
+    allow(unused_imports)
+)]
 use crate::{BackendHooks, Entry, entry};
 
 /// Every backend compiled in, in table order.
@@ -15,9 +18,34 @@ pub fn entries() -> Vec<Box<dyn Entry>> {
     let mut out: Vec<Box<dyn Entry>> = Vec::new();
     #[cfg(feature = "wgpu")]
     out.push(entry(wgpu_backend::hooks()));
+    #[cfg(feature = "reference")]
+    out.push(entry(reference_hooks()));
     #[cfg(feature = "vulkan")]
     out.push(entry(vulkan_backend::hooks()));
     out
+}
+
+/// gantry-core's reference backend: one adapter, a 1 GiB "heap".
+#[cfg(feature = "reference")]
+#[must_use]
+pub fn reference_hooks() -> BackendHooks<gantry_core::reference::ReferenceBackend> {
+    use gantry_core::Backend as _;
+    use gantry_core::reference::ReferenceBackend;
+    BackendHooks {
+        name: "reference",
+        list: |_| vec![ReferenceBackend::default().adapter_info()],
+        open: |index, _| {
+            if index == 0 {
+                Ok(ReferenceBackend::default())
+            } else {
+                Err(gantry_core::Error::NoDevice {
+                    reason: format!("the reference backend has one adapter, not #{index}"),
+                })
+            }
+        },
+        uncaptured: |_| Vec::new(),
+        extra_cases: Vec::new,
+    }
 }
 
 #[cfg(feature = "wgpu")]

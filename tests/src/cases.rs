@@ -604,7 +604,9 @@ fn submissions_wait_poll_callbacks<B: Backend>(d: &Device<B>) -> R {
     let order = Arc::new(std::sync::Mutex::new(Vec::new()));
     let i3 = submit()?;
     let i4 = submit()?;
-    for i in [i4, i3] {
+    // Registered in ascending order: they must run in that order whether each was still
+    // pending (completion order) or already complete (at once).
+    for i in [i3, i4] {
         let o = Arc::clone(&order);
         d.on_submitted_work_done(i, move || o.lock().unwrap().push(i));
     }

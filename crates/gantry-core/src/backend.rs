@@ -230,7 +230,8 @@ pub trait Backend: Send + Sync + Sized + 'static {
     fn wait(&self, index: SubmissionIndex, timeout: Option<Duration>) -> Result<bool, DeviceError>;
 
     /// Runs `callback` once `index` has completed: at once if it already has, otherwise from a
-    /// later `poll`, `wait` or `submit` (on the thread calling it).
+    /// later [`Backend::poll`] or [`Backend::wait`] (on the thread calling it; never from
+    /// `submit`, `read` or other calls the facade makes while holding buffer locks).
     fn on_submitted_work_done(&self, index: SubmissionIndex, callback: SubmittedWorkDoneCallback);
 
     /// Bytes of device memory the backend has allocated now (including its own staging), if

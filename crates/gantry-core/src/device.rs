@@ -603,15 +603,27 @@ impl<B: Backend> Device<B> {
                 Ok(())
             }
             MapState::Shadow(shadow) => {
-                let mut batch = self.shared.raw.begin_batch()?;
-                // SAFETY: shadow buffers have TRANSFER_DST (added at creation); the range is the
-                // whole buffer, whose size is a multiple of the copy alignment; the buffer is
-                // valid and (now) not mapped, and is kept alive by this lock until submitted.
-                unsafe { self.shared.raw.batch_write(&mut batch, raw, 0, &shadow) }?;
-                // SAFETY: the only buffer used is `raw`, valid and not mapped.
-                let idx = unsafe { self.shared.raw.submit(batch) }?;
-                state.last_use = idx;
-                Ok(())
+                let uploaded = (|| {
+                    let mut batch = self.shared.raw.begin_batch()?;
+                    // SAFETY: shadow buffers have TRANSFER_DST (added at creation); the range
+                    // is the whole buffer, whose size is a multiple of the copy alignment; the
+                    // buffer is valid and (now) not mapped, and this lock is held until the
+                    // batch is submitted.
+                    unsafe { self.shared.raw.batch_write(&mut batch, raw, 0, &shadow) }?;
+                    // SAFETY: the only buffer used is `raw`, valid and not mapped.
+                    unsafe { self.shared.raw.submit(batch) }
+                })();
+                match uploaded {
+                    Ok(idx) => {
+                        state.last_use = idx;
+                        Ok(())
+                    }
+                    Err(e) => {
+                        // Still mapped, nothing lost: the caller may retry.
+                        state.map = MapState::Shadow(shadow);
+                        Err(e.into())
+                    }
+                }
             }
         }
     }
@@ -937,8 +949,8 @@ impl<B: Backend> Device<B> {
     }
 
     /// Runs `callback` once `index` has completed: at once if it has, otherwise from a later
-    /// [`Device::poll`], [`Device::wait`] or submission (G10). Callbacks must not block on
-    /// the GPU.
+    /// [`Device::poll`] or [`Device::wait`] on the thread calling it (G10). Callbacks may call
+    /// back into gantry (submit, write, poll) but should not block for long.
     pub fn on_submitted_work_done(
         &self,
         index: SubmissionIndex,
@@ -1217,5 +1229,158 @@ impl<B: Backend> Drop for ReadFuture<B> {
             }
             self.finish();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reference::ReferenceBackend;
+
+    fn device() -> Device<ReferenceBackend> {
+        Device::new(ReferenceBackend::new(1 << 20))
+    }
+
+    #[test]
+    fn sizes_round_up_to_the_atom_for_non_coherent_host_memory() {
+        let d = device();
+        let b = d
+            .create_buffer(&BufferDesc::new(
+                65,
+                BufferUsage::empty(),
+                MemoryLocation::Upload,
+            ))
+            .unwrap();
+        assert_eq!(b.size(), 128); // atom 64: 65 -> 128, not 65 + 65 % 64 = 66
+        let b = d
+            .create_buffer(&BufferDesc::new(
+                5,
+                BufferUsage::VERTEX,
+                MemoryLocation::DeviceLocal,
+            ))
+            .unwrap();
+        assert_eq!(b.size(), 8);
+        assert!(b.usage().contains(BufferUsage::TRANSFER_DST));
+        let b = d
+            .create_buffer(&BufferDesc::new(
+                5,
+                BufferUsage::UNIFORM,
+                MemoryLocation::DeviceLocal,
+            ))
+            .unwrap();
+        assert_eq!(b.size(), 256);
+    }
+
+    #[test]
+    fn oom_from_the_backend_is_out_of_memory_and_the_device_keeps_working() {
+        let d = device();
+        let too_big = BufferDesc::new(
+            2 << 20,
+            BufferUsage::TRANSFER_DST,
+            MemoryLocation::DeviceLocal,
+        );
+        assert_eq!(d.create_buffer(&too_big).unwrap_err(), Error::OutOfMemory);
+        let b = d
+            .create_buffer_init(
+                None,
+                BufferUsage::TRANSFER_SRC,
+                MemoryLocation::DeviceLocal,
+                &[1u32, 2, 3],
+            )
+            .unwrap();
+        assert_eq!(d.read_pod::<u32>(&b, 0, 3).unwrap(), [1, 2, 3]);
+    }
+
+    #[test]
+    fn rejected_commands_change_nothing() {
+        let d = device();
+        let rw = BufferUsage::TRANSFER_SRC | BufferUsage::TRANSFER_DST;
+        let b = d
+            .create_buffer_init(Some("b"), rw, MemoryLocation::DeviceLocal, &[7u8; 64])
+            .unwrap();
+        let mut batch = d.batch().unwrap();
+        batch.write(&b, 0, &[1u8; 8]).unwrap();
+        assert_eq!(
+            batch.write(&b, 2, &[0u8; 4]).unwrap_err(),
+            Error::MisalignedOffset {
+                offset: 2,
+                alignment: 4
+            }
+        );
+        assert_eq!(
+            batch.copy(&b, 0, &b, 4, 8).unwrap_err(),
+            Error::OverlappingCopy {
+                src_offset: 0,
+                dst_offset: 4,
+                size: 8
+            }
+        );
+        assert_eq!(
+            batch.copy(&b, u64::MAX - 3, &b, 0, 8).unwrap_err(),
+            Error::OutOfBounds {
+                offset: u64::MAX - 3,
+                size: 8,
+                buffer_size: 64
+            }
+        );
+        assert_eq!(batch.len(), 1);
+        batch.submit().unwrap();
+        let mut want = [7u8; 64];
+        want[..8].fill(1);
+        assert_eq!(d.read(&b, 0, 64).unwrap(), want);
+    }
+
+    #[test]
+    fn destroyed_and_dropped_buffers_are_freed() {
+        let d = device();
+        for i in 0..100u64 {
+            let b = d
+                .create_buffer(&BufferDesc::new(
+                    1000 + i,
+                    BufferUsage::TRANSFER_DST,
+                    MemoryLocation::DeviceLocal,
+                ))
+                .unwrap();
+            if i % 2 == 0 {
+                d.destroy_buffer(&b).unwrap();
+                assert_eq!(
+                    d.destroy_buffer(&b).unwrap_err(),
+                    Error::Destroyed {
+                        label: String::new()
+                    }
+                );
+            }
+        }
+        assert_eq!(d.live_buffers(), 0);
+        assert_eq!(d.live_bytes(), 0);
+        assert_eq!(d.allocated_bytes(), Some(0));
+    }
+
+    #[test]
+    fn map_rules() {
+        let d = device();
+        let up = d
+            .create_buffer(&BufferDesc::new(
+                64,
+                BufferUsage::empty(),
+                MemoryLocation::Upload,
+            ))
+            .unwrap();
+        assert_eq!(
+            d.map(&up, MapMode::Read).unwrap_err(),
+            Error::MapModeNotAllowed {
+                mode: MapMode::Read,
+                location: MemoryLocation::Upload
+            }
+        );
+        assert_eq!(d.unmap(&up).unwrap_err(), Error::NotMapped);
+        d.map(&up, MapMode::Write).unwrap();
+        assert_eq!(
+            d.map(&up, MapMode::Write).unwrap_err(),
+            Error::AlreadyMapped
+        );
+        d.write_mapped(&up, 3, &[9]).unwrap();
+        d.unmap(&up).unwrap();
+        assert_eq!(d.read(&up, 3, 1).unwrap(), [9]);
     }
 }

@@ -31,6 +31,9 @@ mod device;
 mod error;
 mod types;
 
+#[cfg(any(test, feature = "reference"))]
+pub mod reference;
+
 pub use backend::{Backend, SubmittedWorkDoneCallback};
 pub use device::{Batch, Buffer, Device, ReadFuture};
 pub use error::{DeviceError, Error, Result};

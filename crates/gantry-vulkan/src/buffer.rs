@@ -610,7 +610,7 @@ impl VulkanDevice {
         let submitted =
             unsafe { self.submit_with(Vec::new(), |d, cmd| record_copies(d, cmd, [copy])) };
         let result = submitted
-            .and_then(|index| self.wait(index, u64::MAX))
+            .and_then(|index| self.wait_quiet(index))
             .and_then(|()| {
                 // SAFETY: the copy completed and its writes were made available to the host by
                 // the trailing barrier; the staging buffer is mapped and `len` bytes long.

@@ -501,14 +501,14 @@ impl Backend for VulkanBackend {
             // Pending submissions may still write it: the result reflects all of them.
             let last = self.0.last_submitted_index();
             if last > self.0.completed_index()? {
-                self.0.wait(last, u64::MAX)?;
+                self.0.wait_quiet(last)?;
             }
             // SAFETY: every submission made before the call completed (waited above).
             return unsafe { self.0.read_mapped_raw(buffer, offset, out) }.map_err(Into::into);
         }
         // SAFETY: in bounds, valid (contract); the wait below keeps both alive.
         let (index, staging) = unsafe { self.0.stage_read(buffer, offset, out.len() as u64) }?;
-        let waited = self.0.wait(index, u64::MAX);
+        let waited = self.0.wait_quiet(index);
         let read = waited.and_then(|()| {
             // SAFETY: the copy completed.
             unsafe { self.0.read_mapped_raw(&staging, 0, out) }

@@ -393,10 +393,14 @@ impl VulkanDevice {
     /// # Errors
     /// [`crate::Error::DeviceLost`].
     pub fn poll(&self) -> Result<SubmissionIndex> {
-        self.maintain()
+        let done = self.maintain()?;
+        self.run_callbacks(done);
+        Ok(done)
     }
 
-    fn maintain(&self) -> Result<SubmissionIndex> {
+    /// [`Self::poll`] without running callbacks: for submissions and reads, which the facade
+    /// makes while holding buffer locks that a callback might take.
+    pub(crate) fn maintain(&self) -> Result<SubmissionIndex> {
         let done = self.completed_index()?;
         let mut retired = Vec::new();
         {
@@ -424,7 +428,6 @@ impl VulkanDevice {
         }
         self.completed_cache
             .fetch_max(done, std::sync::atomic::Ordering::Relaxed);
-        self.run_callbacks(done);
         Ok(done)
     }
 
@@ -515,13 +518,22 @@ impl VulkanDevice {
             .values(&values);
         // SAFETY: a timeline semaphore of this device; waiting needs no external sync.
         unsafe { self.device.wait_semaphores(&info, timeout_ns) }.vk("vkWaitSemaphores")?;
+        self.poll()?;
+        Ok(())
+    }
+
+    /// Blocks until `index` completes, then does maintenance without running callbacks.
+    pub(crate) fn wait_quiet(&self, index: SubmissionIndex) -> Result<()> {
+        if !self.wait_raw(index, u64::MAX)? {
+            return Err(crate::Error::Timeout);
+        }
         self.maintain()?;
         Ok(())
     }
 
     /// Runs `callback` once submission `index` is complete: at once if the backend already
-    /// saw it complete (at its last poll, wait or submission), else from a later
-    /// [`Self::poll`], [`Self::wait`] or submission. Callbacks run in submission order.
+    /// saw it complete, else from a later [`Self::poll`] or [`Self::wait`] (never from
+    /// submissions or reads). Callbacks run in submission order.
     pub fn on_completed(&self, index: SubmissionIndex, callback: impl FnOnce() + Send + 'static) {
         lock(&self.callbacks).push((index, Box::new(callback)));
         self.run_callbacks(
@@ -534,7 +546,7 @@ impl VulkanDevice {
     pub(crate) fn wait_idle_own(&self) -> Result<()> {
         let last = self.last_submitted_index();
         if last > 0 {
-            self.wait(last, u64::MAX)?;
+            self.wait_quiet(last)?;
         }
         Ok(())
     }

@@ -62,6 +62,9 @@ pub struct WgpuOptions {
     /// Turn on the API's validation layer and debug labels
     /// (`InstanceFlags::VALIDATION | DEBUG`).
     pub validation: bool,
+    /// Give labels to the driver (`InstanceFlags::DEBUG`: `VK_EXT_debug_utils` object names,
+    /// visible in validation messages, RenderDoc, Nsight) even without validation (G12).
+    pub debug_labels: bool,
     /// Request the adapter's full limits (so `max_buffer_size` is the adapter's, e.g. 256 MiB
     /// buffers work) instead of wgpu's defaults.
     pub full_limits: bool,
@@ -77,6 +80,7 @@ impl Default for WgpuOptions {
             adapter: AdapterSelector::First,
             backends: wgpu::Backends::VULKAN,
             validation: false,
+            debug_labels: true,
             full_limits: true,
             staging_keep_bytes: 64 << 20,
             staging_chunk_bytes: 8 << 20,
@@ -87,11 +91,13 @@ impl Default for WgpuOptions {
 fn instance(options: &WgpuOptions) -> wgpu::Instance {
     let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
     desc.backends = options.backends;
-    desc.flags = if options.validation {
-        wgpu::InstanceFlags::VALIDATION | wgpu::InstanceFlags::DEBUG
-    } else {
-        wgpu::InstanceFlags::empty()
-    };
+    desc.flags = wgpu::InstanceFlags::empty();
+    if options.validation {
+        desc.flags |= wgpu::InstanceFlags::VALIDATION | wgpu::InstanceFlags::DEBUG;
+    }
+    if options.debug_labels {
+        desc.flags |= wgpu::InstanceFlags::DEBUG;
+    }
     wgpu::Instance::new(desc)
 }
 
@@ -388,6 +394,8 @@ impl WgpuBackend {
     ) -> Result<SubmissionIndex, DeviceError> {
         self.check_lost()?;
         let tracker = &self.tracker;
+        // Completion callbacks are not run here: the facade may hold buffer locks while it
+        // submits. They run from the next poll or wait.
         self.scoped(|| tracker.submit(&self.queue, commands))
     }
 
@@ -796,10 +804,33 @@ impl Backend for WgpuBackend {
         self.device
             .poll(wgpu::PollType::Poll)
             .map_err(|e| self.poll_err(e))?;
+        self.tracker.run_ready();
         Ok(self.tracker.completed())
     }
 
     fn wait(&self, index: SubmissionIndex, timeout: Option<Duration>) -> Result<bool, DeviceError> {
+        let done = self.wait_inner(index, timeout);
+        self.tracker.run_ready();
+        done
+    }
+
+    fn on_submitted_work_done(&self, index: SubmissionIndex, callback: SubmittedWorkDoneCallback) {
+        self.tracker.on_done(index, callback);
+    }
+
+    fn allocated_bytes(&self) -> Option<u64> {
+        self.device
+            .generate_allocator_report()
+            .map(|r| r.total_allocated_bytes)
+    }
+}
+
+impl WgpuBackend {
+    fn wait_inner(
+        &self,
+        index: SubmissionIndex,
+        timeout: Option<Duration>,
+    ) -> Result<bool, DeviceError> {
         self.check_lost()?;
         if index <= self.tracker.completed() {
             return Ok(true);
@@ -827,15 +858,5 @@ impl Backend for WgpuBackend {
             std::thread::sleep(Duration::from_micros(100));
         }
         Ok(self.tracker.completed() >= wanted)
-    }
-
-    fn on_submitted_work_done(&self, index: SubmissionIndex, callback: SubmittedWorkDoneCallback) {
-        self.tracker.on_done(index, callback);
-    }
-
-    fn allocated_bytes(&self) -> Option<u64> {
-        self.device
-            .generate_allocator_report()
-            .map(|r| r.total_allocated_bytes)
     }
 }

@@ -14,27 +14,33 @@ struct Submitted {
     pending: VecDeque<(u64, wgpu::SubmissionIndex)>,
 }
 
+type Callbacks = Mutex<BTreeMap<u64, Vec<SubmittedWorkDoneCallback>>>;
+
 #[derive(Default)]
 pub(crate) struct Tracker {
     submitted: Mutex<Submitted>,
     completed: Arc<AtomicU64>,
-    callbacks: Arc<Mutex<BTreeMap<u64, Vec<SubmittedWorkDoneCallback>>>>,
+    callbacks: Arc<Callbacks>,
+    /// Callbacks whose submission completed, to run by the next `run_ready` (outside wgpu's
+    /// callbacks and outside our locks, so a callback may submit or poll).
+    ready: Arc<Mutex<Vec<SubmittedWorkDoneCallback>>>,
 }
 
+/// Runs inside wgpu's `on_submitted_work_done`: records completion and queues due callbacks.
 fn complete(
     completed: &AtomicU64,
-    callbacks: &Mutex<BTreeMap<u64, Vec<SubmittedWorkDoneCallback>>>,
+    callbacks: &Callbacks,
+    ready: &Mutex<Vec<SubmittedWorkDoneCallback>>,
     index: u64,
 ) {
     completed.fetch_max(index, Ordering::SeqCst);
-    let due = {
-        let mut map = callbacks.lock().unwrap_or_else(PoisonError::into_inner);
-        let later = map.split_off(&(index + 1));
-        std::mem::replace(&mut *map, later)
-    };
-    for callback in due.into_values().flatten() {
-        callback();
-    }
+    let mut map = callbacks.lock().unwrap_or_else(PoisonError::into_inner);
+    let later = map.split_off(&(index + 1));
+    let due = std::mem::replace(&mut *map, later);
+    ready
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .extend(due.into_values().flatten());
 }
 
 impl Tracker {
@@ -53,7 +59,8 @@ impl Tracker {
         let index = submitted.last;
         let completed = Arc::clone(&self.completed);
         let callbacks = Arc::clone(&self.callbacks);
-        queue.on_submitted_work_done(move || complete(&completed, &callbacks, index));
+        let ready = Arc::clone(&self.ready);
+        queue.on_submitted_work_done(move || complete(&completed, &callbacks, &ready, index));
         let done = self.completed.load(Ordering::SeqCst);
         while submitted.pending.front().is_some_and(|(i, _)| *i <= done) {
             submitted.pending.pop_front();
@@ -91,6 +98,20 @@ impl Tracker {
             .iter()
             .find(|(i, _)| *i >= wanted)
             .map(|(_, w)| w.clone())
+    }
+
+    /// Runs the callbacks of completed submissions, on the calling thread.
+    pub(crate) fn run_ready(&self) {
+        loop {
+            let due =
+                std::mem::take(&mut *self.ready.lock().unwrap_or_else(PoisonError::into_inner));
+            if due.is_empty() {
+                return;
+            }
+            for callback in due {
+                callback();
+            }
+        }
     }
 
     pub(crate) fn on_done(&self, index: SubmissionIndex, callback: SubmittedWorkDoneCallback) {

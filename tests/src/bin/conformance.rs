@@ -7,7 +7,24 @@ use std::process::ExitCode;
 
 use gantry_conformance::{AdapterReport, Outcome, RunOptions, backends};
 
+/// Turns on the Khronos layer's synchronization validation (STYLE item 15) unless the
+/// caller configured the layer's features already.
+fn enable_sync_validation() {
+    const VAR: &str = "VK_LAYER_ENABLES";
+    if std::env::var_os(VAR).is_none() {
+        // SAFETY: called first thing in `main`, before any other thread exists, so nothing
+        // reads the environment concurrently.
+        unsafe {
+            std::env::set_var(
+                VAR,
+                "VK_VALIDATION_FEATURE_ENABLE_SYNCHRONIZATION_VALIDATION_EXT",
+            );
+        }
+    }
+}
+
 fn main() -> ExitCode {
+    enable_sync_validation();
     let mut options = RunOptions {
         validation: true,
         full: true,
@@ -19,6 +36,7 @@ fn main() -> ExitCode {
             "--quick" => options.full = false,
             "--no-validation" => options.validation = false,
             "--list" => list_only = true,
+            "--" => {}
             "-h" | "--help" => {
                 println!("conformance [--quick] [--no-validation] [--list] [FILTER...]");
                 return ExitCode::SUCCESS;
@@ -37,9 +55,12 @@ fn main() -> ExitCode {
     println!(
         "gantry conformance: validation {}, {}",
         if options.validation {
-            "ON (Khronos layer)"
+            format!(
+                "ON (Khronos layer; VK_LAYER_ENABLES={})",
+                std::env::var("VK_LAYER_ENABLES").unwrap_or_default()
+            )
         } else {
-            "OFF"
+            "OFF".to_owned()
         },
         if options.full {
             "all cases"
@@ -95,6 +116,13 @@ fn main() -> ExitCode {
         );
     }
     println!("\n{pass} passed, {skip} skipped, {fail} failed");
+    if pass + skip + fail == 0 {
+        println!(
+            "FAILURE: no case ran (filters {:?} matched nothing?)",
+            options.filters
+        );
+        return ExitCode::FAILURE;
+    }
     if fail == 0 && no_device.is_empty() && !reports.is_empty() {
         ExitCode::SUCCESS
     } else {
