@@ -247,6 +247,8 @@ impl VulkanBackend {
 
     /// Creates an instance and a device of its own (G13).
     ///
+    /// Wraps [`vkCreateDevice`](https://registry.khronos.org/vulkan/specs/1.3-extensions/man/html/vkCreateDevice.html).
+    ///
     /// Enables Vulkan 1.2 timeline semaphores (required), `bufferDeviceAddress`,
     /// `VK_EXT_memory_budget`, `VK_EXT_external_memory_host` and the ray-tracing buffer
     /// extensions when supported, and creates a dedicated transfer queue when the device has a
@@ -606,6 +608,8 @@ impl VulkanDevice {
 
     /// The timeline semaphore every gantry submission signals: submission index `n` is
     /// complete when its value reaches `n`. Other queues wait on it to consume gantry's writes.
+    ///
+    /// Wraps [`VkSemaphoreTypeCreateInfo`](https://registry.khronos.org/vulkan/specs/1.3-extensions/man/html/VkSemaphoreTypeCreateInfo.html).
     pub fn timeline_semaphore(&self) -> vk::Semaphore {
         self.timeline
     }
@@ -618,6 +622,8 @@ impl VulkanDevice {
 
     /// Budget and use of every memory heap (G14): from `VK_EXT_memory_budget` when enabled,
     /// else the heap sizes and this backend's own buffers.
+    ///
+    /// Wraps [`VK_EXT_memory_budget`](https://registry.khronos.org/vulkan/specs/1.3-extensions/man/html/VK_EXT_memory_budget.html).
     pub fn memory_budget(&self) -> Vec<HeapBudget> {
         let mut budget = vk::PhysicalDeviceMemoryBudgetPropertiesEXT::default();
         let from_driver = self.enabled.memory_budget;

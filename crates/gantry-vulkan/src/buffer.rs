@@ -155,6 +155,8 @@ impl VulkanDevice {
     /// Creates a buffer of `size` bytes with `usage` (plus transfer source and destination,
     /// which the staging and readback paths need) in memory chosen for `location` (G1, G3).
     ///
+    /// Wraps [`vkCreateBuffer`](https://registry.khronos.org/vulkan/specs/1.3-extensions/man/html/vkCreateBuffer.html).
+    ///
     /// Host-visible buffers are persistently mapped. Non-coherent memory is allocated with
     /// `nonCoherentAtomSize` granularity so flushes never reach past the allocation.
     ///
@@ -407,6 +409,8 @@ impl VulkanDevice {
     /// Destroys a buffer and frees its memory (imported memory is released; the host memory
     /// itself stays the caller's).
     ///
+    /// Wraps [`vkDestroyBuffer`](https://registry.khronos.org/vulkan/specs/1.3-extensions/man/html/vkDestroyBuffer.html).
+    ///
     /// # Safety
     /// No pending or future submission uses the buffer (wait for the last submission that
     /// referenced it).
@@ -464,6 +468,8 @@ impl VulkanDevice {
     /// (`vkFlushMappedMemoryRanges`, rounded to `nonCoherentAtomSize`); nothing for coherent
     /// memory.
     ///
+    /// Wraps [`vkFlushMappedMemoryRanges`](https://registry.khronos.org/vulkan/specs/1.3-extensions/man/html/vkFlushMappedMemoryRanges.html).
+    ///
     /// # Safety
     /// The buffer is mapped and the range lies inside it.
     pub unsafe fn flush(&self, buffer: &VulkanBuffer, offset: u64, size: u64) -> Result<()> {
@@ -477,6 +483,8 @@ impl VulkanDevice {
 
     /// Makes device writes to `[offset, offset + size)` of a mapped buffer visible to the host
     /// (`vkInvalidateMappedMemoryRanges`, rounded); nothing for coherent memory.
+    ///
+    /// Wraps [`vkInvalidateMappedMemoryRanges`](https://registry.khronos.org/vulkan/specs/1.3-extensions/man/html/vkInvalidateMappedMemoryRanges.html).
     ///
     /// # Safety
     /// The buffer is mapped and the range lies inside it; the host has no unflushed writes in
@@ -638,6 +646,8 @@ impl VulkanDevice {
 
     /// Imports page-aligned host memory as a buffer the device reads and writes directly
     /// (`VK_EXT_external_memory_host`): copies to or from it need no CPU copy.
+    ///
+    /// Wraps [`VK_EXT_external_memory_host`](https://registry.khronos.org/vulkan/specs/1.3-extensions/man/html/VK_EXT_external_memory_host.html).
     ///
     /// The returned buffer's [`VulkanBuffer::mapped_ptr`] is `ptr`; its location is reported as
     /// [`Location::Upload`]. Destroying it releases the import, never the host memory.

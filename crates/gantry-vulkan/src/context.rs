@@ -124,6 +124,11 @@ pub(crate) fn create_instance(
             && has_extension(&layer_ext, ash::ext::validation_features::NAME);
         if validation_features {
             extensions.push(ash::ext::validation_features::NAME.as_ptr());
+        } else if synchronization_validation {
+            tracing::warn!(
+                "gantry-vulkan: the validation layer lacks VK_EXT_validation_features: \
+                 synchronization validation is OFF"
+            );
         }
     }
     if debug_utils {

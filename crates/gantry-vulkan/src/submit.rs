@@ -358,6 +358,8 @@ impl VulkanDevice {
 
     /// Records `copies` into one command buffer and submits it (G7).
     ///
+    /// Wraps [`vkCmdCopyBuffer`](https://registry.khronos.org/vulkan/specs/1.3-extensions/man/html/vkCmdCopyBuffer.html).
+    ///
     /// # Safety
     /// Every region lies inside both buffers (`offset + size <= buffer size`), sizes are
     /// non-zero, source and destination ranges in the same buffer do not overlap, and all
@@ -373,6 +375,8 @@ impl VulkanDevice {
     }
 
     /// The highest submission index known to be complete.
+    ///
+    /// Wraps [`vkGetSemaphoreCounterValue`](https://registry.khronos.org/vulkan/specs/1.3-extensions/man/html/vkGetSemaphoreCounterValue.html).
     ///
     /// # Errors
     /// [`crate::Error::DeviceLost`].
@@ -507,6 +511,8 @@ impl VulkanDevice {
     }
 
     /// Blocks until submission `index` completes or `timeout_ns` passes, then polls.
+    ///
+    /// Wraps [`vkWaitSemaphores`](https://registry.khronos.org/vulkan/specs/1.3-extensions/man/html/vkWaitSemaphores.html).
     ///
     /// # Errors
     /// [`crate::Error::Timeout`], [`crate::Error::DeviceLost`].
