@@ -397,13 +397,7 @@ impl Backend for VulkanBackend {
             ));
         };
         // SAFETY: mapped for reading (invalidated at `map`), in bounds (contract).
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                ptr.as_ptr().add(offset as usize),
-                out.as_mut_ptr(),
-                out.len(),
-            )
-        };
+        unsafe { crate::buffer::copy_from_mapped(out, ptr.as_ptr().add(offset as usize)) };
         Ok(())
     }
 

@@ -487,3 +487,43 @@ fn many_threads_share_one_backend() {
         });
     });
 }
+
+#[test]
+fn adapters_are_listed_and_chosen() {
+    common::init_tracing();
+    let Ok(list) = VulkanBackend::enumerate_adapters() else {
+        eprintln!("SKIPPED adapters_are_listed_and_chosen: no Vulkan loader");
+        return;
+    };
+    let Some(first) = list.iter().find(|a| a.usable) else {
+        eprintln!("SKIPPED adapters_are_listed_and_chosen: no usable adapter");
+        return;
+    };
+    // By index and by (case-insensitive) name, each opening the adapter asked for.
+    let by_index = VulkanOptions::validated()
+        .with_adapter(gantry_vulkan::AdapterPreference::Index(first.index));
+    let b = VulkanBackend::new(&by_index).unwrap();
+    assert_eq!(b.adapter_info().name, first.name);
+    drop(b);
+    let needle = first
+        .name
+        .chars()
+        .take(4)
+        .collect::<String>()
+        .to_uppercase();
+    let by_name = VulkanOptions::validated()
+        .with_adapter(gantry_vulkan::AdapterPreference::NameContains(needle));
+    let b = VulkanBackend::new(&by_name).unwrap();
+    assert_eq!(b.adapter_info().name, first.name);
+    let counter = b.validation_counter();
+    drop(b);
+    assert!(counter.report().is_clean());
+    // A name nothing has is a named error, not a fallback.
+    let none = VulkanOptions::validated().with_adapter(
+        gantry_vulkan::AdapterPreference::NameContains("no such adapter".into()),
+    );
+    assert!(matches!(
+        VulkanBackend::new(&none),
+        Err(Error::NoAdapter { .. })
+    ));
+}
