@@ -862,7 +862,13 @@ mod tests {
 
     #[test]
     fn parallel_copies_are_exact() {
-        for len in [0, 1, 4097, PARALLEL_COPY_MIN - 1, PARALLEL_COPY_MIN + 12_345] {
+        for len in [
+            0,
+            1,
+            4097,
+            PARALLEL_COPY_MIN - 1,
+            PARALLEL_COPY_MIN + 12_345,
+        ] {
             let src: Vec<u8> = (0..len).map(|i| (i * 7 + i / 4096) as u8).collect();
             let mut mid = vec![0u8; len];
             // SAFETY: `mid` is `len` bytes, distinct from `src`.

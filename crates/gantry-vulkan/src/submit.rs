@@ -252,7 +252,16 @@ impl VulkanDevice {
         retire: Vec<VulkanBuffer>,
         record: impl FnOnce(&ash::Device, vk::CommandBuffer),
     ) -> Result<SubmissionIndex> {
-        self.maintain()?;
+        let destroy_retired = |retire: Vec<VulkanBuffer>| {
+            for b in retire {
+                // SAFETY: never submitted, so unused by the device.
+                unsafe { self.destroy_buffer(b) };
+            }
+        };
+        if let Err(e) = self.maintain() {
+            destroy_retired(retire);
+            return Err(e);
+        }
         let mut s = lock(&self.submitter);
         let cmd = match s.free.pop() {
             Some(c) => c,
@@ -262,10 +271,17 @@ impl VulkanDevice {
                     .level(vk::CommandBufferLevel::PRIMARY)
                     .command_buffer_count(1);
                 // SAFETY: the pool is ours and externally synchronized by the submitter lock.
-                let cmd = unsafe { self.device.allocate_command_buffers(&info) }
-                    .vk("vkAllocateCommandBuffers")?[0];
-                self.set_name(cmd, "gantry transfer commands");
-                cmd
+                match unsafe { self.device.allocate_command_buffers(&info) } {
+                    Ok(cmds) => {
+                        self.set_name(cmds[0], "gantry transfer commands");
+                        cmds[0]
+                    }
+                    Err(e) => {
+                        drop(s);
+                        destroy_retired(retire);
+                        return Err(crate::error::map_vk("vkAllocateCommandBuffers", e));
+                    }
+                }
             }
         };
         // New device-local buffers are cleared first (see `create_buffer`).
@@ -347,10 +363,7 @@ impl VulkanDevice {
                 };
                 s.free.push(cmd);
                 drop(s);
-                for b in retire {
-                    // SAFETY: never submitted, so unused by the device.
-                    unsafe { self.destroy_buffer(b) };
-                }
+                destroy_retired(retire);
                 Err(e)
             }
         }
