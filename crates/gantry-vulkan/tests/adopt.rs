@@ -4,8 +4,43 @@
 
 mod common;
 
+use std::ffi::{CStr, c_void};
+use std::sync::Mutex;
+
 use ash::vk;
 use gantry_vulkan::{EnabledFeatures, Location, RawVulkan, VulkanBackend};
+
+/// The engine's own messages of warning level or above (its messenger outlives the backend,
+/// so it sees the engine destroying its device after gantry is gone: any object gantry
+/// forgot to destroy is reported there).
+static ENGINE_MESSAGES: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// The engine's messenger callback.
+///
+/// # Safety
+/// Called by the loader with valid callback data.
+unsafe extern "system" fn engine_callback(
+    severity: vk::DebugUtilsMessageSeverityFlagsEXT,
+    _types: vk::DebugUtilsMessageTypeFlagsEXT,
+    data: *const vk::DebugUtilsMessengerCallbackDataEXT<'_>,
+    _user: *mut c_void,
+) -> vk::Bool32 {
+    // SAFETY: the loader passes valid data or null.
+    let text = match unsafe { data.as_ref() } {
+        // SAFETY: a non-null message is NUL-terminated and valid during the call.
+        Some(d) if !d.p_message.is_null() => unsafe { CStr::from_ptr(d.p_message) }
+            .to_string_lossy()
+            .into_owned(),
+        _ => String::new(),
+    };
+    if severity.intersects(
+        vk::DebugUtilsMessageSeverityFlagsEXT::WARNING
+            | vk::DebugUtilsMessageSeverityFlagsEXT::ERROR,
+    ) {
+        ENGINE_MESSAGES.lock().unwrap().push(text);
+    }
+    vk::FALSE
+}
 
 /// The "engine": what an application would have created before gantry.
 struct Engine {
@@ -82,6 +117,20 @@ fn adopts_an_existing_device_and_round_trips() {
         eprintln!("SKIPPED adopts_an_existing_device_and_round_trips: no Vulkan device");
         return;
     };
+    let e_du = ash::ext::debug_utils::Instance::new(&e.entry, &e.instance);
+    let info = vk::DebugUtilsMessengerCreateInfoEXT::default()
+        .message_severity(
+            vk::DebugUtilsMessageSeverityFlagsEXT::WARNING
+                | vk::DebugUtilsMessageSeverityFlagsEXT::ERROR,
+        )
+        .message_type(
+            vk::DebugUtilsMessageTypeFlagsEXT::GENERAL
+                | vk::DebugUtilsMessageTypeFlagsEXT::VALIDATION
+                | vk::DebugUtilsMessageTypeFlagsEXT::PERFORMANCE,
+        )
+        .pfn_user_callback(Some(engine_callback));
+    // SAFETY: the instance has VK_EXT_debug_utils; the callback uses only a static.
+    let e_messenger = unsafe { e_du.create_debug_utils_messenger(&info, None) }.unwrap();
     let raw = RawVulkan {
         entry: e.entry.clone(),
         instance: e.instance.clone(),
@@ -126,12 +175,16 @@ fn adopts_an_existing_device_and_round_trips() {
     let report = counter.report();
     assert!(report.is_clean(), "{report:?}");
     // The engine's objects are still alive and usable: the backend did not destroy them.
-    // SAFETY: the engine's device is valid and idle w.r.t. gantry's work (waited above).
+    // SAFETY: the engine's device is valid and idle w.r.t. gantry's work (waited above); the
+    // engine's messenger is destroyed after the device, before the instance.
     unsafe {
         e.device
             .device_wait_idle()
             .expect("engine's device still valid");
         e.device.destroy_device(None);
+        e_du.destroy_debug_utils_messenger(e_messenger, None);
         e.instance.destroy_instance(None);
     }
+    let engine = ENGINE_MESSAGES.lock().unwrap().clone();
+    assert!(engine.is_empty(), "engine saw: {engine:#?}");
 }
