@@ -12,6 +12,10 @@ cargo xtask <command>
 
 Commands:
   test         the whole test suite: fmt, clippy, unit/property/doc tests, conformance
+  conformance [ARGS]
+               the cross-backend conformance suite with the Khronos validation layer on:
+               every case on every backend and adapter, a table of results (ARGS go to
+               the suite: --quick, --no-validation, --list, case-name filters)
   demo [ARGS]  gantry's main job on every Vulkan adapter found (ARGS go to the demo)
   miri         gantry-host's tests under Miri (nightly toolchain with miri)
   check-system check for a Vulkan loader, a driver and the validation layer, install them if root
@@ -28,6 +32,7 @@ fn main() -> ExitCode {
     let result = match command.as_str() {
         "test" => system::ensure().and_then(|()| test()),
         "demo" => system::ensure().and_then(|()| demo(&rest)),
+        "conformance" => system::ensure().and_then(|()| conformance(&rest)),
         "miri" => miri(),
         "check-system" => system::ensure(),
         "help" | "--help" | "-h" => {
@@ -118,11 +123,26 @@ fn test() -> Result<(), String> {
         println!("(cargo-nextest not installed: using cargo test)");
         cargo(&["test", "--workspace"])?;
     }
+    conformance(&[])?;
     println!(
         "\nxtask test: all steps passed in {:.0} s",
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// The conformance suite's table binary (debug build: the tests above compiled it already).
+fn conformance(rest: &[String]) -> Result<(), String> {
+    let mut args = vec![
+        "run",
+        "--package",
+        "gantry-conformance",
+        "--bin",
+        "conformance",
+        "--",
+    ];
+    args.extend(rest.iter().map(String::as_str));
+    cargo(&args)
 }
 
 fn demo(rest: &[String]) -> Result<(), String> {

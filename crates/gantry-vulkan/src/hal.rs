@@ -1,0 +1,606 @@
+//! gantry-core's raw [`Backend`] trait for [`VulkanBackend`].
+//!
+//! The trait's preconditions are established by gantry-core's facade; this module translates
+//! its types (usage flags, locations, submission indices, errors) and forwards to
+//! [`VulkanDevice`]'s methods.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use ash::vk;
+use gantry_core::{
+    AdapterInfo, Backend, BufferUsage, DeviceError, DeviceType, Limits, MapMode, MemoryLocation,
+    RawBufferDesc, SubmissionIndex, SubmittedWorkDoneCallback,
+};
+
+use crate::backend::{VulkanBackend, VulkanDevice, lock};
+use crate::buffer::VulkanBuffer;
+use crate::error::Error;
+use crate::memory::{Location, choose_memory_type};
+use crate::submit::{RawCopy, record_copies};
+
+impl From<Error> for DeviceError {
+    /// The backend's errors in gantry-core's terms: out of memory and device loss keep their
+    /// meaning, everything else is a bug below the facade.
+    fn from(e: Error) -> Self {
+        match e {
+            Error::OutOfMemory => DeviceError::OutOfMemory,
+            Error::DeviceLost => DeviceError::Lost,
+            other => DeviceError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<Error> for gantry_core::Error {
+    /// For constructors: no loader, no adapter or a missing capability is `NoDevice`.
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Loader { .. } | Error::NoAdapter { .. } | Error::Unsupported { .. } => {
+                gantry_core::Error::NoDevice {
+                    reason: e.to_string(),
+                }
+            }
+            other => DeviceError::from(other).into(),
+        }
+    }
+}
+
+/// The adapters [`open`] can open, as gantry-core describes them (for the conformance runner).
+pub fn list_adapters(validation: bool) -> Vec<AdapterInfo> {
+    let _ = validation;
+    VulkanBackend::enumerate_adapters()
+        .unwrap_or_default()
+        .iter()
+        .map(adapter_info)
+        .collect()
+}
+
+/// Opens adapter `index` of [`list_adapters`], with the Khronos validation layer and
+/// synchronization validation when `validation` is set.
+///
+/// # Errors
+/// [`gantry_core::Error::NoDevice`] when the adapter cannot be opened.
+pub fn open(index: usize, validation: bool) -> Result<VulkanBackend, gantry_core::Error> {
+    let options = crate::VulkanOptions::default()
+        .with_validation(validation)
+        .with_adapter(crate::AdapterPreference::Index(index));
+    VulkanBackend::new(&options).map_err(Into::into)
+}
+
+fn adapter_info(a: &crate::VulkanAdapterInfo) -> AdapterInfo {
+    AdapterInfo {
+        name: a.name.clone(),
+        backend: "vulkan".to_owned(),
+        driver: a.driver.clone(),
+        device_type: match a.device_type {
+            vk::PhysicalDeviceType::DISCRETE_GPU => DeviceType::DiscreteGpu,
+            vk::PhysicalDeviceType::INTEGRATED_GPU => DeviceType::IntegratedGpu,
+            vk::PhysicalDeviceType::VIRTUAL_GPU => DeviceType::VirtualGpu,
+            vk::PhysicalDeviceType::CPU => DeviceType::Cpu,
+            _ => DeviceType::Other,
+        },
+    }
+}
+
+/// gantry-core's memory location as the Vulkan backend's.
+pub fn location(l: MemoryLocation) -> Location {
+    match l {
+        MemoryLocation::DeviceLocal => Location::DeviceLocal,
+        MemoryLocation::Upload => Location::Upload,
+        MemoryLocation::Readback => Location::Readback,
+    }
+}
+
+/// gantry-core's usage flags as Vulkan's (G2).
+pub fn usage_flags(u: BufferUsage) -> vk::BufferUsageFlags {
+    use vk::BufferUsageFlags as V;
+    let table = [
+        (BufferUsage::TRANSFER_SRC, V::TRANSFER_SRC),
+        (BufferUsage::TRANSFER_DST, V::TRANSFER_DST),
+        (BufferUsage::UNIFORM, V::UNIFORM_BUFFER),
+        (BufferUsage::STORAGE, V::STORAGE_BUFFER),
+        (BufferUsage::INDEX, V::INDEX_BUFFER),
+        (BufferUsage::VERTEX, V::VERTEX_BUFFER),
+        (BufferUsage::INDIRECT, V::INDIRECT_BUFFER),
+        (BufferUsage::UNIFORM_TEXEL, V::UNIFORM_TEXEL_BUFFER),
+        (BufferUsage::STORAGE_TEXEL, V::STORAGE_TEXEL_BUFFER),
+        (BufferUsage::DEVICE_ADDRESS, V::SHADER_DEVICE_ADDRESS),
+        (
+            BufferUsage::ACCELERATION_STRUCTURE_INPUT,
+            V::ACCELERATION_STRUCTURE_BUILD_INPUT_READ_ONLY_KHR,
+        ),
+        (
+            BufferUsage::ACCELERATION_STRUCTURE_STORAGE,
+            V::ACCELERATION_STRUCTURE_STORAGE_KHR,
+        ),
+        (
+            BufferUsage::SHADER_BINDING_TABLE,
+            V::SHADER_BINDING_TABLE_KHR,
+        ),
+    ];
+    table
+        .iter()
+        .filter(|(g, _)| u.contains(*g))
+        .fold(V::empty(), |acc, (_, v)| acc | *v)
+}
+
+impl VulkanDevice {
+    /// The usage flags this device supports (G2): everything but device addresses without
+    /// `bufferDeviceAddress`, acceleration structures without `VK_KHR_acceleration_structure`
+    /// and shader binding tables without `VK_KHR_ray_tracing_pipeline`.
+    pub fn supported_usage(&self) -> BufferUsage {
+        let mut u = BufferUsage::all();
+        if !self.enabled.buffer_device_address {
+            u -= BufferUsage::DEVICE_ADDRESS;
+        }
+        if !self.enabled.acceleration_structure {
+            u -= BufferUsage::ACCELERATION_STRUCTURE_INPUT
+                | BufferUsage::ACCELERATION_STRUCTURE_STORAGE;
+        }
+        if !self.enabled.ray_tracing_pipeline {
+            u -= BufferUsage::SHADER_BINDING_TABLE;
+        }
+        u
+    }
+
+    fn memory_flags(&self, l: Location) -> vk::MemoryPropertyFlags {
+        let types = self.memory_props.memory_types_as_slice();
+        choose_memory_type(types, !0, l)
+            .map(|i| types[i as usize].property_flags)
+            .unwrap_or_default()
+    }
+}
+
+/// A batch of transfer commands: copies between raw handles, and writes staged in chunks the
+/// batch fills as it records. Recorded into one command buffer at submission, in order, with
+/// barriers only between commands that touch the same bytes.
+pub struct VulkanBatch {
+    device: Arc<VulkanDevice>,
+    ops: Vec<RawCopy>,
+    staging: Vec<VulkanBuffer>,
+    /// Bytes used in the last staging buffer.
+    cursor: u64,
+}
+
+impl Drop for VulkanBatch {
+    fn drop(&mut self) {
+        // Staging of a batch dropped without submission was never used by the device.
+        lock(&self.device.orphans).extend(self.staging.drain(..));
+    }
+}
+
+/// The future [`Backend::read_async`] returns: completes when the copy into the readback
+/// staging buffer has, then copies the bytes out. A helper thread waits on the timeline
+/// semaphore and wakes the task, so no one has to poll the device.
+pub struct VulkanReadFuture {
+    device: Arc<VulkanDevice>,
+    state: ReadState,
+    waker: Arc<Mutex<Option<Waker>>>,
+    waiter_started: bool,
+}
+
+enum ReadState {
+    Ready(Result<Vec<u8>, DeviceError>),
+    Pending {
+        index: u64,
+        staging: VulkanBuffer,
+        len: usize,
+    },
+    Done,
+}
+
+impl Future for VulkanReadFuture {
+    type Output = Result<Vec<u8>, DeviceError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        match std::mem::replace(&mut this.state, ReadState::Done) {
+            ReadState::Done => Poll::Ready(Err(DeviceError::Internal(
+                "read future polled after completion".to_owned(),
+            ))),
+            ReadState::Ready(r) => Poll::Ready(r),
+            ReadState::Pending {
+                index,
+                staging,
+                len,
+            } => {
+                let done = match this.device.completed_index() {
+                    Ok(done) => done,
+                    Err(e) => {
+                        this.device.retire_after(index, staging);
+                        return Poll::Ready(Err(e.into()));
+                    }
+                };
+                if done >= index {
+                    let mut out = vec![0u8; len];
+                    // SAFETY: the copy into `staging` completed and the trailing barrier made
+                    // it available to the host; `len` bytes are in bounds.
+                    let r = unsafe { this.device.read_mapped_raw(&staging, 0, &mut out) };
+                    // SAFETY: the submission using the staging buffer completed.
+                    unsafe { this.device.recycle_staging(staging) };
+                    return Poll::Ready(r.map(|()| out).map_err(Into::into));
+                }
+                *lock(&this.waker) = Some(cx.waker().clone());
+                if !this.waiter_started {
+                    this.waiter_started = true;
+                    let device = Arc::clone(&this.device);
+                    let waker = Arc::clone(&this.waker);
+                    // The thread holds the device, so the device outlives its wait.
+                    std::thread::spawn(move || {
+                        // Waits in slices; stops on completion or device loss.
+                        while let Ok(false) = device.wait_raw(index, 100_000_000) {}
+                        if let Some(w) = lock(&waker).take() {
+                            w.wake();
+                        }
+                    });
+                }
+                this.state = ReadState::Pending {
+                    index,
+                    staging,
+                    len,
+                };
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl Drop for VulkanReadFuture {
+    fn drop(&mut self) {
+        if let ReadState::Pending { index, staging, .. } =
+            std::mem::replace(&mut self.state, ReadState::Done)
+        {
+            self.device.retire_after(index, staging);
+        }
+    }
+}
+
+impl VulkanDevice {
+    /// Submits a copy of `buffer[offset..offset + len]` into a new readback staging buffer.
+    ///
+    /// # Safety
+    /// As for [`Backend::read`] of a device-local or upload buffer.
+    unsafe fn stage_read(
+        &self,
+        buffer: &VulkanBuffer,
+        offset: u64,
+        len: u64,
+    ) -> crate::Result<(u64, VulkanBuffer)> {
+        // SAFETY: len > 0 (aligned range).
+        let staging = unsafe {
+            self.create_buffer_uninit(
+                len,
+                vk::BufferUsageFlags::TRANSFER_DST,
+                Location::Readback,
+                "gantry readback",
+            )
+        }?;
+        let copy = RawCopy {
+            src: buffer.raw(),
+            src_offset: offset,
+            dst: staging.raw(),
+            dst_offset: 0,
+            size: len,
+        };
+        // SAFETY: in bounds (contract), distinct buffers; the staging buffer is retired only
+        // after this submission completes, the source is kept alive by the facade.
+        match unsafe { self.submit_with(Vec::new(), |d, cmd| record_copies(d, cmd, [copy])) } {
+            Ok(index) => Ok((index, staging)),
+            Err(e) => {
+                // SAFETY: never submitted.
+                unsafe { self.destroy_buffer(staging) };
+                Err(e)
+            }
+        }
+    }
+}
+
+impl Backend for VulkanBackend {
+    type Buffer = VulkanBuffer;
+    type Batch = VulkanBatch;
+    type ReadFuture = VulkanReadFuture;
+
+    const NAME: &'static str = "vulkan";
+
+    fn adapter_info(&self) -> AdapterInfo {
+        adapter_info(&self.0.adapter)
+    }
+
+    fn limits(&self) -> Limits {
+        let l = &self.0.limits;
+        let coherent = |loc| {
+            !self.0.force_non_coherent
+                && self
+                    .0
+                    .memory_flags(loc)
+                    .contains(vk::MemoryPropertyFlags::HOST_COHERENT)
+        };
+        let usage = self.0.supported_usage();
+        Limits {
+            // vkCmdCopyBuffer needs no alignment; 4 (what vkCmdUpdateBuffer/FillBuffer and
+            // wgpu need) keeps both backends' rules identical (G11).
+            copy_alignment: 4,
+            // Persistent mappings have no offset rule; 8 matches wgpu's for the same reason.
+            map_alignment: 8,
+            min_uniform_offset_alignment: l.min_uniform_buffer_offset_alignment,
+            min_storage_offset_alignment: l.min_storage_buffer_offset_alignment,
+            non_coherent_atom_size: l.non_coherent_atom_size,
+            max_buffer_size: self.0.adapter.max_buffer_size,
+            host_coherent: coherent(Location::Upload) && coherent(Location::Readback),
+            unified_memory: self
+                .0
+                .memory_flags(Location::DeviceLocal)
+                .contains(vk::MemoryPropertyFlags::HOST_VISIBLE),
+            device_local_usage: usage,
+            upload_usage: usage,
+            readback_usage: usage,
+        }
+    }
+
+    unsafe fn create_buffer(&self, desc: &RawBufferDesc<'_>) -> Result<VulkanBuffer, DeviceError> {
+        // SAFETY: the facade guarantees a non-zero size within the maximum (trait contract).
+        let b = unsafe {
+            self.0.create_buffer(
+                desc.size,
+                usage_flags(desc.usage),
+                location(desc.location),
+                desc.label.unwrap_or(""),
+            )
+        };
+        // Usage was checked against `limits()` by the facade, so `Unsupported` cannot come
+        // from it; map whatever comes as gantry-core's device errors.
+        b.map_err(Into::into)
+    }
+
+    unsafe fn destroy_buffer(&self, buffer: VulkanBuffer) {
+        // SAFETY: no pending submission uses the buffer (trait contract).
+        unsafe { self.0.destroy_buffer(buffer) }
+    }
+
+    unsafe fn map(&self, buffer: &VulkanBuffer, mode: MapMode) -> Result<(), DeviceError> {
+        // Host-visible buffers are persistently mapped; mapping for reading makes the device's
+        // writes visible to the host.
+        if mode == MapMode::Read {
+            // SAFETY: a valid, host-visible buffer with no pending submission (contract).
+            unsafe { self.0.invalidate(buffer, 0, buffer.size()) }?;
+        }
+        Ok(())
+    }
+
+    unsafe fn unmap(&self, _buffer: &VulkanBuffer) {
+        // The mapping is persistent; `write_mapped` already flushed what it wrote.
+    }
+
+    unsafe fn write_mapped(
+        &self,
+        buffer: &VulkanBuffer,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<(), DeviceError> {
+        // SAFETY: mapped for writing and in bounds (contract); the host is the only user of
+        // the buffer while it is mapped. Flushes the written range.
+        unsafe { self.0.write_mapped_raw(buffer, offset, data) }.map_err(Into::into)
+    }
+
+    unsafe fn read_mapped(
+        &self,
+        buffer: &VulkanBuffer,
+        offset: u64,
+        out: &mut [u8],
+    ) -> Result<(), DeviceError> {
+        let Some(ptr) = buffer.mapped_ptr() else {
+            return Err(DeviceError::Internal(
+                "read_mapped on an unmapped buffer".to_owned(),
+            ));
+        };
+        // SAFETY: mapped for reading (invalidated at `map`), in bounds (contract).
+        unsafe { crate::buffer::copy_from_mapped(out, ptr.as_ptr().add(offset as usize)) };
+        Ok(())
+    }
+
+    unsafe fn write_host(
+        &self,
+        buffer: &VulkanBuffer,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<(), DeviceError> {
+        // SAFETY: an upload buffer (host-visible, mapped), in bounds, unused by pending work.
+        unsafe { self.0.write_mapped_raw(buffer, offset, data) }.map_err(Into::into)
+    }
+
+    fn begin_batch(&self) -> Result<VulkanBatch, DeviceError> {
+        Ok(VulkanBatch {
+            device: Arc::clone(&self.0),
+            ops: Vec::new(),
+            staging: Vec::new(),
+            cursor: 0,
+        })
+    }
+
+    unsafe fn batch_write(
+        &self,
+        batch: &mut VulkanBatch,
+        dst: &VulkanBuffer,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<(), DeviceError> {
+        let len = data.len() as u64;
+        let fits = batch
+            .staging
+            .last()
+            .is_some_and(|s| batch.cursor + len <= s.size());
+        if !fits {
+            batch.staging.push(self.0.staging_buffer(len)?);
+            batch.cursor = 0;
+        }
+        let Some(staging) = batch.staging.last() else {
+            return Err(DeviceError::Internal("no staging buffer".to_owned()));
+        };
+        let at = batch.cursor;
+        // SAFETY: the staging buffer is the batch's own (not submitted yet), mapped, and
+        // `at + len` fits in it (checked above).
+        unsafe { self.0.write_mapped_raw(staging, at, data) }?;
+        batch.ops.push(RawCopy {
+            src: staging.raw(),
+            src_offset: at,
+            dst: dst.raw(),
+            dst_offset: offset,
+            size: len,
+        });
+        // Keep every staged write 16-byte aligned.
+        batch.cursor = (at + len).next_multiple_of(16);
+        Ok(())
+    }
+
+    unsafe fn batch_copy(
+        &self,
+        batch: &mut VulkanBatch,
+        src: &VulkanBuffer,
+        src_offset: u64,
+        dst: &VulkanBuffer,
+        dst_offset: u64,
+        size: u64,
+    ) {
+        batch.ops.push(RawCopy {
+            src: src.raw(),
+            src_offset,
+            dst: dst.raw(),
+            dst_offset,
+            size,
+        });
+    }
+
+    unsafe fn submit(&self, mut batch: VulkanBatch) -> Result<SubmissionIndex, DeviceError> {
+        let ops = std::mem::take(&mut batch.ops);
+        let staging = std::mem::take(&mut batch.staging);
+        // SAFETY: every buffer is valid and stays so until completion (trait contract; the
+        // staging buffers are retired with the submission); ranges are in bounds.
+        let index = unsafe {
+            self.0
+                .submit_with(staging, |d, cmd| record_copies(d, cmd, ops))
+        }?;
+        Ok(SubmissionIndex(index))
+    }
+
+    unsafe fn read(
+        &self,
+        buffer: &VulkanBuffer,
+        offset: u64,
+        out: &mut [u8],
+    ) -> Result<(), DeviceError> {
+        if buffer.location() == Location::Readback {
+            // Pending submissions may still write it: the result reflects all of them.
+            let last = self.0.last_submitted_index();
+            if last > self.0.completed_index()? {
+                self.0.wait_quiet(last)?;
+            }
+            // SAFETY: every submission made before the call completed (waited above).
+            return unsafe { self.0.read_mapped_raw(buffer, offset, out) }.map_err(Into::into);
+        }
+        // SAFETY: in bounds, valid (contract); the wait below keeps both alive.
+        let (index, staging) = unsafe { self.0.stage_read(buffer, offset, out.len() as u64) }?;
+        let waited = self.0.wait_quiet(index);
+        let read = waited.and_then(|()| {
+            // SAFETY: the copy completed.
+            unsafe { self.0.read_mapped_raw(&staging, 0, out) }
+        });
+        // Retired, not destroyed: if the wait failed the copy may still be pending.
+        self.0.retire_after(index, staging);
+        read.map_err(Into::into)
+    }
+
+    unsafe fn read_async(
+        &self,
+        buffer: &VulkanBuffer,
+        offset: u64,
+        size: u64,
+    ) -> Result<VulkanReadFuture, DeviceError> {
+        let idle = self.0.completed_index()? >= self.0.last_submitted_index();
+        let state = if buffer.location() == Location::Readback && idle {
+            let mut out = vec![0u8; size as usize];
+            // SAFETY: nothing is pending on the device (checked above), so nothing writes it.
+            let r = unsafe { self.0.read_mapped_raw(buffer, offset, &mut out) };
+            ReadState::Ready(r.map(|()| out).map_err(Into::into))
+        } else {
+            // A copy, ordered after every pending submission by its leading barrier, also for
+            // a readback buffer still being written.
+            // SAFETY: as for `read`.
+            let (index, staging) = unsafe { self.0.stage_read(buffer, offset, size) }?;
+            ReadState::Pending {
+                index,
+                staging,
+                len: size as usize,
+            }
+        };
+        Ok(VulkanReadFuture {
+            device: Arc::clone(&self.0),
+            state,
+            waker: Arc::new(Mutex::new(None)),
+            waiter_started: false,
+        })
+    }
+
+    fn last_submitted(&self) -> SubmissionIndex {
+        SubmissionIndex(self.0.last_submitted_index())
+    }
+
+    fn poll(&self) -> Result<SubmissionIndex, DeviceError> {
+        Ok(SubmissionIndex(self.0.poll()?))
+    }
+
+    fn wait(&self, index: SubmissionIndex, timeout: Option<Duration>) -> Result<bool, DeviceError> {
+        let index = index.0.min(self.0.last_submitted_index());
+        let ns = timeout.map_or(u64::MAX, |t| {
+            u64::try_from(t.as_nanos()).unwrap_or(u64::MAX)
+        });
+        let done = self.0.wait_raw(index, ns)?;
+        self.0.poll()?;
+        Ok(done)
+    }
+
+    fn on_submitted_work_done(&self, index: SubmissionIndex, callback: SubmittedWorkDoneCallback) {
+        self.0.on_completed(index.0, callback);
+    }
+
+    fn allocated_bytes(&self) -> Option<u64> {
+        Some(lock(&self.0.allocator).capacity() + self.0.imported_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_flags_map_one_to_one() {
+        let all = usage_flags(BufferUsage::all());
+        assert_eq!(
+            all.as_raw().count_ones(),
+            BufferUsage::all().bits().count_ones()
+        );
+        assert_eq!(
+            usage_flags(BufferUsage::VERTEX),
+            vk::BufferUsageFlags::VERTEX_BUFFER
+        );
+        assert_eq!(
+            usage_flags(BufferUsage::empty()),
+            vk::BufferUsageFlags::empty()
+        );
+    }
+
+    #[test]
+    fn device_errors() {
+        assert_eq!(
+            DeviceError::from(Error::OutOfMemory),
+            DeviceError::OutOfMemory
+        );
+        assert_eq!(DeviceError::from(Error::DeviceLost), DeviceError::Lost);
+        assert!(matches!(
+            DeviceError::from(Error::Timeout),
+            DeviceError::Internal(_)
+        ));
+    }
+}

@@ -1,0 +1,606 @@
+//! The transfer path: command recording, batched copies, submission tracked by a timeline
+//! semaphore, polling, waiting and completion callbacks (G7, G8, G10).
+//!
+//! # Synchronization
+//! Every command buffer gantry records begins with a global memory barrier (all earlier
+//! commands' writes on the queue -> this buffer's transfer reads and writes) and ends with one
+//! (transfer writes -> host reads). Within one batch a barrier between two copies is recorded
+//! only when the later copy touches a range an earlier one wrote, or writes a range an earlier
+//! one read ([`Hazards`]). Each submission signals the timeline semaphore with the next
+//! submission index; the host waits with `vkWaitSemaphores` on that value, never with
+//! `vkQueueWaitIdle` or `vkDeviceWaitIdle`. Host writes before a submission are made visible by
+//! `vkQueueSubmit`'s implicit host-write dependency.
+
+use std::collections::VecDeque;
+
+use ash::vk;
+
+use crate::backend::{VulkanDevice, lock};
+use crate::buffer::VulkanBuffer;
+use crate::error::{Result, VkResultExt};
+
+/// A completion callback.
+pub(crate) type Callback = Box<dyn FnOnce() + Send + 'static>;
+
+/// A submission index: submission `n` is complete when the timeline semaphore reaches `n`.
+pub type SubmissionIndex = u64;
+
+/// One buffer-to-buffer copy.
+#[derive(Clone, Copy, Debug)]
+pub struct CopyRegion<'a> {
+    /// Source buffer (created with transfer-source usage; gantry adds it to every buffer).
+    pub src: &'a VulkanBuffer,
+    /// Byte offset in `src`.
+    pub src_offset: u64,
+    /// Destination buffer.
+    pub dst: &'a VulkanBuffer,
+    /// Byte offset in `dst`.
+    pub dst_offset: u64,
+    /// Bytes to copy (> 0).
+    pub size: u64,
+}
+
+/// A copy between raw buffer handles, as batches store them.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RawCopy {
+    pub(crate) src: vk::Buffer,
+    pub(crate) src_offset: u64,
+    pub(crate) dst: vk::Buffer,
+    pub(crate) dst_offset: u64,
+    pub(crate) size: u64,
+}
+
+impl From<&CopyRegion<'_>> for RawCopy {
+    fn from(c: &CopyRegion<'_>) -> Self {
+        Self {
+            src: c.src.raw(),
+            src_offset: c.src_offset,
+            dst: c.dst.raw(),
+            dst_offset: c.dst_offset,
+            size: c.size,
+        }
+    }
+}
+
+struct InFlight {
+    value: u64,
+    cmd: vk::CommandBuffer,
+    /// Buffers to destroy once this submission completes (staging).
+    retire: Vec<VulkanBuffer>,
+    /// New buffers this submission clears (see `VulkanDevice::create_buffer`).
+    fills: Vec<vk::Buffer>,
+}
+
+/// The command pool, its recycled command buffers and the submissions in flight, with the
+/// queue they go to; one lock, so timeline values are submitted in increasing order.
+pub(crate) struct Submitter {
+    queue: vk::Queue,
+    pool: vk::CommandPool,
+    free: Vec<vk::CommandBuffer>,
+    in_flight: VecDeque<InFlight>,
+    last_submitted: u64,
+}
+
+impl Submitter {
+    /// # Safety
+    /// `family` is a queue family of `device` and `queue` one of its queues.
+    pub(crate) unsafe fn new(device: &ash::Device, family: u32, queue: vk::Queue) -> Result<Self> {
+        let info = vk::CommandPoolCreateInfo::default()
+            .queue_family_index(family)
+            .flags(
+                vk::CommandPoolCreateFlags::TRANSIENT
+                    | vk::CommandPoolCreateFlags::RESET_COMMAND_BUFFER,
+            );
+        // SAFETY: `family` is a family of `device` (contract).
+        let pool = unsafe { device.create_command_pool(&info, None) }.vk("vkCreateCommandPool")?;
+        Ok(Self {
+            queue,
+            pool,
+            free: Vec::new(),
+            in_flight: VecDeque::new(),
+            last_submitted: 0,
+        })
+    }
+
+    pub(crate) fn pool(&self) -> vk::CommandPool {
+        self.pool
+    }
+
+    /// # Safety
+    /// No submission of this submitter is pending on the device.
+    pub(crate) unsafe fn destroy(&mut self, device: &ash::Device) {
+        let mut all: Vec<vk::CommandBuffer> = self.free.drain(..).collect();
+        all.extend(self.in_flight.iter().map(|f| f.cmd));
+        // SAFETY: no command buffer is pending (contract); all come from `self.pool`.
+        unsafe {
+            if !all.is_empty() {
+                device.free_command_buffers(self.pool, &all);
+            }
+            device.destroy_command_pool(self.pool, None);
+        }
+        self.pool = vk::CommandPool::null();
+    }
+}
+
+/// Ranges touched since the last barrier in a batch, to place barriers only where needed.
+#[derive(Default)]
+pub(crate) struct Hazards {
+    reads: Vec<(vk::Buffer, u64, u64)>,
+    writes: Vec<(vk::Buffer, u64, u64)>,
+}
+
+fn overlaps(list: &[(vk::Buffer, u64, u64)], b: vk::Buffer, start: u64, end: u64) -> bool {
+    list.iter()
+        .any(|&(lb, s, e)| lb == b && s < end && start < e)
+}
+
+impl Hazards {
+    /// Whether a copy reading `src[s0..s1]` and writing `dst[d0..d1]` needs a barrier before it
+    /// (read-after-write, write-after-write, write-after-read).
+    pub(crate) fn conflicts(
+        &self,
+        src: vk::Buffer,
+        s: (u64, u64),
+        dst: vk::Buffer,
+        d: (u64, u64),
+    ) -> bool {
+        overlaps(&self.writes, src, s.0, s.1)
+            || overlaps(&self.writes, dst, d.0, d.1)
+            || overlaps(&self.reads, dst, d.0, d.1)
+    }
+
+    pub(crate) fn add(&mut self, src: vk::Buffer, s: (u64, u64), dst: vk::Buffer, d: (u64, u64)) {
+        self.reads.push((src, s.0, s.1));
+        self.writes.push((dst, d.0, d.1));
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.reads.clear();
+        self.writes.clear();
+    }
+}
+
+fn global_barrier(
+    device: &ash::Device,
+    cmd: vk::CommandBuffer,
+    src: (vk::PipelineStageFlags, vk::AccessFlags),
+    dst: (vk::PipelineStageFlags, vk::AccessFlags),
+) {
+    let barrier = [vk::MemoryBarrier::default()
+        .src_access_mask(src.1)
+        .dst_access_mask(dst.1)];
+    // SAFETY: `cmd` is in the recording state (callers record between begin and end); the
+    // stages are valid on every queue family that supports transfers.
+    unsafe {
+        device.cmd_pipeline_barrier(
+            cmd,
+            src.0,
+            dst.0,
+            vk::DependencyFlags::empty(),
+            &barrier,
+            &[],
+            &[],
+        )
+    };
+}
+
+const TRANSFER_RW: (vk::PipelineStageFlags, vk::AccessFlags) = (
+    vk::PipelineStageFlags::TRANSFER,
+    vk::AccessFlags::from_raw(
+        vk::AccessFlags::TRANSFER_READ.as_raw() | vk::AccessFlags::TRANSFER_WRITE.as_raw(),
+    ),
+);
+const TRANSFER_W: (vk::PipelineStageFlags, vk::AccessFlags) = (
+    vk::PipelineStageFlags::TRANSFER,
+    vk::AccessFlags::TRANSFER_WRITE,
+);
+
+/// Records the copies, merging consecutive regions between the same pair of buffers into one
+/// `vkCmdCopyBuffer`, with barriers only where [`Hazards`] finds one is needed.
+///
+/// # Safety
+/// `cmd` is recording; every region lies inside its buffers and no region's source and
+/// destination ranges overlap within one buffer.
+pub(crate) unsafe fn record_copies(
+    device: &ash::Device,
+    cmd: vk::CommandBuffer,
+    copies: impl IntoIterator<Item = RawCopy>,
+) {
+    let mut hazards = Hazards::default();
+    let mut pending: Vec<vk::BufferCopy> = Vec::new();
+    let mut pair = (vk::Buffer::null(), vk::Buffer::null());
+    let flush = |pair: (vk::Buffer, vk::Buffer), pending: &mut Vec<vk::BufferCopy>| {
+        if !pending.is_empty() {
+            // SAFETY: recording state and in-bounds regions (contract).
+            unsafe { device.cmd_copy_buffer(cmd, pair.0, pair.1, pending) };
+            pending.clear();
+        }
+    };
+    for c in copies {
+        let (s, d) = (c.src, c.dst);
+        let sr = (c.src_offset, c.src_offset + c.size);
+        let dr = (c.dst_offset, c.dst_offset + c.size);
+        if hazards.conflicts(s, sr, d, dr) {
+            flush(pair, &mut pending);
+            global_barrier(device, cmd, TRANSFER_W, TRANSFER_RW);
+            hazards.clear();
+        }
+        if (s, d) != pair {
+            flush(pair, &mut pending);
+            pair = (s, d);
+        }
+        pending.push(vk::BufferCopy {
+            src_offset: c.src_offset,
+            dst_offset: c.dst_offset,
+            size: c.size,
+        });
+        hazards.add(s, sr, d, dr);
+    }
+    flush(pair, &mut pending);
+}
+
+impl VulkanDevice {
+    /// Records a command buffer with `record` between the leading and trailing barriers,
+    /// submits it signalling the next timeline value, and returns that value. `retire` is
+    /// destroyed once the submission completes.
+    ///
+    /// # Safety
+    /// What `record` records is valid for the buffers it uses, and those buffers stay alive
+    /// until the returned submission completes.
+    pub(crate) unsafe fn submit_with(
+        &self,
+        retire: Vec<VulkanBuffer>,
+        record: impl FnOnce(&ash::Device, vk::CommandBuffer),
+    ) -> Result<SubmissionIndex> {
+        let destroy_retired = |retire: Vec<VulkanBuffer>| {
+            for b in retire {
+                // SAFETY: never submitted, so unused by the device.
+                unsafe { self.destroy_buffer(b) };
+            }
+        };
+        if let Err(e) = self.maintain() {
+            destroy_retired(retire);
+            return Err(e);
+        }
+        let mut s = lock(&self.submitter);
+        let cmd = match s.free.pop() {
+            Some(c) => c,
+            None => {
+                let info = vk::CommandBufferAllocateInfo::default()
+                    .command_pool(s.pool)
+                    .level(vk::CommandBufferLevel::PRIMARY)
+                    .command_buffer_count(1);
+                // SAFETY: the pool is ours and externally synchronized by the submitter lock.
+                match unsafe { self.device.allocate_command_buffers(&info) } {
+                    Ok(cmds) => {
+                        self.set_name(cmds[0], "gantry transfer commands");
+                        cmds[0]
+                    }
+                    Err(e) => {
+                        drop(s);
+                        destroy_retired(retire);
+                        return Err(crate::error::map_vk("vkAllocateCommandBuffers", e));
+                    }
+                }
+            }
+        };
+        // New device-local buffers are cleared first (see `create_buffer`).
+        let fills: Vec<vk::Buffer> = std::mem::take(&mut *lock(&self.pending_fills));
+        let result = (|| {
+            let begin = vk::CommandBufferBeginInfo::default()
+                .flags(vk::CommandBufferUsageFlags::ONE_TIME_SUBMIT);
+            // SAFETY: `cmd` is not pending (fresh, or recycled after its submission completed);
+            // its pool is externally synchronized by the submitter lock held here.
+            unsafe { self.device.begin_command_buffer(cmd, &begin) }.vk("vkBeginCommandBuffer")?;
+            global_barrier(
+                &self.device,
+                cmd,
+                (
+                    vk::PipelineStageFlags::ALL_COMMANDS,
+                    vk::AccessFlags::MEMORY_WRITE,
+                ),
+                TRANSFER_RW,
+            );
+            if !fills.is_empty() {
+                for &buffer in &fills {
+                    // SAFETY: a live buffer of this device with TRANSFER_DST: `destroy_buffer`
+                    // takes the submitter lock held here and defers destruction of a buffer
+                    // whose clear was taken (`defer_if_clearing`).
+                    unsafe {
+                        self.device
+                            .cmd_fill_buffer(cmd, buffer, 0, vk::WHOLE_SIZE, 0)
+                    };
+                }
+                global_barrier(&self.device, cmd, TRANSFER_W, TRANSFER_RW);
+            }
+            record(&self.device, cmd);
+            global_barrier(
+                &self.device,
+                cmd,
+                TRANSFER_W,
+                (vk::PipelineStageFlags::HOST, vk::AccessFlags::HOST_READ),
+            );
+            // SAFETY: `cmd` is recording.
+            unsafe { self.device.end_command_buffer(cmd) }.vk("vkEndCommandBuffer")?;
+            let value = s.last_submitted + 1;
+            let values = [value];
+            let mut timeline_info =
+                vk::TimelineSemaphoreSubmitInfo::default().signal_semaphore_values(&values);
+            let cmds = [cmd];
+            let sems = [self.timeline];
+            let submit = vk::SubmitInfo::default()
+                .command_buffers(&cmds)
+                .signal_semaphores(&sems)
+                .push_next(&mut timeline_info);
+            // SAFETY: the queue is externally synchronized by the submitter lock (and by the
+            // from_raw contract against the engine); `value` is greater than every value
+            // signalled before, submitted in order under this lock.
+            unsafe {
+                self.device
+                    .queue_submit(s.queue, &[submit], vk::Fence::null())
+            }
+            .vk("vkQueueSubmit")?;
+            Ok(value)
+        })();
+        match result {
+            Ok(value) => {
+                s.last_submitted = value;
+                s.in_flight.push_back(InFlight {
+                    value,
+                    cmd,
+                    retire,
+                    fills,
+                });
+                Ok(value)
+            }
+            Err(e) => {
+                // Not submitted: the clears are still due.
+                lock(&self.pending_fills).extend(fills);
+                // SAFETY: `cmd` was not submitted; resetting returns it to the initial state.
+                let _ = unsafe {
+                    self.device
+                        .reset_command_buffer(cmd, vk::CommandBufferResetFlags::empty())
+                };
+                s.free.push(cmd);
+                drop(s);
+                destroy_retired(retire);
+                Err(e)
+            }
+        }
+    }
+
+    /// Records `copies` into one command buffer and submits it (G7).
+    ///
+    /// Wraps [`vkCmdCopyBuffer`](https://registry.khronos.org/vulkan/specs/1.3-extensions/man/html/vkCmdCopyBuffer.html).
+    ///
+    /// # Safety
+    /// Every region lies inside both buffers (`offset + size <= buffer size`), sizes are
+    /// non-zero, source and destination ranges in the same buffer do not overlap, and all
+    /// buffers stay alive until the returned submission completes. Host access to the
+    /// written ranges waits for completion.
+    pub unsafe fn submit_copies(&self, copies: &[CopyRegion<'_>]) -> Result<SubmissionIndex> {
+        // SAFETY: forwarded from the contract; `cmd` is recording inside `submit_with`.
+        unsafe {
+            self.submit_with(Vec::new(), |d, cmd| {
+                record_copies(d, cmd, copies.iter().map(RawCopy::from))
+            })
+        }
+    }
+
+    /// The highest submission index known to be complete.
+    ///
+    /// Wraps [`vkGetSemaphoreCounterValue`](https://registry.khronos.org/vulkan/specs/1.3-extensions/man/html/vkGetSemaphoreCounterValue.html).
+    ///
+    /// # Errors
+    /// [`crate::Error::DeviceLost`].
+    pub fn completed_index(&self) -> Result<SubmissionIndex> {
+        // SAFETY: the semaphore is a timeline semaphore of this device.
+        unsafe { self.device.get_semaphore_counter_value(self.timeline) }
+            .vk("vkGetSemaphoreCounterValue")
+    }
+
+    /// The last submission index handed out (0 before any submission).
+    pub fn last_submitted_index(&self) -> SubmissionIndex {
+        lock(&self.submitter).last_submitted
+    }
+
+    /// Recycles finished command buffers, destroys finished staging buffers and runs the
+    /// callbacks of completed submissions (G10). Returns the completed index.
+    ///
+    /// # Errors
+    /// [`crate::Error::DeviceLost`].
+    pub fn poll(&self) -> Result<SubmissionIndex> {
+        let done = self.maintain()?;
+        self.run_callbacks(done);
+        Ok(done)
+    }
+
+    /// [`Self::poll`] without running callbacks: for submissions and reads, which the facade
+    /// makes while holding buffer locks that a callback might take.
+    pub(crate) fn maintain(&self) -> Result<SubmissionIndex> {
+        let done = self.completed_index()?;
+        let mut retired = Vec::new();
+        {
+            let mut s = lock(&self.submitter);
+            while s.in_flight.front().is_some_and(|f| f.value <= done) {
+                let Some(f) = s.in_flight.pop_front() else {
+                    break;
+                };
+                // SAFETY: the submission completed, so `cmd` is not pending; the pool is
+                // synchronized by the lock held.
+                unsafe {
+                    self.device
+                        .reset_command_buffer(f.cmd, vk::CommandBufferResetFlags::empty())
+                }
+                .vk("vkResetCommandBuffer")?;
+                s.free.push(f.cmd);
+                retired.extend(f.retire);
+            }
+        }
+        let orphans: Vec<VulkanBuffer> = std::mem::take(&mut *lock(&self.orphans));
+        for b in retired.into_iter().chain(orphans) {
+            // SAFETY: the submission using the buffer completed (or, for orphans, never
+            // happened).
+            unsafe { self.recycle_staging(b) };
+        }
+        self.completed_cache
+            .fetch_max(done, std::sync::atomic::Ordering::Relaxed);
+        Ok(done)
+    }
+
+    /// For [`VulkanDevice::destroy_buffer`]: a device-local buffer whose clear is still pending
+    /// loses it (it was never used); one whose clear is in a submission in flight is retired
+    /// with that submission (`None`). Otherwise the buffer comes back, to destroy now.
+    pub(crate) fn defer_if_clearing(&self, buffer: VulkanBuffer) -> Option<VulkanBuffer> {
+        if buffer.mapped_ptr().is_some() {
+            return Some(buffer);
+        }
+        // Under the submitter lock, so no submission takes the clear meanwhile.
+        let mut s = lock(&self.submitter);
+        let mut fills = lock(&self.pending_fills);
+        if let Some(i) = fills.iter().position(|&b| b == buffer.raw()) {
+            fills.swap_remove(i);
+            return Some(buffer);
+        }
+        drop(fills);
+        match s
+            .in_flight
+            .iter_mut()
+            .find(|f| f.fills.contains(&buffer.raw()))
+        {
+            Some(f) => {
+                f.retire.push(buffer);
+                None
+            }
+            None => Some(buffer),
+        }
+    }
+
+    /// Destroys `buffer` once submission `index` has completed (now if it has).
+    pub(crate) fn retire_after(&self, index: SubmissionIndex, buffer: VulkanBuffer) {
+        let mut s = lock(&self.submitter);
+        if let Some(f) = s.in_flight.iter_mut().find(|f| f.value >= index) {
+            f.retire.push(buffer);
+        } else {
+            drop(s);
+            lock(&self.orphans).push(buffer);
+        }
+    }
+
+    /// Runs, in submission order and outside every lock (a callback may call back into the
+    /// backend), the callbacks of submissions up to `done`.
+    fn run_callbacks(&self, done: SubmissionIndex) {
+        let ready: Vec<Callback> = {
+            let mut cbs = lock(&self.callbacks);
+            if cbs.is_empty() {
+                return;
+            }
+            let (mut ready, pending): (Vec<_>, Vec<_>) =
+                cbs.drain(..).partition(|(v, _)| *v <= done);
+            *cbs = pending;
+            // In submission order, whatever the registration order (stable within an index).
+            ready.sort_by_key(|(v, _)| *v);
+            ready.into_iter().map(|(_, f)| f).collect()
+        };
+        for f in ready {
+            f();
+        }
+    }
+
+    /// Blocks until `index` completes or `timeout_ns` passes, without maintenance; `Ok(false)`
+    /// on timeout.
+    pub(crate) fn wait_raw(&self, index: SubmissionIndex, timeout_ns: u64) -> Result<bool> {
+        let sems = [self.timeline];
+        let values = [index];
+        let info = vk::SemaphoreWaitInfo::default()
+            .semaphores(&sems)
+            .values(&values);
+        // SAFETY: a timeline semaphore of this device; waiting needs no external sync.
+        match unsafe { self.device.wait_semaphores(&info, timeout_ns) } {
+            Ok(()) => Ok(true),
+            Err(vk::Result::TIMEOUT) => Ok(false),
+            Err(e) => Err(crate::error::map_vk("vkWaitSemaphores", e)),
+        }
+    }
+
+    /// Blocks until submission `index` completes or `timeout_ns` passes, then polls.
+    ///
+    /// Wraps [`vkWaitSemaphores`](https://registry.khronos.org/vulkan/specs/1.3-extensions/man/html/vkWaitSemaphores.html).
+    ///
+    /// # Errors
+    /// [`crate::Error::Timeout`], [`crate::Error::DeviceLost`].
+    pub fn wait(&self, index: SubmissionIndex, timeout_ns: u64) -> Result<()> {
+        let sems = [self.timeline];
+        let values = [index];
+        let info = vk::SemaphoreWaitInfo::default()
+            .semaphores(&sems)
+            .values(&values);
+        // SAFETY: a timeline semaphore of this device; waiting needs no external sync.
+        unsafe { self.device.wait_semaphores(&info, timeout_ns) }.vk("vkWaitSemaphores")?;
+        self.poll()?;
+        Ok(())
+    }
+
+    /// Blocks until `index` completes, then does maintenance without running callbacks.
+    pub(crate) fn wait_quiet(&self, index: SubmissionIndex) -> Result<()> {
+        if !self.wait_raw(index, u64::MAX)? {
+            return Err(crate::Error::Timeout);
+        }
+        self.maintain()?;
+        Ok(())
+    }
+
+    /// Runs `callback` once submission `index` is complete: at once if the backend already
+    /// saw it complete, else from a later [`Self::poll`] or [`Self::wait`] (never from
+    /// submissions or reads). Callbacks run in submission order.
+    pub fn on_completed(&self, index: SubmissionIndex, callback: impl FnOnce() + Send + 'static) {
+        lock(&self.callbacks).push((index, Box::new(callback)));
+        self.run_callbacks(
+            self.completed_cache
+                .load(std::sync::atomic::Ordering::Relaxed),
+        );
+    }
+
+    /// Waits for every submission of this backend (not for other work on the device).
+    pub(crate) fn wait_idle_own(&self) -> Result<()> {
+        let last = self.last_submitted_index();
+        if last > 0 {
+            self.wait_quiet(last)?;
+        }
+        Ok(())
+    }
+
+    /// Waits for every submission this backend made.
+    ///
+    /// # Errors
+    /// [`crate::Error::DeviceLost`].
+    pub fn wait_idle(&self) -> Result<()> {
+        self.wait_idle_own()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ash::vk::Handle;
+
+    #[test]
+    fn hazards() {
+        let a = vk::Buffer::from_raw(1);
+        let b = vk::Buffer::from_raw(2);
+        let mut h = Hazards::default();
+        h.add(a, (0, 16), b, (0, 16));
+        // Disjoint: no barrier.
+        assert!(!h.conflicts(a, (16, 32), b, (16, 32)));
+        // Reading what was written: barrier.
+        assert!(h.conflicts(b, (8, 9), a, (100, 101)));
+        // Writing what was written: barrier.
+        assert!(h.conflicts(a, (64, 65), b, (15, 16)));
+        // Writing what was read: barrier.
+        assert!(h.conflicts(b, (64, 65), a, (0, 1)));
+        // Reading again what was read: none.
+        assert!(!h.conflicts(a, (0, 16), b, (32, 48)));
+        h.clear();
+        assert!(!h.conflicts(b, (0, 16), a, (0, 16)));
+    }
+}
