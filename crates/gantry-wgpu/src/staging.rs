@@ -33,10 +33,17 @@ pub(crate) fn write_mapped_range(
     offset: u64,
     data: &[u8],
 ) -> Result<(), DeviceError> {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, std::num::NonZero::get)
-        .clamp(1, 16);
-    if data.len() < PARALLEL_COPY_MIN || threads == 1 {
+    if data.len() < PARALLEL_COPY_MIN {
+        return write_view(buffer, offset, data);
+    }
+    // `available_parallelism` reads cgroup files: ask once, not per write.
+    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let threads = *THREADS.get_or_init(|| {
+        std::thread::available_parallelism()
+            .map_or(1, std::num::NonZero::get)
+            .clamp(1, 16)
+    });
+    if threads == 1 {
         return write_view(buffer, offset, data);
     }
     // Interior boundaries on MAP_ALIGNMENT, so the views do not overlap.
