@@ -438,16 +438,7 @@ impl WgpuBackend {
         offset: u64,
         out: &mut [u8],
     ) -> Result<(), DeviceError> {
-        let start = align_down(offset, MAP_ALIGN);
-        let end = gantry_core::align_up(offset + out.len() as u64, COPY_ALIGN)
-            .unwrap_or(u64::MAX)
-            .min(buffer.size());
-        let view = buffer
-            .get_mapped_range(start..end)
-            .map_err(|e| DeviceError::Internal(format!("get_mapped_range: {e}")))?;
-        let skip = usize_of(offset - start);
-        out.copy_from_slice(&view[skip..skip + out.len()]);
-        Ok(())
+        staging::read_mapped_range(buffer, offset, out)
     }
 
     fn copy_in_mapped(buffer: &wgpu::Buffer, offset: u64, data: &[u8]) -> Result<(), DeviceError> {

@@ -36,13 +36,7 @@ pub(crate) fn write_mapped_range(
     if data.len() < PARALLEL_COPY_MIN {
         return write_view(buffer, offset, data);
     }
-    // `available_parallelism` reads cgroup files: ask once, not per write.
-    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    let threads = *THREADS.get_or_init(|| {
-        std::thread::available_parallelism()
-            .map_or(1, std::num::NonZero::get)
-            .clamp(1, 16)
-    });
+    let threads = copy_threads();
     if threads == 1 {
         return write_view(buffer, offset, data);
     }
@@ -68,6 +62,67 @@ pub(crate) fn write_mapped_range(
             h.join()
                 .unwrap_or_else(|_| Err(DeviceError::Internal("copy thread panicked".into())))
         })
+    })
+}
+
+fn read_view(buffer: &wgpu::Buffer, offset: u64, out: &mut [u8]) -> Result<(), DeviceError> {
+    let start = offset - offset % MAP_ALIGN;
+    let end = gantry_core::align_up(offset + out.len() as u64, wgpu::COPY_BUFFER_ALIGNMENT)
+        .unwrap_or(u64::MAX)
+        .min(buffer.size());
+    let view = buffer
+        .get_mapped_range(start..end)
+        .map_err(|e| DeviceError::Internal(format!("get_mapped_range: {e}")))?;
+    let skip = usize::try_from(offset - start).unwrap_or(usize::MAX);
+    out.copy_from_slice(&view[skip..skip + out.len()]);
+    Ok(())
+}
+
+/// Copies from the mapped `buffer` at `offset` (any alignment) into `out`, splitting large
+/// copies over the machine's cores like [`write_mapped_range`].
+pub(crate) fn read_mapped_range(
+    buffer: &wgpu::Buffer,
+    offset: u64,
+    out: &mut [u8],
+) -> Result<(), DeviceError> {
+    let threads = copy_threads();
+    if out.len() < PARALLEL_COPY_MIN || threads == 1 {
+        return read_view(buffer, offset, out);
+    }
+    let piece =
+        gantry_core::align_up(out.len().div_ceil(threads) as u64, MAP_ALIGN).unwrap_or(u64::MAX);
+    let first = usize::try_from(
+        (offset - offset % MAP_ALIGN + piece).min(offset + out.len() as u64) - offset,
+    )
+    .unwrap_or(usize::MAX);
+    let piece = usize::try_from(piece).unwrap_or(usize::MAX);
+    std::thread::scope(|scope| {
+        let mut handles = Vec::new();
+        let (head, mut rest) = out.split_at_mut(first);
+        handles.push(scope.spawn(move || read_view(buffer, offset, head)));
+        let mut at = offset + first as u64;
+        while !rest.is_empty() {
+            let n = piece.min(rest.len());
+            let (part, tail) = rest.split_at_mut(n);
+            rest = tail;
+            let part_offset = at;
+            at += n as u64;
+            handles.push(scope.spawn(move || read_view(buffer, part_offset, part)));
+        }
+        handles.into_iter().try_for_each(|h| {
+            h.join()
+                .unwrap_or_else(|_| Err(DeviceError::Internal("copy thread panicked".into())))
+        })
+    })
+}
+
+fn copy_threads() -> usize {
+    // `available_parallelism` reads cgroup files: ask once, not per copy.
+    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *THREADS.get_or_init(|| {
+        std::thread::available_parallelism()
+            .map_or(1, std::num::NonZero::get)
+            .clamp(1, 16)
     })
 }
 
