@@ -232,6 +232,74 @@ impl Drop for StagingPool {
     }
 }
 
+/// Idle `MAP_READ | COPY_DST` buffers for readback, reused instead of created per read (a
+/// new buffer's pages are faulted in on first use), up to a bound on idle bytes.
+#[derive(Debug)]
+pub(crate) struct ReadbackPool {
+    keep_bytes: u64,
+    free: Mutex<Vec<wgpu::Buffer>>,
+    idle: AtomicU64,
+}
+
+impl ReadbackPool {
+    pub(crate) fn new(keep_bytes: u64) -> Self {
+        Self {
+            keep_bytes,
+            free: Mutex::new(Vec::new()),
+            idle: AtomicU64::new(0),
+        }
+    }
+
+    /// An unmapped readback buffer of at least `size` bytes (at most twice that, so small
+    /// reads do not hold big buffers).
+    pub(crate) fn acquire(
+        &self,
+        size: u64,
+        create: impl FnOnce(u64) -> Result<wgpu::Buffer, DeviceError>,
+    ) -> Result<wgpu::Buffer, DeviceError> {
+        {
+            let mut free = self.free.lock().unwrap_or_else(PoisonError::into_inner);
+            let best = free
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| b.size() >= size && b.size() / 2 <= size)
+                .min_by_key(|(_, b)| b.size())
+                .map(|(i, _)| i);
+            if let Some(i) = best {
+                let buffer = free.swap_remove(i);
+                self.idle.fetch_sub(buffer.size(), Ordering::Relaxed);
+                return Ok(buffer);
+            }
+        }
+        create(size)
+    }
+
+    /// Takes back an unmapped readback buffer, or frees it when the bound is reached.
+    pub(crate) fn release(&self, buffer: wgpu::Buffer) {
+        let mut free = self.free.lock().unwrap_or_else(PoisonError::into_inner);
+        if self.idle.load(Ordering::Relaxed) + buffer.size() <= self.keep_bytes {
+            self.idle.fetch_add(buffer.size(), Ordering::Relaxed);
+            free.push(buffer);
+        } else {
+            drop(free);
+            buffer.destroy();
+        }
+    }
+}
+
+impl Drop for ReadbackPool {
+    fn drop(&mut self) {
+        for buffer in self
+            .free
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain(..)
+        {
+            buffer.destroy();
+        }
+    }
+}
+
 /// A copy not yet recorded, kept so that the next adjacent write can extend it.
 #[derive(Debug)]
 struct PendingCopy {
