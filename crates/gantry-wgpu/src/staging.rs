@@ -319,6 +319,9 @@ pub struct WgpuBatch {
     /// Bytes used in the last chunk (a multiple of `MAP_ALIGNMENT`).
     used: u64,
     pending: Option<PendingCopy>,
+    /// A write view of the whole last chunk, held while recording so that small writes do
+    /// not each ask wgpu for a view; dropped before the chunk is unmapped.
+    view: Option<wgpu::BufferViewMut>,
     /// An error from recording (a temporary buffer that could not be created), returned by
     /// submit.
     pub(crate) error: Option<DeviceError>,
@@ -336,6 +339,7 @@ impl WgpuBatch {
             chunks: Vec::new(),
             used: 0,
             pending: None,
+            view: None,
             error: None,
         }
     }
@@ -368,13 +372,29 @@ impl WgpuBatch {
             .last()
             .is_some_and(|c| c.size - self.used >= len);
         if !fits {
+            self.view = None;
             let chunk = self.pool.acquire(len, create)?;
             self.chunks.push(chunk);
             self.used = 0;
         }
         let index = self.chunks.len() - 1;
         let src_offset = self.used;
-        write_mapped_range(&self.chunks[index].buffer, src_offset, data)?;
+        if data.len() >= PARALLEL_COPY_MIN {
+            self.view = None;
+            write_mapped_range(&self.chunks[index].buffer, src_offset, data)?;
+        } else {
+            if self.view.is_none() {
+                let view = self.chunks[index]
+                    .buffer
+                    .get_mapped_range_mut(..)
+                    .map_err(|e| DeviceError::Internal(format!("staging view: {e}")))?;
+                self.view = Some(view);
+            }
+            if let Some(view) = self.view.as_mut() {
+                let start = usize::try_from(src_offset).unwrap_or(usize::MAX);
+                view.slice(start..start + data.len()).copy_from_slice(data);
+            }
+        }
         self.used = gantry_core::align_up(src_offset + len, MAP_ALIGN)
             .unwrap_or(u64::MAX)
             .min(self.chunks[index].size);
@@ -415,6 +435,7 @@ impl WgpuBatch {
     /// Ends recording: the command buffer and the chunks to recycle after the submission.
     pub(crate) fn finish(mut self) -> (wgpu::CommandBuffer, Vec<Chunk>) {
         self.flush();
+        self.view = None;
         let chunks = std::mem::take(&mut self.chunks);
         for chunk in &chunks {
             chunk.buffer.unmap();
@@ -430,6 +451,7 @@ impl WgpuBatch {
 impl Drop for WgpuBatch {
     fn drop(&mut self) {
         // A batch dropped unsubmitted: its chunks are still mapped and unused by the GPU.
+        self.view = None;
         for chunk in std::mem::take(&mut self.chunks) {
             self.pool.give_back(chunk);
         }
