@@ -37,7 +37,7 @@ use gantry_core::{
     MemoryLocation, RawBufferDesc, SubmissionIndex, SubmittedWorkDoneCallback,
 };
 
-use staging::{StagingPool, WgpuBatch};
+use staging::{ReadbackPool, StagingPool, WgpuBatch};
 use tracker::Tracker;
 
 /// Which adapter to open.
@@ -182,6 +182,7 @@ pub struct WgpuBackend {
     limits: Limits,
     tracker: Arc<Tracker>,
     staging: Arc<StagingPool>,
+    readback: Arc<ReadbackPool>,
     lost: Arc<AtomicBool>,
     uncaptured: Arc<Mutex<Vec<String>>>,
 }
@@ -298,7 +299,9 @@ impl WgpuBackend {
             options.staging_chunk_bytes,
             options.staging_keep_bytes,
         ));
+        let readback = Arc::new(ReadbackPool::new(options.staging_keep_bytes));
         Ok(Self {
+            readback,
             adapter,
             info: adapter_info(&winfo),
             device,
@@ -438,16 +441,7 @@ impl WgpuBackend {
         offset: u64,
         out: &mut [u8],
     ) -> Result<(), DeviceError> {
-        let start = align_down(offset, MAP_ALIGN);
-        let end = gantry_core::align_up(offset + out.len() as u64, COPY_ALIGN)
-            .unwrap_or(u64::MAX)
-            .min(buffer.size());
-        let view = buffer
-            .get_mapped_range(start..end)
-            .map_err(|e| DeviceError::Internal(format!("get_mapped_range: {e}")))?;
-        let skip = usize_of(offset - start);
-        out.copy_from_slice(&view[skip..skip + out.len()]);
-        Ok(())
+        staging::read_mapped_range(buffer, offset, out)
     }
 
     fn copy_in_mapped(buffer: &wgpu::Buffer, offset: u64, data: &[u8]) -> Result<(), DeviceError> {
@@ -461,12 +455,14 @@ impl WgpuBackend {
         offset: u64,
         size: u64,
     ) -> Result<(wgpu::Buffer, SubmissionIndex), DeviceError> {
-        let readback = self.scoped(|| {
-            self.device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some("gantry-wgpu readback staging"),
-                size,
-                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-                mapped_at_creation: false,
+        let readback = self.readback.acquire(size, |size| {
+            self.scoped(|| {
+                self.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("gantry-wgpu readback staging"),
+                    size,
+                    usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                })
             })
         })?;
         let mut encoder = self
@@ -499,6 +495,8 @@ pub struct ReadFuture {
     slot: Arc<Mutex<ReadSlot>>,
     lost: Arc<AtomicBool>,
     done: bool,
+    /// Where a staging buffer goes back after the read (`None` for the caller's buffer).
+    pool: Option<Arc<ReadbackPool>>,
 }
 
 impl Future for ReadFuture {
@@ -533,6 +531,9 @@ impl Future for ReadFuture {
         let copied = WgpuBackend::copy_out_mapped(&this.buffer, this.offset, &mut out);
         this.buffer.unmap();
         let _ = this.map_start;
+        if let Some(pool) = this.pool.take() {
+            pool.release(this.buffer.clone());
+        }
         Poll::Ready(copied.map(|()| out))
     }
 }
@@ -545,6 +546,7 @@ impl WgpuBackend {
         offset: u64,
         size: u64,
         wait_for: Option<wgpu::SubmissionIndex>,
+        pool: Option<Arc<ReadbackPool>>,
     ) -> Result<ReadFuture, DeviceError> {
         let slot = Arc::new(Mutex::new(ReadSlot::default()));
         let cb_slot = Arc::clone(&slot);
@@ -595,6 +597,7 @@ impl WgpuBackend {
             slot,
             lost: Arc::clone(&self.lost),
             done: false,
+            pool,
         })
     }
 }
@@ -776,7 +779,7 @@ impl Backend for WgpuBackend {
         self.map_blocking(&readback, wgpu::MapMode::Read, 0..size, wait_for)?;
         let copied = Self::copy_out_mapped(&readback, 0, out);
         readback.unmap();
-        readback.destroy();
+        self.readback.release(readback);
         copied
     }
 
@@ -788,11 +791,12 @@ impl Backend for WgpuBackend {
     ) -> Result<ReadFuture, DeviceError> {
         if buffer.location == MemoryLocation::Readback {
             let start = align_down(offset, MAP_ALIGN);
-            return self.start_map_read(buffer.buffer.clone(), start, offset, size, None);
+            return self.start_map_read(buffer.buffer.clone(), start, offset, size, None, None);
         }
         let (readback, idx) = self.copy_to_readback(&buffer.buffer, offset, size)?;
         let wait_for = self.tracker.wgpu_index(idx);
-        self.start_map_read(readback, 0, 0, size, wait_for)
+        let pool = Some(Arc::clone(&self.readback));
+        self.start_map_read(readback, 0, 0, size, wait_for, pool)
     }
 
     fn last_submitted(&self) -> SubmissionIndex {

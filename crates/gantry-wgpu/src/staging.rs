@@ -33,10 +33,11 @@ pub(crate) fn write_mapped_range(
     offset: u64,
     data: &[u8],
 ) -> Result<(), DeviceError> {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, std::num::NonZero::get)
-        .clamp(1, 16);
-    if data.len() < PARALLEL_COPY_MIN || threads == 1 {
+    if data.len() < PARALLEL_COPY_MIN {
+        return write_view(buffer, offset, data);
+    }
+    let threads = copy_threads();
+    if threads == 1 {
         return write_view(buffer, offset, data);
     }
     // Interior boundaries on MAP_ALIGNMENT, so the views do not overlap.
@@ -61,6 +62,67 @@ pub(crate) fn write_mapped_range(
             h.join()
                 .unwrap_or_else(|_| Err(DeviceError::Internal("copy thread panicked".into())))
         })
+    })
+}
+
+fn read_view(buffer: &wgpu::Buffer, offset: u64, out: &mut [u8]) -> Result<(), DeviceError> {
+    let start = offset - offset % MAP_ALIGN;
+    let end = gantry_core::align_up(offset + out.len() as u64, wgpu::COPY_BUFFER_ALIGNMENT)
+        .unwrap_or(u64::MAX)
+        .min(buffer.size());
+    let view = buffer
+        .get_mapped_range(start..end)
+        .map_err(|e| DeviceError::Internal(format!("get_mapped_range: {e}")))?;
+    let skip = usize::try_from(offset - start).unwrap_or(usize::MAX);
+    out.copy_from_slice(&view[skip..skip + out.len()]);
+    Ok(())
+}
+
+/// Copies from the mapped `buffer` at `offset` (any alignment) into `out`, splitting large
+/// copies over the machine's cores like [`write_mapped_range`].
+pub(crate) fn read_mapped_range(
+    buffer: &wgpu::Buffer,
+    offset: u64,
+    out: &mut [u8],
+) -> Result<(), DeviceError> {
+    let threads = copy_threads();
+    if out.len() < PARALLEL_COPY_MIN || threads == 1 {
+        return read_view(buffer, offset, out);
+    }
+    let piece =
+        gantry_core::align_up(out.len().div_ceil(threads) as u64, MAP_ALIGN).unwrap_or(u64::MAX);
+    let first = usize::try_from(
+        (offset - offset % MAP_ALIGN + piece).min(offset + out.len() as u64) - offset,
+    )
+    .unwrap_or(usize::MAX);
+    let piece = usize::try_from(piece).unwrap_or(usize::MAX);
+    std::thread::scope(|scope| {
+        let mut handles = Vec::new();
+        let (head, mut rest) = out.split_at_mut(first);
+        handles.push(scope.spawn(move || read_view(buffer, offset, head)));
+        let mut at = offset + first as u64;
+        while !rest.is_empty() {
+            let n = piece.min(rest.len());
+            let (part, tail) = rest.split_at_mut(n);
+            rest = tail;
+            let part_offset = at;
+            at += n as u64;
+            handles.push(scope.spawn(move || read_view(buffer, part_offset, part)));
+        }
+        handles.into_iter().try_for_each(|h| {
+            h.join()
+                .unwrap_or_else(|_| Err(DeviceError::Internal("copy thread panicked".into())))
+        })
+    })
+}
+
+fn copy_threads() -> usize {
+    // `available_parallelism` reads cgroup files: ask once, not per copy.
+    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *THREADS.get_or_init(|| {
+        std::thread::available_parallelism()
+            .map_or(1, std::num::NonZero::get)
+            .clamp(1, 16)
     })
 }
 
@@ -170,6 +232,74 @@ impl Drop for StagingPool {
     }
 }
 
+/// Idle `MAP_READ | COPY_DST` buffers for readback, reused instead of created per read (a
+/// new buffer's pages are faulted in on first use), up to a bound on idle bytes.
+#[derive(Debug)]
+pub(crate) struct ReadbackPool {
+    keep_bytes: u64,
+    free: Mutex<Vec<wgpu::Buffer>>,
+    idle: AtomicU64,
+}
+
+impl ReadbackPool {
+    pub(crate) fn new(keep_bytes: u64) -> Self {
+        Self {
+            keep_bytes,
+            free: Mutex::new(Vec::new()),
+            idle: AtomicU64::new(0),
+        }
+    }
+
+    /// An unmapped readback buffer of at least `size` bytes (at most twice that, so small
+    /// reads do not hold big buffers).
+    pub(crate) fn acquire(
+        &self,
+        size: u64,
+        create: impl FnOnce(u64) -> Result<wgpu::Buffer, DeviceError>,
+    ) -> Result<wgpu::Buffer, DeviceError> {
+        {
+            let mut free = self.free.lock().unwrap_or_else(PoisonError::into_inner);
+            let best = free
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| b.size() >= size && b.size() / 2 <= size)
+                .min_by_key(|(_, b)| b.size())
+                .map(|(i, _)| i);
+            if let Some(i) = best {
+                let buffer = free.swap_remove(i);
+                self.idle.fetch_sub(buffer.size(), Ordering::Relaxed);
+                return Ok(buffer);
+            }
+        }
+        create(size)
+    }
+
+    /// Takes back an unmapped readback buffer, or frees it when the bound is reached.
+    pub(crate) fn release(&self, buffer: wgpu::Buffer) {
+        let mut free = self.free.lock().unwrap_or_else(PoisonError::into_inner);
+        if self.idle.load(Ordering::Relaxed) + buffer.size() <= self.keep_bytes {
+            self.idle.fetch_add(buffer.size(), Ordering::Relaxed);
+            free.push(buffer);
+        } else {
+            drop(free);
+            buffer.destroy();
+        }
+    }
+}
+
+impl Drop for ReadbackPool {
+    fn drop(&mut self) {
+        for buffer in self
+            .free
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain(..)
+        {
+            buffer.destroy();
+        }
+    }
+}
+
 /// A copy not yet recorded, kept so that the next adjacent write can extend it.
 #[derive(Debug)]
 struct PendingCopy {
@@ -189,6 +319,9 @@ pub struct WgpuBatch {
     /// Bytes used in the last chunk (a multiple of `MAP_ALIGNMENT`).
     used: u64,
     pending: Option<PendingCopy>,
+    /// A write view of the whole last chunk, held while recording so that small writes do
+    /// not each ask wgpu for a view; dropped before the chunk is unmapped.
+    view: Option<wgpu::BufferViewMut>,
     /// An error from recording (a temporary buffer that could not be created), returned by
     /// submit.
     pub(crate) error: Option<DeviceError>,
@@ -206,6 +339,7 @@ impl WgpuBatch {
             chunks: Vec::new(),
             used: 0,
             pending: None,
+            view: None,
             error: None,
         }
     }
@@ -238,13 +372,29 @@ impl WgpuBatch {
             .last()
             .is_some_and(|c| c.size - self.used >= len);
         if !fits {
+            self.view = None;
             let chunk = self.pool.acquire(len, create)?;
             self.chunks.push(chunk);
             self.used = 0;
         }
         let index = self.chunks.len() - 1;
         let src_offset = self.used;
-        write_mapped_range(&self.chunks[index].buffer, src_offset, data)?;
+        if data.len() >= PARALLEL_COPY_MIN {
+            self.view = None;
+            write_mapped_range(&self.chunks[index].buffer, src_offset, data)?;
+        } else {
+            if self.view.is_none() {
+                let view = self.chunks[index]
+                    .buffer
+                    .get_mapped_range_mut(..)
+                    .map_err(|e| DeviceError::Internal(format!("staging view: {e}")))?;
+                self.view = Some(view);
+            }
+            if let Some(view) = self.view.as_mut() {
+                let start = usize::try_from(src_offset).unwrap_or(usize::MAX);
+                view.slice(start..start + data.len()).copy_from_slice(data);
+            }
+        }
         self.used = gantry_core::align_up(src_offset + len, MAP_ALIGN)
             .unwrap_or(u64::MAX)
             .min(self.chunks[index].size);
@@ -285,6 +435,7 @@ impl WgpuBatch {
     /// Ends recording: the command buffer and the chunks to recycle after the submission.
     pub(crate) fn finish(mut self) -> (wgpu::CommandBuffer, Vec<Chunk>) {
         self.flush();
+        self.view = None;
         let chunks = std::mem::take(&mut self.chunks);
         for chunk in &chunks {
             chunk.buffer.unmap();
@@ -300,6 +451,7 @@ impl WgpuBatch {
 impl Drop for WgpuBatch {
     fn drop(&mut self) {
         // A batch dropped unsubmitted: its chunks are still mapped and unused by the GPU.
+        self.view = None;
         for chunk in std::mem::take(&mut self.chunks) {
             self.pool.give_back(chunk);
         }

@@ -1,0 +1,243 @@
+//! gantry-wgpu against plain wgpu, in the same run on the same device (PERF P2, P4, P6):
+//! - upload 256 MiB from a host slice into device-local memory: gantry `Device::write`
+//!   vs `queue.write_buffer` (4 MiB chunks) vs `wgpu::util::StagingBelt`;
+//! - readback 256 MiB into a host slice: gantry `Device::read_into` vs copy + `map_async`;
+//! - 10,000 scattered 256-byte writes per frame: a gantry batch vs `write_buffer` each vs
+//!   `StagingBelt`, and the same bytes as one write for reference.
+//!
+//! `cargo bench -p gantry-benches --bench wgpu_transfer`; `GANTRY_BENCH_QUICK=1` shortens
+//! measurement (what docs/benchmarks-wgpu.md used on lavapipe).
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use gantry_core::{BufferDesc, BufferUsage, Device, MemoryLocation};
+use gantry_wgpu::{WgpuBackend, WgpuOptions};
+
+const BIG: u64 = 256 << 20;
+const SMALL: u64 = 256;
+const WRITES: u64 = 10_000;
+
+fn open() -> Device<WgpuBackend> {
+    let backend = WgpuBackend::new(&WgpuOptions {
+        // Keep the staging chunks a 256 MiB upload needs, like a long-running app would.
+        staging_keep_bytes: 512 << 20,
+        ..WgpuOptions::default()
+    })
+    .expect("a wgpu adapter (lavapipe: mesa-vulkan-drivers)");
+    Device::new(backend)
+}
+
+fn wait(device: &wgpu::Device, index: wgpu::SubmissionIndex) {
+    device
+        .poll(wgpu::PollType::Wait {
+            submission_index: Some(index),
+            timeout: None,
+        })
+        .expect("poll");
+}
+
+fn target(device: &wgpu::Device, size: u64) -> wgpu::Buffer {
+    device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("bench target"),
+        size,
+        usage: wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC,
+        mapped_at_creation: false,
+    })
+}
+
+fn scattered_offsets() -> Vec<u64> {
+    // Every fourth 256-byte slot of a 10 MiB buffer, in a shuffled order.
+    let mut slots: Vec<u64> = (0..WRITES).map(|i| i * 4).collect();
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    for i in (1..slots.len()).rev() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        slots.swap(i, (x % (i as u64 + 1)) as usize);
+    }
+    slots.into_iter().map(|s| s * SMALL).collect()
+}
+
+fn configure(c: &mut Criterion) -> Criterion {
+    let quick = std::env::var_os("GANTRY_BENCH_QUICK").is_some();
+    let c = std::mem::take(c);
+    if quick {
+        c.sample_size(10)
+            .warm_up_time(Duration::from_millis(500))
+            .measurement_time(Duration::from_secs(3))
+    } else {
+        c.sample_size(20).measurement_time(Duration::from_secs(10))
+    }
+}
+
+fn upload(c: &mut Criterion) {
+    let gantry = open();
+    let device = gantry.raw().wgpu_device().clone();
+    let queue = gantry.raw().wgpu_queue().clone();
+    let data: Vec<u8> = (0..BIG)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 7) as u8)
+        .collect();
+    let gbuf = gantry
+        .create_buffer(
+            &BufferDesc::new(BIG, BufferUsage::TRANSFER_DST, MemoryLocation::DeviceLocal)
+                .with_label("bench gantry upload"),
+        )
+        .expect("buffer");
+    let wbuf = target(&device, BIG);
+    let mut belt = wgpu::util::StagingBelt::new(device.clone(), 16 << 20);
+
+    let mut group = c.benchmark_group("upload_256MiB");
+    group.throughput(Throughput::Bytes(BIG));
+    group.bench_function("gantry_write", |b| {
+        b.iter(|| {
+            gantry.write(&gbuf, 0, black_box(&data)).expect("write");
+            gantry.wait_idle().expect("wait");
+        });
+    });
+    group.bench_function("wgpu_write_buffer_4MiB_chunks", |b| {
+        b.iter(|| {
+            for (i, chunk) in data.chunks(4 << 20).enumerate() {
+                queue.write_buffer(&wbuf, (i as u64) << 22, black_box(chunk));
+            }
+            wait(&device, queue.submit([]));
+        });
+    });
+    group.bench_function("wgpu_staging_belt", |b| {
+        b.iter(|| {
+            let mut encoder = device.create_command_encoder(&Default::default());
+            for (i, chunk) in data.chunks(16 << 20).enumerate() {
+                let size = wgpu::BufferSize::new(chunk.len() as u64).expect("non-zero");
+                belt.write_buffer(&mut encoder, &wbuf, (i as u64) << 24, size)
+                    .copy_from_slice(black_box(chunk));
+            }
+            belt.finish();
+            let index = queue.submit([encoder.finish()]);
+            belt.recall();
+            wait(&device, index);
+        });
+    });
+    group.finish();
+}
+
+fn readback(c: &mut Criterion) {
+    let gantry = open();
+    let device = gantry.raw().wgpu_device().clone();
+    let queue = gantry.raw().wgpu_queue().clone();
+    let data: Vec<u8> = (0..BIG)
+        .map(|i| (i.wrapping_mul(40_503) >> 3) as u8)
+        .collect();
+    let gbuf = gantry
+        .create_buffer_init(
+            Some("bench gantry readback"),
+            BufferUsage::TRANSFER_SRC,
+            MemoryLocation::DeviceLocal,
+            &data,
+        )
+        .expect("buffer");
+    let wbuf = target(&device, BIG);
+    queue.write_buffer(&wbuf, 0, &data);
+    wait(&device, queue.submit([]));
+    let mut out = vec![0u8; BIG as usize];
+
+    let mut group = c.benchmark_group("readback_256MiB");
+    group.throughput(Throughput::Bytes(BIG));
+    group.bench_function("gantry_read_into", |b| {
+        b.iter(|| {
+            gantry
+                .read_into(&gbuf, 0, black_box(&mut out))
+                .expect("read")
+        });
+    });
+    group.bench_function("wgpu_copy_map_async", |b| {
+        b.iter(|| {
+            let staging = device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("bench readback staging"),
+                size: BIG,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            let mut encoder = device.create_command_encoder(&Default::default());
+            encoder.copy_buffer_to_buffer(&wbuf, 0, &staging, 0, BIG);
+            let index = queue.submit([encoder.finish()]);
+            staging.map_async(wgpu::MapMode::Read, .., |r| r.expect("map"));
+            wait(&device, index);
+            out.copy_from_slice(&staging.get_mapped_range(..).expect("view"));
+            staging.unmap();
+            black_box(&out);
+        });
+    });
+    group.finish();
+    assert_eq!(out, data, "readback differs");
+}
+
+fn small_writes(c: &mut Criterion) {
+    let gantry = open();
+    let device = gantry.raw().wgpu_device().clone();
+    let queue = gantry.raw().wgpu_queue().clone();
+    let size = WRITES * 4 * SMALL;
+    let offsets = scattered_offsets();
+    let record: Vec<u8> = (0..SMALL).map(|i| i as u8).collect();
+    let all: Vec<u8> = record.repeat(WRITES as usize);
+    let gbuf = gantry
+        .create_buffer(
+            &BufferDesc::new(size, BufferUsage::TRANSFER_DST, MemoryLocation::DeviceLocal)
+                .with_label("bench gantry small writes"),
+        )
+        .expect("buffer");
+    let wbuf = target(&device, size);
+    let mut belt = wgpu::util::StagingBelt::new(device.clone(), 4 << 20);
+
+    let mut group = c.benchmark_group("10k_writes_256B_per_frame");
+    group.throughput(Throughput::Bytes(WRITES * SMALL));
+    group.bench_function("gantry_batch", |b| {
+        b.iter(|| {
+            let mut batch = gantry.batch().expect("batch");
+            for &o in &offsets {
+                batch.write(&gbuf, o, black_box(&record)).expect("write");
+            }
+            let index = batch.submit().expect("submit");
+            gantry.wait(index, None).expect("wait");
+        });
+    });
+    group.bench_function("wgpu_write_buffer_each", |b| {
+        b.iter(|| {
+            for &o in &offsets {
+                queue.write_buffer(&wbuf, o, black_box(&record));
+            }
+            wait(&device, queue.submit([]));
+        });
+    });
+    group.bench_function("wgpu_staging_belt", |b| {
+        b.iter(|| {
+            let mut encoder = device.create_command_encoder(&Default::default());
+            let size = wgpu::BufferSize::new(SMALL).expect("non-zero");
+            for &o in &offsets {
+                belt.write_buffer(&mut encoder, &wbuf, o, size)
+                    .copy_from_slice(black_box(&record));
+            }
+            belt.finish();
+            let index = queue.submit([encoder.finish()]);
+            belt.recall();
+            wait(&device, index);
+        });
+    });
+    group.bench_function("reference_one_write_same_bytes", |b| {
+        b.iter(|| {
+            queue.write_buffer(&wbuf, 0, black_box(&all));
+            wait(&device, queue.submit([]));
+        });
+    });
+    group.finish();
+}
+
+fn benches(c: &mut Criterion) {
+    let mut c = configure(c);
+    upload(&mut c);
+    readback(&mut c);
+    small_writes(&mut c);
+}
+
+criterion_group!(wgpu_transfer, benches);
+criterion_main!(wgpu_transfer);
