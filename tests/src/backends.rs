@@ -20,9 +20,19 @@ pub fn entries() -> Vec<Box<dyn Entry>> {
     out.push(entry(wgpu_backend::hooks()));
     #[cfg(feature = "reference")]
     out.push(entry(reference_hooks()));
-    // The Vulkan backend's line, once `gantry-vulkan` implements `gantry_core::Backend`:
+    // The Vulkan backend's line, once `gantry-vulkan` implements `gantry_core::Backend`
+    // (add `gantry-vulkan = { workspace = true, optional = true }` and
+    // `vulkan = ["dep:gantry-vulkan"]` to tests/Cargo.toml; adjust the constructor names):
     // #[cfg(feature = "vulkan")]
-    // out.push(entry(BackendHooks::<gantry_vulkan::VulkanBackend> { name: "vulkan", list: .., open: .., uncaptured: |_| Vec::new(), extra_cases: Vec::new }));
+    // out.push(entry(BackendHooks::<gantry_vulkan::VulkanBackend> {
+    //     name: "vulkan",
+    //     list: |validation| gantry_vulkan::list_adapters(validation),
+    //     open: |index, validation| gantry_vulkan::VulkanBackend::new(index, validation),
+    //     uncaptured: |_| Vec::new(),
+    //     extra_cases: Vec::new,
+    // }));
+    // Its validation messages reach the suite as `log::error!` records whose target
+    // contains "validation" (see `crate::validation`).
     out
 }
 
