@@ -195,6 +195,13 @@ impl core::fmt::Debug for WgpuBackend {
     }
 }
 
+// The backend objects are shared across threads (the facade requires it).
+const _: () = {
+    const fn send_sync<T: Send + Sync>() {}
+    send_sync::<WgpuBackend>();
+    send_sync::<WgpuBuffer>();
+};
+
 const MAP_ALIGN: u64 = wgpu::MAP_ALIGNMENT;
 const COPY_ALIGN: u64 = wgpu::COPY_BUFFER_ALIGNMENT;
 
