@@ -1301,6 +1301,10 @@ fn with_address_space_headroom<T>(headroom: u64, f: impl FnOnce() -> T) -> Optio
     Some(out)
 }
 
+/// How many max-size buffers the OOM case holds at most while filling a GPU's heap
+/// (64 x 4 GiB = 256 GiB, beyond any current GPU).
+const OOM_MAX_BUFFERS: usize = 64;
+
 fn out_of_memory<B: Backend>(d: &Device<B>) -> R {
     let max = d.limits().max_buffer_size;
     let info = d.adapter_info().clone();
@@ -1331,11 +1335,31 @@ fn out_of_memory<B: Backend>(d: &Device<B>) -> R {
     } else {
         // A real GPU: the largest buffer the device allows, beyond its heap on any GPU whose
         // max_buffer_size exceeds its memory (NVIDIA: 2^52).
+        // Where max_buffer_size is below the heap (wgpu caps it at 4 GiB), keep the buffers
+        // that fit and ask again until the heap runs out: OOM must still come back as an
+        // error, not a panic or a lost device.
         let size = max - max % 4;
-        let r = d.create_buffer(
-            &BufferDesc::new(size, RW, MemoryLocation::DeviceLocal).with_label("too big"),
-        );
-        (r, format!("{size} B (max_buffer_size)"))
+        let mut held = Vec::new();
+        let r = loop {
+            let r = d.create_buffer(
+                &BufferDesc::new(size, RW, MemoryLocation::DeviceLocal).with_label("too big"),
+            );
+            match r {
+                Ok(b) if held.len() < OOM_MAX_BUFFERS => held.push(b),
+                other => break other,
+            }
+        };
+        let how = if held.is_empty() {
+            format!("{size} B (max_buffer_size)")
+        } else {
+            format!(
+                "buffer {} of {size} B (max_buffer_size) after {} fitted",
+                held.len() + 1,
+                held.len()
+            )
+        };
+        drop(held);
+        (r, how)
     };
     match result {
         Err(Error::OutOfMemory) => {}
