@@ -7,3 +7,15 @@
 mod stats;
 
 pub use stats::{BufferStats, StatsSnapshot};
+
+mod double;
+mod pool;
+mod ring;
+pub mod spsc;
+mod sync;
+mod triple;
+
+pub use double::{DoubleBuffer, DoubleReader, DoubleWriter, ReadGuard, WriteGuard};
+pub use pool::{BufferPool, PoolConfig, PooledBuffer};
+pub use ring::{RingBuffer, RingError};
+pub use triple::{TripleBuffer, TripleReader, TripleWriter};
