@@ -8,6 +8,7 @@ mod stats;
 
 pub use stats::{BufferStats, StatsSnapshot};
 
+mod aligned;
 mod double;
 mod pool;
 mod ring;
@@ -15,6 +16,7 @@ pub mod spsc;
 mod sync;
 mod triple;
 
+pub use aligned::{AlignedBuf, AlignedBufError, PAGE_SIZE};
 pub use double::{DoubleBuffer, DoubleReader, DoubleWriter, ReadGuard, WriteGuard};
 pub use pool::{BufferPool, PoolConfig, PooledBuffer};
 pub use ring::{RingBuffer, RingError};

@@ -163,8 +163,11 @@ impl ThreadCounters {
     }
 }
 
+/// `repr(C)` keeps the order: the read-mostly fields that every `get` and return read
+/// come first, on cache lines of their own (the alignment of `credits` also keeps them
+/// away from the `Arc`'s counts); the fields written on slow paths come after.
+#[repr(C)]
 struct Inner {
-    // Read-mostly configuration, on its own cache line.
     id: u64,
     buffer_size: usize,
     max_buffers: usize,
@@ -367,6 +370,11 @@ impl LocalCache {
         {
             // Full: move the older half (with their credits) to the shared queue.
             let n = (cap / 2).max(1).min(self.bufs.len());
+            // Count them out of this cache before they enter the shared queue, so that
+            // `idle` does not count them twice meanwhile.
+            self.counters
+                .idle
+                .store(self.bufs.len() - n, core::sync::atomic::Ordering::Relaxed);
             for old in self.bufs.drain(..n) {
                 self.credits -= 1;
                 if let Err(old) = queue.push(old) {
@@ -392,7 +400,9 @@ impl Drop for LocalCache {
         use core::sync::atomic::Ordering::Relaxed;
         match self.pool.upgrade() {
             Some(pool) => {
-                // Hand the buffers, with their credits, to the shared queue.
+                // Hand the buffers, with their credits, to the shared queue (counted out of
+                // this cache first, as in `put_slow`).
+                self.counters.idle.store(0, Relaxed);
                 for buf in self.bufs.drain(..) {
                     self.credits -= 1;
                     pool.shared_put_with_credit(buf);
@@ -443,19 +453,80 @@ loom::thread_local! {
 
 /// Runs `f` on this thread's cache for `pool`, creating it if needed; `None` when the
 /// thread-local is gone (thread exit) or already borrowed.
-#[inline]
+/// The pool used last on this thread is kept first.
+#[inline(never)]
 fn with_cache<R>(pool: &Arc<Inner>, f: impl FnOnce(&mut LocalCache, &Inner) -> R) -> Option<R> {
     CACHES
         .try_with(|caches| {
             let mut caches = caches.try_borrow_mut().ok()?;
-            let index = match caches.iter().position(|c| c.pool_id == pool.id) {
-                Some(i) => i,
-                None => new_cache(&mut caches, pool),
-            };
-            Some(f(&mut caches[index], pool))
+            match caches.iter().position(|c| c.pool_id == pool.id) {
+                Some(i) => caches.swap(0, i),
+                None => {
+                    let i = new_cache(&mut caches, pool);
+                    caches.swap(0, i);
+                }
+            }
+            Some(f(&mut caches[0], pool))
         })
         .ok()
         .flatten()
+}
+
+/// The fast path of `get`: a buffer from this thread's cache of the pool it used last,
+/// moved straight into `out`, with no atomic read-modify-write. Returns whether it found
+/// one; if not, the caller takes the slow path.
+///
+/// Buffers are moved in place (`out`, `&mut`) rather than returned through `Option`s:
+/// fewer copies of the `Vec` through the stack, which the CPU must forward store to load.
+#[inline(always)]
+fn fast_get(pool: &Inner, out: &mut Vec<u8>) -> bool {
+    CACHES
+        .try_with(|caches| {
+            let Ok(mut caches) = caches.try_borrow_mut() else {
+                return false;
+            };
+            let Some(cache) = caches.first_mut() else {
+                return false;
+            };
+            if cache.pool_id != pool.id
+                || cache.bufs.is_empty()
+                || cache.generation != pool.generation.load(core::sync::atomic::Ordering::Acquire)
+            {
+                return false;
+            }
+            if let Some(buf) = cache.bufs.pop() {
+                *out = buf;
+            }
+            ThreadCounters::bump(&cache.counters.hits);
+            cache.set_idle();
+            true
+        })
+        .unwrap_or(false)
+}
+
+/// The fast path of a return: moves `buf` into this thread's cache of the pool it used
+/// last, if that holds a spare credit; returns whether it did (`buf` is then empty).
+#[inline(always)]
+fn fast_put(pool: &Inner, buf: &mut Vec<u8>) -> bool {
+    CACHES
+        .try_with(|caches| {
+            let Ok(mut caches) = caches.try_borrow_mut() else {
+                return false;
+            };
+            let Some(cache) = caches.first_mut() else {
+                return false;
+            };
+            if cache.pool_id != pool.id
+                || cache.bufs.len() >= cache.credits
+                || cache.generation != pool.generation.load(core::sync::atomic::Ordering::Acquire)
+            {
+                return false;
+            }
+            cache.bufs.push(core::mem::take(buf));
+            cache.set_idle();
+            true
+        })
+        .unwrap_or(false)
 }
 
 #[cold]
@@ -605,8 +676,17 @@ impl BufferPool {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn take(&self) -> Vec<u8> {
+        let mut buf = Vec::new();
+        if !fast_get(&self.inner, &mut buf) {
+            buf = self.take_slow();
+        }
+        buf
+    }
+
+    #[inline(never)]
+    fn take_slow(&self) -> Vec<u8> {
         let inner = &self.inner;
         if inner.local_cap > 0
             && let Some(buf) = with_cache(inner, LocalCache::get)
@@ -654,9 +734,11 @@ impl BufferPool {
         let _ = with_cache(inner, |cache, pool| cache.check_generation(pool));
     }
 
-    /// The number of idle buffers, in the shared queue and in every thread's cache (a
-    /// snapshot: other threads may change it at once). Never above
-    /// [`max_buffers`](Self::max_buffers).
+    /// The number of idle buffers, in the shared queue and in every thread's cache. Exact
+    /// when no other thread uses the pool meanwhile; otherwise a snapshot that a buffer
+    /// moving between the shared queue and a thread at that moment may be missing from, or
+    /// counted in twice. The real number never exceeds
+    /// [`max_buffers`](Self::max_buffers) (see the module docs).
     ///
     /// # Example
     /// ```
@@ -799,8 +881,25 @@ impl PooledBuffer<'_> {
 }
 
 impl Drop for PooledBuffer<'_> {
-    #[inline]
+    #[inline(always)]
     fn drop(&mut self) {
+        let Some(pool) = &self.pool else {
+            return;
+        };
+        let inner = pool.arc();
+        if self.buf.capacity() == self.accounted && self.accounted <= inner.max_retained {
+            self.buf.clear();
+            if fast_put(inner, &mut self.buf) {
+                return;
+            }
+        }
+        self.drop_slow();
+    }
+}
+
+impl PooledBuffer<'_> {
+    #[inline(never)]
+    fn drop_slow(&mut self) {
         let Some(pool) = self.pool.take() else {
             return;
         };

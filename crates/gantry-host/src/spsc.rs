@@ -448,7 +448,9 @@ impl Consumer {
     /// ```
     #[inline]
     pub fn consume(&mut self, n: usize) -> usize {
-        let n = n.min(self.available());
+        // Refresh the cached tail too: our read index must never pass it.
+        self.cached_tail = self.shared.tail.load(Ordering::Acquire);
+        let n = n.min(distance(self.head, self.cached_tail, self.cap));
         if n > 0 {
             self.head = advance(self.head, n, self.cap);
             self.shared.head.store(self.head, Ordering::Release);
