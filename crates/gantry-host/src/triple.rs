@@ -8,8 +8,6 @@
 //! set. Each swap is one atomic `swap`, so both sides are wait-free, and no buffer is ever
 //! accessed by both sides at once. Each buffer is on its own cache lines.
 
-use core::marker::PhantomData;
-
 use crossbeam_utils::CachePadded;
 
 use crate::sync::{Arc, AtomicUsize, Ordering, UnsafeCell};
@@ -120,13 +118,8 @@ impl<T> TripleBuffer<T> {
             TripleWriter {
                 shared: Arc::clone(&shared),
                 input: 1,
-                _not_sync: PhantomData,
             },
-            TripleReader {
-                shared,
-                output: 0,
-                _not_sync: PhantomData,
-            },
+            TripleReader { shared, output: 0 },
         )
     }
 }
@@ -135,21 +128,13 @@ impl<T> TripleBuffer<T> {
 pub struct TripleWriter<T> {
     shared: Arc<Shared<T>>,
     input: usize,
-    _not_sync: PhantomData<*mut ()>,
 }
 
 /// The reading handle of a triple buffer.
 pub struct TripleReader<T> {
     shared: Arc<Shared<T>>,
     output: usize,
-    _not_sync: PhantomData<*mut ()>,
 }
-
-// SAFETY: the writer handle only accesses its input buffer, which no other handle accesses
-// (see `Shared`); moving it to another thread moves that ownership, fine for `T: Send`.
-unsafe impl<T: Send> Send for TripleWriter<T> {}
-// SAFETY: as for the writer, with the output buffer.
-unsafe impl<T: Send> Send for TripleReader<T> {}
 
 impl<T> core::fmt::Debug for TripleWriter<T> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {

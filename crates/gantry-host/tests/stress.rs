@@ -167,3 +167,17 @@ fn pool_bound_holds_under_threads() {
         assert_eq!(stats.snapshot().live_bytes, 0);
     }
 }
+
+#[test]
+fn handles_are_send() {
+    fn send<T: Send>() {}
+    send::<spsc::Producer>();
+    send::<spsc::Consumer>();
+    send::<gantry_host::DoubleWriter<Vec<u8>>>();
+    send::<gantry_host::DoubleReader<Vec<u8>>>();
+    send::<gantry_host::TripleWriter<Vec<u8>>>();
+    send::<gantry_host::TripleReader<Vec<u8>>>();
+    send::<gantry_host::PooledBuffer<'static>>();
+    send::<BufferPool>();
+    send::<gantry_host::AlignedBuf>();
+}
