@@ -71,12 +71,14 @@ fn ring_one_thread(c: &mut Criterion) {
         })
     });
     g.bench_function("memcpy_same_bytes", |b| {
-        // The same two copies (in and out, 4 KiB each) at a moving offset of a 1 MiB buffer.
+        // The same two 4 KiB copies as the rings, at the same places of a 1 MiB buffer: in
+        // at the write position, out from the read position half a buffer behind it.
         let mut store = vec![0u8; RING];
         let mut off = 0;
         b.iter(|| {
             store[off..off + SLICE].copy_from_slice(black_box(&data));
-            out.copy_from_slice(black_box(&store[off..off + SLICE]));
+            let from = (off + RING / 2) % RING;
+            out.copy_from_slice(black_box(&store[from..from + SLICE]));
             off = (off + SLICE) % RING;
         })
     });
@@ -91,19 +93,26 @@ fn ring_bulk(c: &mut Criterion) {
     let mut out = vec![0u8; BULK];
     g.bench_function("gantry_RingBuffer", |b| {
         let mut ring = RingBuffer::new(RING).unwrap();
-        ring.write(&vec![0u8; 100_000]); // makes copies wrap now and then
+        ring.write(&vec![0u8; 100_000]); // makes copies wrap now and then (PREFILL below)
         b.iter(|| {
             ring.write(black_box(&data));
             ring.read(black_box(&mut out));
         })
     });
     g.bench_function("memcpy_same_bytes", |b| {
+        // The same copies as the ring, split at the end of the buffer the same way.
+        const PREFILL: usize = 100_000;
         let mut store = vec![0u8; RING];
-        let mut off = 0;
+        let mut read = 0;
         b.iter(|| {
-            store[off..off + BULK].copy_from_slice(black_box(&data));
-            out.copy_from_slice(black_box(&store[off..off + BULK]));
-            off = (off + BULK) % RING;
+            let write = (read + PREFILL) % RING;
+            let first = BULK.min(RING - write);
+            store[write..write + first].copy_from_slice(black_box(&data[..first]));
+            store[..BULK - first].copy_from_slice(black_box(&data[first..]));
+            let first = BULK.min(RING - read);
+            out[..first].copy_from_slice(black_box(&store[read..read + first]));
+            out[first..].copy_from_slice(black_box(&store[..BULK - first]));
+            read = (read + BULK) % RING;
         })
     });
     g.finish();

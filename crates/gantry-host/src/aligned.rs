@@ -6,9 +6,24 @@ use core::ops::{Deref, DerefMut};
 use core::ptr::NonNull;
 
 /// The alignment of [`AlignedBuf::page_aligned`]: 4096 bytes.
+///
+/// # Example
+/// ```
+/// let buf = gantry_host::AlignedBuf::page_aligned(1)?;
+/// assert_eq!(buf.as_ptr() as usize % gantry_host::PAGE_SIZE, 0);
+/// # Ok::<(), gantry_host::AlignedBufError>(())
+/// ```
 pub const PAGE_SIZE: usize = 4096;
 
 /// Why an [`AlignedBuf`] could not be created.
+///
+/// # Example
+/// ```
+/// use gantry_host::{AlignedBuf, AlignedBufError};
+///
+/// assert!(matches!(AlignedBuf::new(8, 3), Err(AlignedBufError::NotPowerOfTwo { align: 3 })));
+/// assert!(matches!(AlignedBuf::new(usize::MAX, 8), Err(AlignedBufError::TooLarge { .. })));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum AlignedBufError {

@@ -110,14 +110,29 @@ impl<T: Default> Default for DoubleBuffer<T> {
     }
 }
 
-/// The writing handle of a double buffer.
+/// The writing handle of a double buffer: [`write`](Self::write) the back buffer, then
+/// [`swap`](Self::swap) to publish it.
+///
+/// # Example
+/// ```
+/// let (mut w, mut r) = gantry_host::DoubleBuffer::new(vec![0u8; 4], vec![0u8; 4]).split();
+/// w.write().fill(9);
+/// w.swap();
+/// assert_eq!(&*r.read(), &[9, 9, 9, 9]);
+/// ```
 pub struct DoubleWriter<T> {
     shared: Arc<Shared<T>>,
     /// Index of the front buffer; only this handle changes it.
     front: usize,
 }
 
-/// The reading handle of a double buffer.
+/// The reading handle of a double buffer: [`read`](Self::read) the front buffer.
+///
+/// # Example
+/// ```
+/// let (_w, mut r) = gantry_host::DoubleBuffer::new("front", "back").split();
+/// assert_eq!(*r.read(), "front");
+/// ```
 pub struct DoubleReader<T> {
     shared: Arc<Shared<T>>,
 }
@@ -263,6 +278,14 @@ impl<T> DoubleReader<T> {
 
 /// Read access to the front buffer of a double buffer; the writer cannot write into it
 /// while this lives.
+///
+/// # Example
+/// ```
+/// let (mut w, mut r) = gantry_host::DoubleBuffer::new(1, 2).split();
+/// let guard: gantry_host::ReadGuard<'_, i32> = r.read();
+/// w.swap(); // publishes 2; the guard still reads 1, undisturbed
+/// assert_eq!(*guard, 1);
+/// ```
 pub struct ReadGuard<'a, T> {
     ptr: *const T,
     shared: &'a Shared<T>,
@@ -300,6 +323,17 @@ impl<T: core::fmt::Debug> core::fmt::Debug for ReadGuard<'_, T> {
 
 /// Write access to the back buffer of a double buffer; the reader cannot see it until
 /// [`DoubleWriter::swap`].
+///
+/// # Example
+/// ```
+/// let (mut w, mut r) = gantry_host::DoubleBuffer::new(0, 0).split();
+/// let mut guard: gantry_host::WriteGuard<'_, i32> = w.write();
+/// *guard = 4;
+/// drop(guard);
+/// assert_eq!(*r.read(), 0); // not published yet
+/// w.swap();
+/// assert_eq!(*r.read(), 4);
+/// ```
 pub struct WriteGuard<'a, T> {
     ptr: *mut T,
     _writer: PhantomData<&'a mut DoubleWriter<T>>,

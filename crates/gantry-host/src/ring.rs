@@ -4,6 +4,20 @@
 use std::io;
 
 /// Why a ring buffer could not be created.
+///
+/// # Example
+/// ```
+/// use gantry_host::{RingBuffer, RingError};
+///
+/// match RingBuffer::new(0) {
+///     Err(RingError::ZeroCapacity) => {}
+///     other => panic!("{other:?}"),
+/// }
+/// assert_eq!(
+///     RingError::ZeroCapacity.to_string(),
+///     "a ring buffer needs a capacity of at least one byte, got 0"
+/// );
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum RingError {

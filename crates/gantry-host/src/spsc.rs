@@ -141,6 +141,13 @@ pub(crate) fn from_parts(buf: Box<[u8]>, head: usize, len: usize) -> (Producer, 
 }
 
 /// The writing side of an SPSC byte ring; see the [module docs](self).
+///
+/// # Example
+/// ```
+/// let (mut tx, _rx) = gantry_host::spsc::channel(8)?;
+/// assert_eq!(tx.write(b"hello"), 5);
+/// # Ok::<(), gantry_host::RingError>(())
+/// ```
 pub struct Producer {
     shared: Arc<Shared>,
     ptr: NonNull<u8>,
@@ -152,6 +159,16 @@ pub struct Producer {
 }
 
 /// The reading side of an SPSC byte ring; see the [module docs](self).
+///
+/// # Example
+/// ```
+/// let (mut tx, mut rx) = gantry_host::spsc::channel(8)?;
+/// tx.write(b"hi");
+/// let mut out = [0u8; 2];
+/// assert_eq!(rx.read(&mut out), 2);
+/// assert_eq!(&out, b"hi");
+/// # Ok::<(), gantry_host::RingError>(())
+/// ```
 pub struct Consumer {
     shared: Arc<Shared>,
     ptr: NonNull<u8>,

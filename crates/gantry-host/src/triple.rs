@@ -124,13 +124,30 @@ impl<T> TripleBuffer<T> {
     }
 }
 
-/// The writing handle of a triple buffer.
+/// The writing handle of a triple buffer: fill [`input`](Self::input), then
+/// [`publish`](Self::publish).
+///
+/// # Example
+/// ```
+/// let (mut w, mut r) = gantry_host::TripleBuffer::new(0u64).split();
+/// *w.input() = 5;
+/// w.publish();
+/// assert_eq!(*r.read(), 5);
+/// ```
 pub struct TripleWriter<T> {
     shared: Arc<Shared<T>>,
     input: usize,
 }
 
-/// The reading handle of a triple buffer.
+/// The reading handle of a triple buffer: [`read`](Self::read) returns the latest value.
+///
+/// # Example
+/// ```
+/// let (mut w, mut r) = gantry_host::TripleBuffer::new(0u64).split();
+/// w.write(1);
+/// w.write(2); // 1 is skipped: the reader only sees the latest
+/// assert_eq!(*r.read(), 2);
+/// ```
 pub struct TripleReader<T> {
     shared: Arc<Shared<T>>,
     output: usize,
