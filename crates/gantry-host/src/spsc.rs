@@ -48,6 +48,26 @@ struct Shared {
     head: CachePadded<AtomicUsize>,
     /// Write index in `0..2 * cap`; written only by the producer.
     tail: CachePadded<AtomicUsize>,
+    /// Under loom, one checked cell per byte: the producer records a write and the
+    /// consumer a read of every byte they copy, so loom checks that the index protocol
+    /// orders every access to the bytes (it cannot see the raw copies themselves).
+    #[cfg(loom)]
+    track: Box<[crate::sync::UnsafeCell<()>]>,
+}
+
+impl Shared {
+    /// Under loom, records accesses to the `n` bytes from position `pos` (wrapping).
+    #[cfg(loom)]
+    fn track(&self, pos: usize, n: usize, write: bool) {
+        for i in 0..n {
+            let cell = &self.track[(pos + i) % self.cap];
+            if write {
+                cell.with_mut(|_| ());
+            } else {
+                cell.with(|_| ());
+            }
+        }
+    }
 }
 
 // SAFETY: `Shared` owns its byte storage like a `Box<[u8]>` (which is `Send`). The bytes are
@@ -121,6 +141,8 @@ pub(crate) fn from_parts(buf: Box<[u8]>, head: usize, len: usize) -> (Producer, 
         cap,
         head: CachePadded::new(AtomicUsize::new(head)),
         tail: CachePadded::new(AtomicUsize::new(tail)),
+        #[cfg(loom)]
+        track: (0..cap).map(|_| crate::sync::UnsafeCell::new(())).collect(),
     });
     (
         Producer {
@@ -292,6 +314,8 @@ impl Producer {
             core::ptr::copy_nonoverlapping(data.as_ptr(), base.add(pos), first);
             core::ptr::copy_nonoverlapping(data.as_ptr().add(first), base, n - first);
         }
+        #[cfg(loom)]
+        self.shared.track(pos, n, true);
         self.tail = advance(self.tail, n, cap);
         self.shared.tail.store(self.tail, Ordering::Release);
         n
@@ -447,6 +471,8 @@ impl Consumer {
             core::ptr::copy_nonoverlapping(base.add(pos), out.as_mut_ptr(), first);
             core::ptr::copy_nonoverlapping(base, out.as_mut_ptr().add(first), n - first);
         }
+        #[cfg(loom)]
+        self.shared.track(pos, n, false);
         self.head = advance(self.head, n, cap);
         self.shared.head.store(self.head, Ordering::Release);
         n
