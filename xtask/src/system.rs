@@ -4,11 +4,7 @@
 
 use std::process::Command;
 
-const PACKAGES: &[&str] = &[
-    "mesa-vulkan-drivers",
-    "libvulkan1",
-    "vulkan-validationlayers",
-];
+const PACKAGES: &[&str] = &["mesa-vulkan-drivers", "libvulkan1", "vulkan-validationlayers"];
 const VALIDATION_LAYER: &str = "VK_LAYER_KHRONOS_validation";
 
 /// What the machine has.
@@ -45,7 +41,10 @@ pub fn ensure() -> Result<(), String> {
             "after installing {}, the layer {VALIDATION_LAYER} is still missing",
             PACKAGES.join(" ")
         )),
-        Err(why) => Err(format!("after installing {}: {why}", PACKAGES.join(" "))),
+        Err(why) => Err(format!(
+            "after installing {}: {why}",
+            PACKAGES.join(" ")
+        )),
     }
 }
 
@@ -120,8 +119,9 @@ fn probe() -> Result<Found, String> {
     let app = ash::vk::ApplicationInfo::default().api_version(ash::vk::API_VERSION_1_1);
     let info = ash::vk::InstanceCreateInfo::default().application_info(&app);
     // SAFETY: `info` and `app` outlive the call; no extensions or layers are requested.
-    let instance = unsafe { entry.create_instance(&info, None) }
-        .map_err(|e| format!("vkCreateInstance failed ({e}): the loader finds no usable driver"))?;
+    let instance = unsafe { entry.create_instance(&info, None) }.map_err(|e| {
+        format!("vkCreateInstance failed ({e}): the loader finds no usable driver")
+    })?;
     // SAFETY: `instance` is a live instance created above.
     let physical = unsafe { instance.enumerate_physical_devices() };
     let devices = physical
