@@ -19,9 +19,9 @@
 //! freed.
 //!
 //! When a thread exits, its caches go back to their pools (or are freed). When a pool is
-//! dropped, its shared queue and the dropping thread's cache are freed at once; other
-//! threads free their caches of that pool the next time they use any pool, or when they
-//! exit.
+//! dropped, its shared queue and the dropping thread's cache are freed at once; another
+//! thread frees its cache of that pool (at most its thread-cache size of buffers) the next
+//! time it starts using a pool it has no cache for yet, or when it exits.
 
 use core::cell::RefCell;
 use core::fmt;
@@ -400,6 +400,11 @@ impl Drop for LocalCache {
         use core::sync::atomic::Ordering::Relaxed;
         match self.pool.upgrade() {
             Some(pool) => {
+                // Buffers from before a `clear` are freed, not handed on.
+                let generation = pool.generation.load(core::sync::atomic::Ordering::Acquire);
+                if generation != self.generation {
+                    self.reset(&pool, generation);
+                }
                 // Hand the buffers, with their credits, to the shared queue (counted out of
                 // this cache first, as in `put_slow`).
                 self.counters.idle.store(0, Relaxed);
@@ -1068,6 +1073,29 @@ mod tests {
     }
 
     #[test]
+    fn clear_also_frees_caches_of_threads_that_exit() {
+        let pool =
+            BufferPool::with_config(PoolConfig::new(8).with_max_buffers(8).with_thread_cache(4));
+        let ready = Arc::new(std::sync::Barrier::new(2));
+        let go = Arc::new(std::sync::Barrier::new(2));
+        // `spawn` + `join`, not a scope: `join` also waits for the thread-local destructors.
+        let t = std::thread::spawn({
+            let (pool, ready, go) = (pool.clone(), Arc::clone(&ready), Arc::clone(&go));
+            move || {
+                let held: Vec<_> = (0..3).map(|_| pool.get()).collect();
+                drop(held); // now cached in this thread
+                ready.wait();
+                go.wait(); // exits after the clear below
+            }
+        });
+        ready.wait();
+        pool.clear();
+        go.wait();
+        t.join().unwrap();
+        assert_eq!(pool.idle(), 0);
+    }
+
+    #[test]
     fn owned_buffer_outlives_pool() {
         let pool = BufferPool::new(8);
         let mut b = pool.get_owned();
@@ -1080,12 +1108,14 @@ mod tests {
     fn exited_threads_hand_their_cache_back() {
         let pool =
             BufferPool::with_config(PoolConfig::new(8).with_max_buffers(8).with_thread_cache(4));
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                let held: Vec<_> = (0..6).map(|_| pool.get()).collect();
-                drop(held);
-            });
-        });
+        // `spawn` + `join`, not a scope: `join` also waits for the thread-local destructors.
+        let p2 = pool.clone();
+        std::thread::spawn(move || {
+            let held: Vec<_> = (0..6).map(|_| p2.get()).collect();
+            drop(held);
+        })
+        .join()
+        .unwrap();
         // The thread's cache went to the shared queue: this thread can take them.
         let idle = pool.idle();
         assert!((1..=8).contains(&idle), "{idle}");

@@ -123,12 +123,19 @@ fn pool_bound_holds_under_threads() {
             cfg = cfg.with_thread_cache(c);
         }
         let pool = BufferPool::with_config(cfg);
-        let barrier = Barrier::new(4);
-        let held_total = AtomicUsize::new(0);
-        std::thread::scope(|s| {
-            for t in 0..4usize {
-                let (pool, barrier, held_total, stats) = (&pool, &barrier, &held_total, &stats);
-                s.spawn(move || {
+        let barrier = Arc::new(Barrier::new(4));
+        let held_total = Arc::new(AtomicUsize::new(0));
+        // `spawn` + `join`, not a scope: `join` also waits for the thread-local destructors
+        // that hand each thread's cache back, which the final checks rely on.
+        let threads: Vec<_> = (0..4usize)
+            .map(|t| {
+                let (pool, barrier, held_total, stats) = (
+                    pool.clone(),
+                    Arc::clone(&barrier),
+                    Arc::clone(&held_total),
+                    Arc::clone(&stats),
+                );
+                std::thread::spawn(move || {
                     let mut held = Vec::new();
                     for round in 0..rounds {
                         for i in 0..per_round {
@@ -147,20 +154,24 @@ fn pool_bound_holds_under_threads() {
                         }
                         barrier.wait();
                     }
-                });
-            }
-        });
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
         assert!(pool.idle() <= 8);
         assert_eq!(pool.hits() + pool.misses(), 4 * (rounds * per_round) as u64);
         // Buffers move between threads too.
         let (send, recv) = std::sync::mpsc::channel();
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                for _ in 0..100 {
-                    send.send(pool.get_owned()).unwrap();
-                }
-            });
-        });
+        let p2 = pool.clone();
+        std::thread::spawn(move || {
+            for _ in 0..100 {
+                send.send(p2.get_owned()).unwrap();
+            }
+        })
+        .join()
+        .unwrap();
         drop(recv.try_iter().collect::<Vec<_>>());
         assert!(pool.idle() <= 8);
         drop(pool);
