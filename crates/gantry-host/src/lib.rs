@@ -27,3 +27,18 @@ pub use record::{RecordBuffer, RecordBufferFull};
 pub use sizing::{
     MAX_BUFFER_SIZE, MIN_BUFFER_SIZE, PAGE_SIZE, buffer_size_for, optimal_buffer_size,
 };
+
+// Pool, rings, double and triple buffers, aligned buffers (host-a).
+mod aligned;
+mod double;
+mod pool;
+mod ring;
+pub mod spsc;
+mod sync;
+mod triple;
+
+pub use aligned::{AlignedBuf, AlignedBufError};
+pub use double::{DoubleBuffer, DoubleReader, DoubleWriter, ReadGuard, WriteGuard};
+pub use pool::{BufferPool, PoolConfig, PooledBuffer};
+pub use ring::{RingBuffer, RingError};
+pub use triple::{TripleBuffer, TripleReader, TripleWriter};
