@@ -18,6 +18,7 @@ Commands:
                the suite: --quick, --no-validation, --list, case-name filters)
   demo [ARGS]  gantry's main job on every Vulkan adapter found (ARGS go to the demo)
   miri         gantry-host's tests under Miri (nightly toolchain with miri)
+  loom         gantry-host's loom models of its concurrent types (part of `test`)
   check-system check for a Vulkan loader, a driver and the validation layer, install them if root
   help         this text
 
@@ -34,6 +35,7 @@ fn main() -> ExitCode {
         "demo" => system::ensure().and_then(|()| demo(&rest)),
         "conformance" => system::ensure().and_then(|()| conformance(&rest)),
         "miri" => miri(),
+        "loom" => loom(),
         "check-system" => system::ensure(),
         "help" | "--help" | "-h" => {
             print!("{HELP}");
@@ -123,6 +125,7 @@ fn test() -> Result<(), String> {
         println!("(cargo-nextest not installed: using cargo test)");
         cargo(&["test", "--workspace"])?;
     }
+    loom()?;
     conformance(&[])?;
     println!(
         "\nxtask test: all steps passed in {:.0} s",
@@ -157,6 +160,25 @@ fn demo(rest: &[String]) -> Result<(), String> {
     ];
     args.extend(rest.iter().map(String::as_str));
     cargo(&args)
+}
+
+/// gantry-host's loom models (pool, SPSC ring, double and triple buffer). They build with
+/// `--cfg loom` into their own target directory so the normal build stays cached.
+fn loom() -> Result<(), String> {
+    cargo_env(
+        &[
+            "test",
+            "--package",
+            "gantry-host",
+            "--release",
+            "--test",
+            "loom",
+        ],
+        &[
+            ("RUSTFLAGS", "--cfg loom"),
+            ("CARGO_TARGET_DIR", "target/loom"),
+        ],
+    )
 }
 
 fn miri() -> Result<(), String> {
