@@ -165,6 +165,7 @@ fn demo(rest: &[String]) -> Result<(), String> {
 /// gantry-host's loom models (pool, SPSC ring, double and triple buffer). They build with
 /// `--cfg loom` into their own target directory so the normal build stays cached.
 fn loom() -> Result<(), String> {
+    let target = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/loom");
     cargo_env(
         &[
             "test",
@@ -174,10 +175,7 @@ fn loom() -> Result<(), String> {
             "--test",
             "loom",
         ],
-        &[
-            ("RUSTFLAGS", "--cfg loom"),
-            ("CARGO_TARGET_DIR", "target/loom"),
-        ],
+        &[("RUSTFLAGS", "--cfg loom"), ("CARGO_TARGET_DIR", target)],
     )
 }
 
