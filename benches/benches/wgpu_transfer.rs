@@ -5,6 +5,9 @@
 //! - 10,000 scattered 256-byte writes per frame: a gantry batch vs `write_buffer` each vs
 //!   `StagingBelt`, and the same bytes as one write for reference.
 //!
+//! The same gantry operations on the Vulkan backend (gantry-vulkan) run in the same groups,
+//! so each figure has its wgpu peers beside it (issue 6).
+//!
 //! `cargo bench -p gantry-benches --bench wgpu_transfer`; `GANTRY_BENCH_QUICK=1` shortens
 //! measurement (what docs/benchmarks-wgpu.md used on lavapipe).
 
@@ -13,6 +16,7 @@ use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use gantry_core::{BufferDesc, BufferUsage, Device, MemoryLocation};
+use gantry_vulkan::{VulkanBackend, VulkanOptions};
 use gantry_wgpu::{WgpuBackend, WgpuOptions};
 
 const BIG: u64 = 256 << 20;
@@ -26,6 +30,12 @@ fn open() -> Device<WgpuBackend> {
         ..WgpuOptions::default()
     })
     .expect("a wgpu adapter (lavapipe: mesa-vulkan-drivers)");
+    Device::new(backend)
+}
+
+fn open_vulkan() -> Device<VulkanBackend> {
+    let backend = VulkanBackend::new(&VulkanOptions::default())
+        .expect("a Vulkan device (lavapipe: mesa-vulkan-drivers)");
     Device::new(backend)
 }
 
@@ -87,6 +97,13 @@ fn upload(c: &mut Criterion) {
         .expect("buffer");
     let wbuf = target(&device, BIG);
     let mut belt = wgpu::util::StagingBelt::new(device.clone(), 16 << 20);
+    let vulkan = open_vulkan();
+    let vbuf = vulkan
+        .create_buffer(
+            &BufferDesc::new(BIG, BufferUsage::TRANSFER_DST, MemoryLocation::DeviceLocal)
+                .with_label("bench gantry-vulkan upload"),
+        )
+        .expect("buffer");
 
     let mut group = c.benchmark_group("upload_256MiB");
     group.throughput(Throughput::Bytes(BIG));
@@ -94,6 +111,12 @@ fn upload(c: &mut Criterion) {
         b.iter(|| {
             gantry.write(&gbuf, 0, black_box(&data)).expect("write");
             gantry.wait_idle().expect("wait");
+        });
+    });
+    group.bench_function("gantry_vulkan_write", |b| {
+        b.iter(|| {
+            vulkan.write(&vbuf, 0, black_box(&data)).expect("write");
+            vulkan.wait_idle().expect("wait");
         });
     });
     group.bench_function("wgpu_write_buffer_4MiB_chunks", |b| {
@@ -136,6 +159,15 @@ fn readback(c: &mut Criterion) {
             &data,
         )
         .expect("buffer");
+    let vulkan = open_vulkan();
+    let vbuf = vulkan
+        .create_buffer_init(
+            Some("bench gantry-vulkan readback"),
+            BufferUsage::TRANSFER_SRC,
+            MemoryLocation::DeviceLocal,
+            &data,
+        )
+        .expect("buffer");
     let wbuf = target(&device, BIG);
     queue.write_buffer(&wbuf, 0, &data);
     wait(&device, queue.submit([]));
@@ -150,6 +182,14 @@ fn readback(c: &mut Criterion) {
                 .expect("read")
         });
     });
+    group.bench_function("gantry_vulkan_read_into", |b| {
+        b.iter(|| {
+            vulkan
+                .read_into(&vbuf, 0, black_box(&mut out))
+                .expect("read")
+        });
+    });
+    assert_eq!(out, data, "gantry-vulkan readback differs");
     group.bench_function("wgpu_copy_map_async", |b| {
         b.iter(|| {
             let staging = device.create_buffer(&wgpu::BufferDescriptor {
@@ -188,6 +228,13 @@ fn small_writes(c: &mut Criterion) {
         .expect("buffer");
     let wbuf = target(&device, size);
     let mut belt = wgpu::util::StagingBelt::new(device.clone(), 4 << 20);
+    let vulkan = open_vulkan();
+    let vbuf = vulkan
+        .create_buffer(
+            &BufferDesc::new(size, BufferUsage::TRANSFER_DST, MemoryLocation::DeviceLocal)
+                .with_label("bench gantry-vulkan small writes"),
+        )
+        .expect("buffer");
 
     let mut group = c.benchmark_group("10k_writes_256B_per_frame");
     group.throughput(Throughput::Bytes(WRITES * SMALL));
@@ -199,6 +246,16 @@ fn small_writes(c: &mut Criterion) {
             }
             let index = batch.submit().expect("submit");
             gantry.wait(index, None).expect("wait");
+        });
+    });
+    group.bench_function("gantry_vulkan_batch", |b| {
+        b.iter(|| {
+            let mut batch = vulkan.batch().expect("batch");
+            for &o in &offsets {
+                batch.write(&vbuf, o, black_box(&record)).expect("write");
+            }
+            let index = batch.submit().expect("submit");
+            vulkan.wait(index, None).expect("wait");
         });
     });
     group.bench_function("wgpu_write_buffer_each", |b| {
