@@ -52,3 +52,8 @@ pub use gantry_wgpu as wgpu;
 /// The Vulkan backend (feature `vulkan`).
 #[cfg(feature = "vulkan")]
 pub use gantry_vulkan as vulkan;
+
+/// `docs/guide.md`, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/guide.md")]
+pub struct Guide;
