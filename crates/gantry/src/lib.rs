@@ -32,6 +32,9 @@ pub mod staging;
 mod streaming;
 mod transfer;
 
+#[cfg(test)]
+mod tests;
+
 pub use buffer::{GpuBuffer, UploadState};
 pub use error::{Error, Result};
 pub use manager::{BufferManager, HostStatsProvider, ManagerConfig};
