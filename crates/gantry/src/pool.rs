@@ -31,7 +31,8 @@ struct PoolInner<B: Backend> {
 }
 
 /// A pool of buffers in power-of-two size classes (at least 256 bytes), per usage and
-/// location. A buffer returned to the pool is handed out again only once every submission
+/// location; each class keeps at most `max_per_class` free buffers and at most 256 MiB
+/// (but always one). A buffer returned to the pool is handed out again only once every submission
 /// that used it has completed (as gantry-core tracks them), so nothing the GPU still reads
 /// or writes is reused early. Cheap to clone.
 pub struct BufferPool<B: Backend> {
@@ -254,9 +255,15 @@ impl<B: Backend> Drop for PooledBuffer<B> {
             self.pool.discarded.inc();
             return;
         }
+        // Large classes keep fewer free buffers: at most 256 MiB of free memory per class.
+        let cap = self
+            .pool
+            .max_per_class
+            .min(usize::try_from((256u64 << 20) / self.key.0).unwrap_or(usize::MAX))
+            .max(1);
         let mut free = lock(&self.pool.free);
         let list = free.entry(self.key).or_default();
-        if list.len() < self.pool.max_per_class {
+        if list.len() < cap {
             list.push(buffer);
             self.pool.returned.inc();
         } else {
