@@ -17,9 +17,36 @@ const MIN_CLASS: u64 = 256;
 
 type Key = (u64, u32, MemoryLocation);
 
+/// A multiply-xor hasher for the pool's small integer keys (SipHash costs more than the rest
+/// of an acquire).
+#[derive(Default, Clone, Copy)]
+struct KeyHasher(u64);
+
+impl core::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    fn write_u32(&mut self, v: u32) {
+        self.write_u64(u64::from(v));
+    }
+    fn write_isize(&mut self, v: isize) {
+        self.write_u64(v as u64);
+    }
+}
+
+type FreeLists<B> = HashMap<Key, Vec<Buffer<B>>, core::hash::BuildHasherDefault<KeyHasher>>;
+
 struct PoolInner<B: Backend> {
     device: Device<B>,
-    free: Mutex<HashMap<Key, Vec<Buffer<B>>>>,
+    free: Mutex<FreeLists<B>>,
     max_per_class: usize,
     /// The latest completed submission seen (refreshed by polling when needed).
     completed: AtomicU64,
@@ -67,7 +94,7 @@ impl<B: Backend> BufferPool<B> {
         Self {
             inner: Arc::new(PoolInner {
                 device,
-                free: Mutex::new(HashMap::new()),
+                free: Mutex::new(FreeLists::default()),
                 max_per_class,
                 completed: AtomicU64::new(0),
                 hits: Counter::new(),
@@ -108,6 +135,7 @@ impl<B: Backend> BufferPool<B> {
                 let mut free = lock(&inner.free);
                 match free.get_mut(&key) {
                     Some(list) => {
+                        // Newest returned last: try from the oldest end.
                         let pos = list.iter().position(|b| b.last_use() <= completed);
                         busy = pos.is_none() && !list.is_empty();
                         pos.map(|p| list.swap_remove(p))
@@ -115,11 +143,8 @@ impl<B: Backend> BufferPool<B> {
                     None => None,
                 }
             };
+            // Destroyed or mapped buffers never enter the free lists (checked on return).
             if let Some(buffer) = found {
-                if buffer.is_destroyed() {
-                    inner.discarded.inc();
-                    continue;
-                }
                 inner.hits.inc();
                 return Ok(PooledBuffer {
                     buffer: Some(buffer),
