@@ -888,6 +888,27 @@ impl<B: Backend> ReadbackHandle<B> {
         }
     }
 
+    /// Blocks until the bytes are back and copies them into `out`, which must be exactly as
+    /// long as the readback.
+    ///
+    /// # Errors
+    /// [`gantry_core::Error::OutOfBounds`] when `out` has another length (nothing is read);
+    /// [`Error::TransferFailed`], device loss.
+    pub fn wait_into(self, out: &mut [u8]) -> Result<()> {
+        if out.len() as u64 != self.slot.len {
+            return Err(gantry_core::Error::OutOfBounds {
+                offset: 0,
+                size: out.len() as u64,
+                buffer_size: self.slot.len,
+            }
+            .into());
+        }
+        match self.ready()? {
+            None => Ok(()),
+            Some((buffer, skip)) => Ok(self.inner.device.read_into(&buffer, skip, out)?),
+        }
+    }
+
     /// Blocks until the bytes are back and returns them.
     ///
     /// # Errors
