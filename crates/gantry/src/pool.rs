@@ -135,15 +135,28 @@ impl<B: Backend> BufferPool<B> {
                 let mut free = lock(&inner.free);
                 match free.get_mut(&key) {
                     Some(list) => {
-                        // Newest returned last: try from the oldest end.
-                        let pos = list.iter().position(|b| b.last_use() <= completed);
+                        // Drop buffers destroyed or mapped while on loan, take the first idle.
+                        let mut pos = None;
+                        let mut i = 0;
+                        while i < list.len() {
+                            match list[i].reusable_after() {
+                                None => {
+                                    list.swap_remove(i);
+                                    inner.discarded.inc();
+                                }
+                                Some(last) if last <= completed => {
+                                    pos = Some(i);
+                                    break;
+                                }
+                                Some(_) => i += 1,
+                            }
+                        }
                         busy = pos.is_none() && !list.is_empty();
                         pos.map(|p| list.swap_remove(p))
                     }
                     None => None,
                 }
             };
-            // Destroyed or mapped buffers never enter the free lists (checked on return).
             if let Some(buffer) = found {
                 inner.hits.inc();
                 return Ok(PooledBuffer {
@@ -276,10 +289,7 @@ impl<B: Backend> Drop for PooledBuffer<B> {
         let Some(buffer) = self.buffer.take() else {
             return;
         };
-        if buffer.is_destroyed() || buffer.is_mapped() {
-            self.pool.discarded.inc();
-            return;
-        }
+        // Destroyed or mapped buffers are dropped from the free list at the next acquire.
         // Large classes keep fewer free buffers: at most 256 MiB of free memory per class.
         let cap = self
             .pool
