@@ -24,6 +24,9 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 const QUEUED: u64 = u64::MAX;
+/// Uploads up to this size are gathered in host memory and copied into the mapped chunk in
+/// large runs at the flush; larger ones are copied into the mapping at once.
+const SMALL_UPLOAD: u64 = 16 << 10;
 const SHARDS: usize = 8;
 
 static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
@@ -321,14 +324,20 @@ impl<B: Backend> Inner<B> {
         let region = self.place(&mut st, size)?;
         let chunk = &st.chunks[region.chunk];
         let writers = Arc::clone(&chunk.writers);
-        let buffer = chunk.buffer.clone();
         let seq = self.next_seq();
         let guard = writers.read().unwrap_or_else(PoisonError::into_inner);
-        drop(st);
-        let written = self.device.write_mapped(&buffer, region.offset, data);
-        if let Err(e) = written {
-            drop(guard);
-            return Err(e.into());
+        if size <= SMALL_UPLOAD {
+            let shadow = Arc::clone(&chunk.shadow);
+            drop(st);
+            lock(&shadow).put(region.offset, data);
+        } else {
+            let buffer = chunk.buffer.clone();
+            drop(st);
+            let written = self.device.write_mapped(&buffer, region.offset, data);
+            if let Err(e) = written {
+                drop(guard);
+                return Err(e.into());
+            }
         }
         self.push(Op {
             seq,
