@@ -255,6 +255,14 @@ impl<B: Backend> Buffer<B> {
     pub fn last_use(&self) -> SubmissionIndex {
         lock(&self.inner.state).last_use
     }
+    /// The last submission that used this buffer, if it is alive and not mapped (nor busy
+    /// with an asynchronous read); `None` otherwise. One lock, for pools deciding whether a
+    /// returned buffer can be handed out again.
+    #[must_use]
+    pub fn reusable_after(&self) -> Option<SubmissionIndex> {
+        let state = lock(&self.inner.state);
+        (state.raw.is_some() && matches!(state.map, MapState::Unmapped)).then_some(state.last_use)
+    }
 }
 
 /// Checks `offset + size <= buffer_size` without overflow.
