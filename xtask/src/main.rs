@@ -16,7 +16,11 @@ Commands:
                the cross-backend conformance suite with the Khronos validation layer on:
                every case on every backend and adapter, a table of results (ARGS go to
                the suite: --quick, --no-validation, --list, case-name filters)
-  demo [ARGS]  gantry's main job on every Vulkan adapter found (ARGS go to the demo)
+  demo [ARGS]  gantry's main job: a streaming workload through gantry on every backend and
+               adapter found, checksummed on the GPU, with a report and an SVG chart in
+               target/gantry-demo/ (ARGS go to the demo: --backend wgpu|vulkan,
+               --adapter NAME, --frames N, --seconds S, --json PATH, --svg PATH,
+               --validation)
   miri         gantry-host's tests under Miri (nightly toolchain with miri)
   check-system check for a Vulkan loader, a driver and the validation layer, install them if root
   help         this text
@@ -150,9 +154,11 @@ fn demo(rest: &[String]) -> Result<(), String> {
         "run",
         "--release",
         "--package",
-        "gantry-wgpu",
+        "gantry",
+        "--features",
+        "wgpu,vulkan",
         "--example",
-        "roundtrip",
+        "demo",
         "--",
     ];
     args.extend(rest.iter().map(String::as_str));

@@ -255,6 +255,14 @@ impl<B: Backend> Buffer<B> {
     pub fn last_use(&self) -> SubmissionIndex {
         lock(&self.inner.state).last_use
     }
+
+    /// Runs `f` with the backend's buffer, for work the caller records through the backend's
+    /// own device (a compute pass that reads what gantry uploaded, for example); `None` if the
+    /// buffer was destroyed. gantry does not track such work: the caller orders it against
+    /// gantry's submissions (wait for them before, and have gantry wait for it after).
+    pub fn with_raw<R>(&self, f: impl FnOnce(&B::Buffer) -> R) -> Option<R> {
+        lock(&self.inner.state).raw.as_ref().map(f)
+    }
 }
 
 /// Checks `offset + size <= buffer_size` without overflow.
