@@ -1,0 +1,369 @@
+//! The staging pool (M1): transfer regions sub-allocated from mapped upload memory.
+//!
+//! # Design
+//!
+//! The pool is a ring of *chunks*: upload buffers of [`StagingConfig::chunk_size`] bytes,
+//! each sub-allocated by gantry-host's [`RingAllocator`]. A chunk that accepts regions is
+//! mapped, and uploads copy their bytes straight into it when they are queued. At a flush the
+//! chunk is unmapped, its regions are copied by the flush's submission, and each region is
+//! tied to that submission; it is released when the submission completes, never before.
+//! Neither wgpu nor gantry-core's facade lets the CPU write one range of a buffer while a
+//! pending submission reads another range of it (wgpu refuses to submit work on a mapped
+//! buffer), so a chunk takes new regions again only once all its regions are released: the
+//! ring rewinds to offset 0 then, so no wrap waste remains. Chunks are used in turn,
+//! oldest-released first, which lets several frames of uploads be in flight.
+//!
+//! When no chunk can place a region, the pool recovers in this order, recording a
+//! [`StagingEvent`] for each step: reclaim regions whose submissions completed; wait for the
+//! oldest pending submission; grow by a chunk (up to [`StagingConfig::max_chunks`]); submit
+//! the regions queued so far early (so waiting can free them); and only then return
+//! [`Error::StagingExhausted`](crate::Error::StagingExhausted). A region larger than a chunk
+//! goes through a dedicated temporary upload buffer, freed once its copy completes.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, RwLock};
+
+use gantry_core::{
+    Backend, Buffer, BufferDesc, BufferUsage, Device, MapMode, MemoryLocation, SubmissionIndex,
+};
+use gantry_host::{Allocation, BufferStats, RingAllocator};
+use gantry_stats::{AllocatorUsage, ProviderSnapshot, Unit};
+
+use crate::error::{Error, Result};
+
+/// Staging pool configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StagingConfig {
+    /// Bytes per chunk (rounded up to the copy alignment). Default 4 MiB.
+    pub chunk_size: u64,
+    /// Chunks created up front. Default 2.
+    pub initial_chunks: usize,
+    /// The most chunks the pool grows to. Default 16.
+    pub max_chunks: usize,
+    /// Regions larger than a chunk go through a dedicated temporary buffer (default `true`);
+    /// when `false` they fail with [`Error::StagingExhausted`].
+    pub dedicated_for_large: bool,
+}
+
+impl Default for StagingConfig {
+    fn default() -> Self {
+        Self {
+            chunk_size: 4 << 20,
+            initial_chunks: 2,
+            max_chunks: 16,
+            dedicated_for_large: true,
+        }
+    }
+}
+
+/// One recovery step the pool took when a region did not fit, in the order taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StagingEvent {
+    /// Released the regions of completed submissions (how many).
+    Reclaimed {
+        /// Regions released.
+        regions: usize,
+    },
+    /// Waited for the oldest submission still reading staging memory.
+    WaitedOldest {
+        /// The submission waited for.
+        submission: SubmissionIndex,
+    },
+    /// Added a chunk; `chunks` is the new count.
+    Grew {
+        /// Chunks after growing.
+        chunks: usize,
+    },
+    /// Submitted the transfers queued so far, so that their regions can be released.
+    SubmittedEarly {
+        /// The submission made.
+        submission: SubmissionIndex,
+    },
+    /// Gave up: [`Error::StagingExhausted`] was returned.
+    Exhausted {
+        /// Bytes requested.
+        requested: u64,
+    },
+    /// A region larger than a chunk went through a dedicated buffer.
+    Dedicated {
+        /// Its size.
+        size: u64,
+    },
+}
+
+const MAX_EVENTS: usize = 4096;
+
+pub(crate) struct Chunk<B: Backend> {
+    pub(crate) buffer: Buffer<B>,
+    ring: RingAllocator,
+    /// Mapped for writing (accepting regions).
+    mapped: bool,
+    /// Regions written for the next flush.
+    open: Vec<Allocation>,
+    /// Regions a submission reads, oldest first.
+    in_flight: VecDeque<(SubmissionIndex, Allocation)>,
+    /// Writers hold it shared while they copy into the mapping; a flush takes it exclusively
+    /// before unmapping.
+    pub(crate) writers: Arc<RwLock<()>>,
+    /// When the chunk last took regions (for oldest-first reuse).
+    last_opened: u64,
+}
+
+/// Where a staged region lives.
+pub(crate) struct Region {
+    pub(crate) chunk: usize,
+    pub(crate) offset: u64,
+}
+
+pub(crate) struct StagingState<B: Backend> {
+    pub(crate) chunks: Vec<Chunk<B>>,
+    pub(crate) config: StagingConfig,
+    pub(crate) events: VecDeque<StagingEvent>,
+    opened: u64,
+    pub(crate) counters: Counters,
+    host_stats: Arc<BufferStats>,
+}
+
+#[derive(Default, Clone, Copy)]
+pub(crate) struct Counters {
+    pub(crate) reclaims: u64,
+    pub(crate) waits: u64,
+    pub(crate) grows: u64,
+    pub(crate) early_submits: u64,
+    pub(crate) exhausted: u64,
+    pub(crate) dedicated: u64,
+    pub(crate) staged_bytes: u64,
+}
+
+impl<B: Backend> StagingState<B> {
+    pub(crate) fn new(
+        device: &Device<B>,
+        mut config: StagingConfig,
+        host_stats: Arc<BufferStats>,
+    ) -> Result<Self> {
+        let ca = device.limits().copy_alignment.max(1);
+        if config.chunk_size == 0 {
+            return Err(Error::InvalidConfig {
+                field: "staging.chunk_size",
+                value: 0,
+                reason: "must be non-zero",
+            });
+        }
+        if config.max_chunks == 0 || config.initial_chunks > config.max_chunks {
+            return Err(Error::InvalidConfig {
+                field: "staging.max_chunks",
+                value: config.max_chunks as u64,
+                reason: "must be non-zero and at least initial_chunks",
+            });
+        }
+        config.chunk_size =
+            gantry_core::align_up(config.chunk_size, ca).ok_or(Error::InvalidConfig {
+                field: "staging.chunk_size",
+                value: config.chunk_size,
+                reason: "overflows when aligned",
+            })?;
+        let mut state = Self {
+            chunks: Vec::new(),
+            config,
+            events: VecDeque::new(),
+            opened: 0,
+            counters: Counters::default(),
+            host_stats,
+        };
+        for _ in 0..state.config.initial_chunks {
+            state.add_chunk(device)?;
+        }
+        Ok(state)
+    }
+
+    fn add_chunk(&mut self, device: &Device<B>) -> Result<()> {
+        let label = format!("gantry staging chunk {}", self.chunks.len());
+        let buffer = device.create_buffer(
+            &BufferDesc::new(
+                self.config.chunk_size,
+                BufferUsage::TRANSFER_SRC,
+                MemoryLocation::Upload,
+            )
+            .with_label(&label),
+        )?;
+        let cap = buffer.size();
+        self.chunks.push(Chunk {
+            buffer,
+            ring: RingAllocator::new(cap).with_stats(Arc::clone(&self.host_stats)),
+            mapped: false,
+            open: Vec::new(),
+            in_flight: VecDeque::new(),
+            writers: Arc::new(RwLock::new(())),
+            last_opened: 0,
+        });
+        Ok(())
+    }
+
+    pub(crate) fn event(&mut self, event: StagingEvent) {
+        if self.events.len() == MAX_EVENTS {
+            self.events.pop_front();
+        }
+        self.events.push_back(event);
+    }
+
+    /// Tries to place `size` bytes in a chunk that has nothing in flight, oldest first;
+    /// maps the chunk if needed.
+    pub(crate) fn try_place(
+        &mut self,
+        device: &Device<B>,
+        size: u64,
+        align: u64,
+    ) -> Result<Option<Region>> {
+        // Prefer chunks already open, then idle chunks released longest ago.
+        let mut order: Vec<usize> = (0..self.chunks.len())
+            .filter(|&i| self.chunks[i].in_flight.is_empty())
+            .collect();
+        order.sort_by_key(|&i| (!self.chunks[i].mapped, self.chunks[i].last_opened));
+        for i in order {
+            let chunk = &mut self.chunks[i];
+            if chunk.ring.largest_free() < size {
+                continue;
+            }
+            let Ok(allocation) = chunk.ring.allocate(size, align) else {
+                continue;
+            };
+            if !chunk.mapped {
+                if let Err(e) = device.map(&chunk.buffer, MapMode::Write) {
+                    let _ = chunk.ring.free(allocation);
+                    return Err(e.into());
+                }
+                chunk.mapped = true;
+                self.opened += 1;
+                chunk.last_opened = self.opened;
+            }
+            let offset = allocation.offset();
+            chunk.open.push(allocation);
+            self.counters.staged_bytes += size;
+            return Ok(Some(Region { chunk: i, offset }));
+        }
+        Ok(None)
+    }
+
+    /// Releases regions whose submission is `<= completed`; returns how many.
+    pub(crate) fn reclaim(&mut self, completed: SubmissionIndex) -> usize {
+        let mut released = 0;
+        for chunk in &mut self.chunks {
+            while let Some((idx, _)) = chunk.in_flight.front() {
+                if *idx > completed {
+                    break;
+                }
+                if let Some((_, allocation)) = chunk.in_flight.pop_front() {
+                    // FIFO order within the chunk: the ring accepts it.
+                    let _ = chunk.ring.free(allocation);
+                    released += 1;
+                }
+            }
+        }
+        released
+    }
+
+    /// The oldest submission still reading a region.
+    pub(crate) fn oldest_in_flight(&self) -> Option<SubmissionIndex> {
+        self.chunks
+            .iter()
+            .filter_map(|c| c.in_flight.front().map(|(i, _)| *i))
+            .min()
+    }
+
+    /// Whether some chunk holds regions written for the next flush.
+    pub(crate) fn has_open_regions(&self) -> bool {
+        self.chunks.iter().any(|c| !c.open.is_empty())
+    }
+
+    pub(crate) fn grow(&mut self, device: &Device<B>) -> Result<bool> {
+        if self.chunks.len() >= self.config.max_chunks {
+            return Ok(false);
+        }
+        self.add_chunk(device)?;
+        Ok(true)
+    }
+
+    /// Unmaps every chunk holding open regions (after waiting for writers); returns their
+    /// indices. Their regions stay open until [`StagingState::retire`].
+    pub(crate) fn close_open_chunks(&mut self, device: &Device<B>) -> Result<Vec<usize>> {
+        let mut closed = Vec::new();
+        for (i, chunk) in self.chunks.iter_mut().enumerate() {
+            if !chunk.mapped || chunk.open.is_empty() {
+                continue;
+            }
+            // Every writer that allocated here holds the lock shared until it has queued its
+            // operation; taking it exclusively waits for them.
+            drop(
+                chunk
+                    .writers
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+            );
+            device.unmap(&chunk.buffer)?;
+            chunk.mapped = false;
+            closed.push(i);
+        }
+        Ok(closed)
+    }
+
+    /// Ties the open regions of `chunks` to `submission` (or releases them at once when
+    /// nothing was submitted).
+    pub(crate) fn retire(&mut self, chunks: &[usize], submission: Option<SubmissionIndex>) {
+        for &i in chunks {
+            let chunk = &mut self.chunks[i];
+            let open = core::mem::take(&mut chunk.open);
+            match submission {
+                Some(idx) => chunk.in_flight.extend(open.into_iter().map(|a| (idx, a))),
+                None => {
+                    for a in open {
+                        let _ = chunk.ring.free(a);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Usage summed over the chunks.
+    pub(crate) fn usage(&self) -> AllocatorUsage {
+        let mut u = AllocatorUsage::default();
+        for c in &self.chunks {
+            u.used += c.ring.used();
+            u.free += c.ring.free_bytes();
+            u.largest_free = u.largest_free.max(c.ring.largest_free());
+            u.wasted_at_wrap += c.ring.wasted_at_wrap();
+        }
+        u
+    }
+
+    pub(crate) fn snapshot(&self, name: &str) -> ProviderSnapshot {
+        let u = self.usage();
+        let c = self.counters;
+        let mut s = ProviderSnapshot::new(name)
+            .counter("chunks", self.chunks.len() as u64, Unit::Count)
+            .counter(
+                "capacity",
+                self.chunks.len() as u64 * self.config.chunk_size,
+                Unit::Bytes,
+            )
+            .counter(
+                "regions_in_flight",
+                self.chunks.iter().map(|c| c.in_flight.len() as u64).sum(),
+                Unit::Count,
+            )
+            .counter("staged_bytes", c.staged_bytes, Unit::Bytes)
+            .counter("recover_reclaim", c.reclaims, Unit::Count)
+            .counter("recover_wait_oldest", c.waits, Unit::Count)
+            .counter("recover_grow", c.grows, Unit::Count)
+            .counter("recover_submit_early", c.early_submits, Unit::Count)
+            .counter("exhausted", c.exhausted, Unit::Count)
+            .counter("dedicated", c.dedicated, Unit::Count);
+        u.push_metrics("ring", &mut s);
+        s
+    }
+}
+
+impl<B: Backend> StagingState<B> {
+    pub(crate) fn chunk_reports(&self) -> Vec<gantry_host::AllocatorReport> {
+        self.chunks.iter().map(|c| c.ring.report()).collect()
+    }
+}

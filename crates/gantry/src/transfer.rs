@@ -1,0 +1,922 @@
+//! The transfer orchestrator (M2): uploads, copies and readbacks queued from any thread,
+//! recorded into one batch per flush, with adjacent uploads coalesced into single copies.
+
+use core::future::Future;
+use core::pin::Pin;
+use core::task::{Context, Poll};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
+
+use gantry_core::{
+    Backend, Batch, Buffer, BufferDesc, BufferUsage, Device, MemoryLocation, ReadFuture,
+    SubmissionIndex, align_down, align_up,
+};
+use gantry_stats::{Counter, EventStats, TransferKind};
+
+use crate::error::{Error, Result};
+use crate::staging::{Region, StagingEvent, StagingState};
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+const QUEUED: u64 = u64::MAX;
+const SHARDS: usize = 8;
+
+static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
+thread_local! {
+    static SHARD: usize = NEXT_SHARD.fetch_add(1, Ordering::Relaxed) % SHARDS;
+}
+
+/// Completion state of one queued operation.
+#[derive(Debug)]
+pub(crate) struct Ticket {
+    /// `QUEUED`, or the submission that carries the operation (0: nothing to wait for).
+    submission: AtomicU64,
+    failed: Mutex<Option<gantry_core::Error>>,
+}
+
+impl Ticket {
+    fn queued() -> Arc<Self> {
+        Arc::new(Self {
+            submission: AtomicU64::new(QUEUED),
+            failed: Mutex::new(None),
+        })
+    }
+    fn done() -> Arc<Self> {
+        Arc::new(Self {
+            submission: AtomicU64::new(0),
+            failed: Mutex::new(None),
+        })
+    }
+    fn fail(&self, e: gantry_core::Error) {
+        *lock(&self.failed) = Some(e);
+        self.submission.store(0, Ordering::Release);
+    }
+    fn error(&self) -> Option<Error> {
+        lock(&self.failed).clone().map(Error::TransferFailed)
+    }
+    fn is_queued(&self) -> bool {
+        self.submission.load(Ordering::Acquire) == QUEUED
+    }
+}
+
+/// Upload state shared by a [`crate::GpuBuffer`] and the operations queued for it.
+#[derive(Debug, Default)]
+pub(crate) struct PendingState {
+    pub(crate) queued: AtomicU64,
+    pub(crate) last_submission: AtomicU64,
+}
+
+enum Src<B: Backend> {
+    Staged { chunk: usize, offset: u64 },
+    Dedicated(Buffer<B>),
+}
+
+enum OpKind<B: Backend> {
+    Upload {
+        dst: Buffer<B>,
+        dst_offset: u64,
+        size: u64,
+        src: Src<B>,
+    },
+    Copy {
+        src: Buffer<B>,
+        src_offset: u64,
+        dst: Buffer<B>,
+        dst_offset: u64,
+        size: u64,
+    },
+    Read {
+        src: Buffer<B>,
+        offset: u64,
+        size: u64,
+        slot: Arc<ReadSlot<B>>,
+    },
+}
+
+struct Op<B: Backend> {
+    seq: u64,
+    kind: OpKind<B>,
+    ticket: Arc<Ticket>,
+    owner: Option<Arc<PendingState>>,
+}
+
+enum ReadState<B: Backend> {
+    Queued,
+    Ready(Buffer<B>),
+    Failed(gantry_core::Error),
+}
+
+pub(crate) struct ReadSlot<B: Backend> {
+    state: Mutex<ReadState<B>>,
+    /// Bytes asked for, and where they start in the aligned copy.
+    len: u64,
+    skip: u64,
+}
+
+/// Orchestrator counters.
+#[derive(Debug, Default)]
+pub(crate) struct TransferCounters {
+    pub(crate) queued_ops: Counter,
+    pub(crate) flushes: Counter,
+    pub(crate) submissions: Counter,
+    pub(crate) copy_regions: Counter,
+    pub(crate) coalesced: Counter,
+    pub(crate) failed_ops: Counter,
+}
+
+/// What the manager shares between its handles: device, staging, queues, statistics.
+pub(crate) struct Inner<B: Backend> {
+    pub(crate) device: Device<B>,
+    pub(crate) staging: Mutex<StagingState<B>>,
+    queues: Vec<Mutex<Vec<Op<B>>>>,
+    seq: AtomicU64,
+    pub(crate) events: Arc<EventStats>,
+    pub(crate) counters: TransferCounters,
+}
+
+impl<B: Backend> Inner<B> {
+    pub(crate) fn new(device: Device<B>, staging: StagingState<B>) -> Self {
+        Self {
+            device,
+            staging: Mutex::new(staging),
+            queues: (0..SHARDS).map(|_| Mutex::new(Vec::new())).collect(),
+            seq: AtomicU64::new(0),
+            events: Arc::new(EventStats::new("transfers")),
+            counters: TransferCounters::default(),
+        }
+    }
+
+    fn push(&self, op: Op<B>) {
+        self.counters.queued_ops.inc();
+        if let Some(owner) = &op.owner {
+            owner.queued.fetch_add(1, Ordering::AcqRel);
+        }
+        let shard = SHARD.with(|s| *s);
+        lock(&self.queues[shard]).push(op);
+    }
+
+    fn next_seq(&self) -> u64 {
+        self.seq.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn alignment(&self) -> u64 {
+        self.device.limits().copy_alignment.max(1)
+    }
+
+    /// Checks what a transfer command would check, so errors come at enqueue time.
+    fn check_range(
+        &self,
+        buffer: &Buffer<B>,
+        offset: u64,
+        size: u64,
+        need: BufferUsage,
+    ) -> Result<()> {
+        if buffer.is_destroyed() {
+            return Err(gantry_core::Error::Destroyed {
+                label: buffer.label().to_owned(),
+            }
+            .into());
+        }
+        if !buffer.usage().contains(need) {
+            return Err(gantry_core::Error::MissingUsage {
+                required: need - buffer.usage(),
+                actual: buffer.usage(),
+            }
+            .into());
+        }
+        match offset.checked_add(size) {
+            Some(end) if end <= buffer.size() => Ok(()),
+            _ => Err(gantry_core::Error::OutOfBounds {
+                offset,
+                size,
+                buffer_size: buffer.size(),
+            }
+            .into()),
+        }
+    }
+
+    fn check_aligned(&self, offset: u64, size: u64) -> Result<()> {
+        let a = self.alignment();
+        if !offset.is_multiple_of(a) {
+            return Err(gantry_core::Error::MisalignedOffset {
+                offset,
+                alignment: a,
+            }
+            .into());
+        }
+        if !size.is_multiple_of(a) {
+            return Err(gantry_core::Error::MisalignedSize { size, alignment: a }.into());
+        }
+        Ok(())
+    }
+
+    /// Places `size` bytes in staging, recovering as documented in [`crate::staging`].
+    fn place(&self, st: &mut StagingState<B>, size: u64) -> Result<Region> {
+        let align = self.alignment();
+        if let Some(r) = st.try_place(&self.device, size, align)? {
+            return Ok(r);
+        }
+        // A bounded number of rounds: each round either frees or adds space.
+        for _ in 0..(st.config.max_chunks + 4) * 2 {
+            let completed = self.device.poll()?;
+            let regions = st.reclaim(completed);
+            st.counters.reclaims += 1;
+            st.event(StagingEvent::Reclaimed { regions });
+            if let Some(r) = st.try_place(&self.device, size, align)? {
+                return Ok(r);
+            }
+            if let Some(oldest) = st.oldest_in_flight() {
+                self.device.wait(oldest, None)?;
+                st.counters.waits += 1;
+                st.event(StagingEvent::WaitedOldest { submission: oldest });
+                let regions = st.reclaim(oldest);
+                st.event(StagingEvent::Reclaimed { regions });
+                if let Some(r) = st.try_place(&self.device, size, align)? {
+                    return Ok(r);
+                }
+            }
+            if st.grow(&self.device)? {
+                st.counters.grows += 1;
+                st.event(StagingEvent::Grew {
+                    chunks: st.chunks.len(),
+                });
+                if let Some(r) = st.try_place(&self.device, size, align)? {
+                    return Ok(r);
+                }
+            }
+            if st.has_open_regions() {
+                if let Some(submission) = self.flush_locked(st)? {
+                    st.counters.early_submits += 1;
+                    st.event(StagingEvent::SubmittedEarly { submission });
+                }
+                continue;
+            }
+            break;
+        }
+        st.counters.exhausted += 1;
+        st.event(StagingEvent::Exhausted { requested: size });
+        Err(Error::StagingExhausted {
+            requested: size,
+            chunk_size: st.config.chunk_size,
+            chunks: st.chunks.len(),
+            max_chunks: st.config.max_chunks,
+        })
+    }
+
+    /// Queues an upload of `data` to `dst` at `offset`; the bytes are copied into staging now.
+    pub(crate) fn upload(
+        self: &Arc<Self>,
+        dst: &Buffer<B>,
+        offset: u64,
+        data: &[u8],
+        owner: Option<Arc<PendingState>>,
+    ) -> Result<TransferHandle<B>> {
+        let size = data.len() as u64;
+        self.check_range(dst, offset, size, BufferUsage::TRANSFER_DST)?;
+        self.check_aligned(offset, size)?;
+        if size == 0 {
+            return Ok(self.handle(Ticket::done()));
+        }
+        let ticket = Ticket::queued();
+        let mut st = lock(&self.staging);
+        if size > st.config.chunk_size {
+            if !st.config.dedicated_for_large {
+                st.counters.exhausted += 1;
+                st.event(StagingEvent::Exhausted { requested: size });
+                return Err(Error::StagingExhausted {
+                    requested: size,
+                    chunk_size: st.config.chunk_size,
+                    chunks: st.chunks.len(),
+                    max_chunks: st.config.max_chunks,
+                });
+            }
+            st.counters.dedicated += 1;
+            st.event(StagingEvent::Dedicated { size });
+            drop(st);
+            let staging = self.device.create_buffer(
+                &BufferDesc::new(size, BufferUsage::TRANSFER_SRC, MemoryLocation::Upload)
+                    .with_label("gantry dedicated staging"),
+            )?;
+            self.device.write(&staging, 0, data)?;
+            self.push(Op {
+                seq: self.next_seq(),
+                kind: OpKind::Upload {
+                    dst: dst.clone(),
+                    dst_offset: offset,
+                    size,
+                    src: Src::Dedicated(staging),
+                },
+                ticket: Arc::clone(&ticket),
+                owner,
+            });
+            return Ok(self.handle(ticket));
+        }
+        let region = self.place(&mut st, size)?;
+        let chunk = &st.chunks[region.chunk];
+        let writers = Arc::clone(&chunk.writers);
+        let buffer = chunk.buffer.clone();
+        let seq = self.next_seq();
+        let guard = writers.read().unwrap_or_else(PoisonError::into_inner);
+        drop(st);
+        let written = self.device.write_mapped(&buffer, region.offset, data);
+        if let Err(e) = written {
+            drop(guard);
+            return Err(e.into());
+        }
+        self.push(Op {
+            seq,
+            kind: OpKind::Upload {
+                dst: dst.clone(),
+                dst_offset: offset,
+                size,
+                src: Src::Staged {
+                    chunk: region.chunk,
+                    offset: region.offset,
+                },
+            },
+            ticket: Arc::clone(&ticket),
+            owner,
+        });
+        drop(guard);
+        Ok(self.handle(ticket))
+    }
+
+    /// Queues a buffer-to-buffer copy.
+    pub(crate) fn copy(
+        self: &Arc<Self>,
+        src: &Buffer<B>,
+        src_offset: u64,
+        dst: &Buffer<B>,
+        dst_offset: u64,
+        size: u64,
+    ) -> Result<TransferHandle<B>> {
+        self.check_range(src, src_offset, size, BufferUsage::TRANSFER_SRC)?;
+        self.check_range(dst, dst_offset, size, BufferUsage::TRANSFER_DST)?;
+        self.check_aligned(src_offset, size)?;
+        self.check_aligned(dst_offset, size)?;
+        if src.id() == dst.id()
+            && size > 0
+            && src_offset < dst_offset + size
+            && dst_offset < src_offset + size
+        {
+            return Err(gantry_core::Error::OverlappingCopy {
+                src_offset,
+                dst_offset,
+                size,
+            }
+            .into());
+        }
+        if size == 0 {
+            return Ok(self.handle(Ticket::done()));
+        }
+        let ticket = Ticket::queued();
+        self.push(Op {
+            seq: self.next_seq(),
+            kind: OpKind::Copy {
+                src: src.clone(),
+                src_offset,
+                dst: dst.clone(),
+                dst_offset,
+                size,
+            },
+            ticket: Arc::clone(&ticket),
+            owner: None,
+        });
+        Ok(self.handle(ticket))
+    }
+
+    /// Queues a readback of `size` bytes at `offset` (any alignment).
+    pub(crate) fn read(
+        self: &Arc<Self>,
+        src: &Buffer<B>,
+        offset: u64,
+        size: u64,
+    ) -> Result<ReadbackHandle<B>> {
+        self.check_range(src, offset, size, BufferUsage::TRANSFER_SRC)?;
+        let a = self.alignment();
+        let start = align_down(offset, a);
+        let end = align_up(offset + size, a)
+            .unwrap_or(src.size())
+            .min(src.size());
+        let ticket = if size == 0 {
+            Ticket::done()
+        } else {
+            Ticket::queued()
+        };
+        let slot = Arc::new(ReadSlot {
+            state: Mutex::new(ReadState::Queued),
+            len: size,
+            skip: offset - start,
+        });
+        if size > 0 {
+            // Validate the length fits in memory now, not at flush.
+            usize::try_from(size).map_err(|_| gantry_core::Error::OutOfBounds {
+                offset,
+                size,
+                buffer_size: src.size(),
+            })?;
+            self.push(Op {
+                seq: self.next_seq(),
+                kind: OpKind::Read {
+                    src: src.clone(),
+                    offset: start,
+                    size: end - start,
+                    slot: Arc::clone(&slot),
+                },
+                ticket: Arc::clone(&ticket),
+                owner: None,
+            });
+        }
+        Ok(ReadbackHandle {
+            inner: Arc::clone(self),
+            ticket,
+            slot,
+            future: None,
+        })
+    }
+
+    /// A handle of an operation already complete.
+    pub(crate) fn done_handle(self: &Arc<Self>) -> TransferHandle<B> {
+        self.handle(Ticket::done())
+    }
+
+    fn handle(self: &Arc<Self>, ticket: Arc<Ticket>) -> TransferHandle<B> {
+        TransferHandle {
+            inner: Arc::clone(self),
+            ticket,
+            waiter: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether any operation is queued.
+    pub(crate) fn has_queued(&self) -> bool {
+        self.queues.iter().any(|q| !lock(q).is_empty())
+    }
+
+    /// Submits everything queued as one submission (more only when staging forces an early
+    /// submission).
+    pub(crate) fn flush(&self) -> Result<Option<SubmissionIndex>> {
+        let mut st = lock(&self.staging);
+        self.flush_locked(&mut st)
+    }
+
+    pub(crate) fn flush_locked(&self, st: &mut StagingState<B>) -> Result<Option<SubmissionIndex>> {
+        let started = Instant::now();
+        let closed = st.close_open_chunks(&self.device)?;
+        let mut ops: Vec<Op<B>> = Vec::new();
+        for q in &self.queues {
+            ops.append(&mut lock(q));
+        }
+        if ops.is_empty() {
+            st.retire(&closed, None);
+            return Ok(None);
+        }
+        self.counters.flushes.inc();
+        ops.sort_by_key(|op| op.seq);
+        let mut batch = match self.device.batch() {
+            Ok(b) => b,
+            Err(e) => {
+                for op in &ops {
+                    op.ticket.fail(e.clone());
+                }
+                self.finish_owners(&ops, None);
+                st.retire(&closed, None);
+                return Err(e.into());
+            }
+        };
+        let mut bytes = [0u64; 3];
+        let mut run: Vec<usize> = Vec::new();
+        let mut readbacks: Vec<(usize, Buffer<B>)> = Vec::new();
+        for i in 0..ops.len() {
+            match &ops[i].kind {
+                OpKind::Upload { size, .. } => {
+                    bytes[0] += size;
+                    run.push(i);
+                }
+                OpKind::Copy {
+                    src,
+                    src_offset,
+                    dst,
+                    dst_offset,
+                    size,
+                } => {
+                    self.emit_run(&mut batch, st, &ops, &mut run);
+                    bytes[2] += size;
+                    self.counters.copy_regions.inc();
+                    if let Err(e) = batch.copy(src, *src_offset, dst, *dst_offset, *size) {
+                        self.counters.failed_ops.inc();
+                        ops[i].ticket.fail(e);
+                    }
+                }
+                OpKind::Read {
+                    src, offset, size, ..
+                } => {
+                    self.emit_run(&mut batch, st, &ops, &mut run);
+                    bytes[1] += size;
+                    let rb = self.device.create_buffer(
+                        &BufferDesc::new(
+                            *size,
+                            BufferUsage::TRANSFER_DST,
+                            MemoryLocation::Readback,
+                        )
+                        .with_label("gantry readback"),
+                    );
+                    let recorded = rb.and_then(|rb| {
+                        batch.copy(src, *offset, &rb, 0, *size)?;
+                        Ok(rb)
+                    });
+                    self.counters.copy_regions.inc();
+                    match recorded {
+                        Ok(rb) => readbacks.push((i, rb)),
+                        Err(e) => {
+                            self.counters.failed_ops.inc();
+                            ops[i].ticket.fail(e);
+                        }
+                    }
+                }
+            }
+        }
+        self.emit_run(&mut batch, st, &ops, &mut run);
+        let submitted = if batch.is_empty() {
+            Ok(SubmissionIndex::NONE)
+        } else {
+            batch.submit()
+        };
+        match submitted {
+            Ok(idx) => {
+                if idx != SubmissionIndex::NONE {
+                    self.counters.submissions.inc();
+                }
+                for (i, rb) in readbacks {
+                    if let OpKind::Read { slot, .. } = &ops[i].kind {
+                        *lock(&slot.state) = ReadState::Ready(rb);
+                    }
+                }
+                for op in &ops {
+                    if op.ticket.is_queued() {
+                        op.ticket.submission.store(idx.0, Ordering::Release);
+                    }
+                }
+                self.finish_owners(&ops, Some(idx));
+                st.retire(&closed, (idx != SubmissionIndex::NONE).then_some(idx));
+                let elapsed = started.elapsed();
+                for (kind, b) in [
+                    (TransferKind::Upload, bytes[0]),
+                    (TransferKind::Readback, bytes[1]),
+                    (TransferKind::Copy, bytes[2]),
+                ] {
+                    if b > 0 {
+                        self.events.record_transfer(kind, b, elapsed);
+                    }
+                }
+                Ok((idx != SubmissionIndex::NONE).then_some(idx))
+            }
+            Err(e) => {
+                for op in &ops {
+                    if op.ticket.is_queued() {
+                        op.ticket.fail(e.clone());
+                    }
+                    if let OpKind::Read { slot, .. } = &op.kind {
+                        *lock(&slot.state) = ReadState::Failed(e.clone());
+                    }
+                }
+                self.finish_owners(&ops, None);
+                st.retire(&closed, None);
+                Err(e.into())
+            }
+        }
+    }
+
+    fn finish_owners(&self, ops: &[Op<B>], idx: Option<SubmissionIndex>) {
+        for op in ops {
+            if let Some(owner) = &op.owner {
+                if let Some(idx) = idx {
+                    owner.last_submission.fetch_max(idx.0, Ordering::AcqRel);
+                }
+                owner.queued.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+    }
+
+    /// Records the uploads of `run` (indices into `ops`, in order): per destination, merged
+    /// into one copy where both the destination and the staging ranges are contiguous.
+    /// Overlapping uploads to one destination keep their order (the last write wins).
+    fn emit_run(
+        &self,
+        batch: &mut Batch<B>,
+        st: &StagingState<B>,
+        ops: &[Op<B>],
+        run: &mut Vec<usize>,
+    ) {
+        if run.is_empty() {
+            return;
+        }
+        let mut groups: HashMap<u64, Vec<usize>> = HashMap::new();
+        let mut order: Vec<u64> = Vec::new();
+        for &i in run.iter() {
+            if let OpKind::Upload { dst, .. } = &ops[i].kind {
+                groups
+                    .entry(dst.id())
+                    .or_insert_with(|| {
+                        order.push(dst.id());
+                        Vec::new()
+                    })
+                    .push(i);
+            }
+        }
+        run.clear();
+        for id in order {
+            let Some(mut group) = groups.remove(&id) else {
+                continue;
+            };
+            let key = |i: usize| match &ops[i].kind {
+                OpKind::Upload {
+                    dst_offset, size, ..
+                } => (*dst_offset, *size),
+                _ => (0, 0),
+            };
+            let mut sorted = group.clone();
+            sorted.sort_by_key(|&i| key(i).0);
+            let overlapping = sorted
+                .windows(2)
+                .any(|w| key(w[0]).0 + key(w[0]).1 > key(w[1]).0);
+            if !overlapping {
+                group = sorted;
+            }
+            // Merge consecutive entries that are contiguous in both buffers.
+            let mut start = 0;
+            while start < group.len() {
+                let mut end = start + 1;
+                while end < group.len() && self.contiguous(&ops[group[end - 1]], &ops[group[end]]) {
+                    end += 1;
+                }
+                self.record_merged(batch, st, ops, &group[start..end]);
+                start = end;
+            }
+        }
+    }
+
+    fn contiguous(&self, a: &Op<B>, b: &Op<B>) -> bool {
+        match (&a.kind, &b.kind) {
+            (
+                OpKind::Upload {
+                    dst_offset: ad,
+                    size: asz,
+                    src:
+                        Src::Staged {
+                            chunk: ac,
+                            offset: ao,
+                        },
+                    ..
+                },
+                OpKind::Upload {
+                    dst_offset: bd,
+                    src:
+                        Src::Staged {
+                            chunk: bc,
+                            offset: bo,
+                        },
+                    ..
+                },
+            ) => ac == bc && ao + asz == *bo && ad + asz == *bd,
+            _ => false,
+        }
+    }
+
+    fn record_merged(
+        &self,
+        batch: &mut Batch<B>,
+        st: &StagingState<B>,
+        ops: &[Op<B>],
+        group: &[usize],
+    ) {
+        let Some(&first) = group.first() else {
+            return;
+        };
+        let OpKind::Upload {
+            dst,
+            dst_offset,
+            src,
+            ..
+        } = &ops[first].kind
+        else {
+            return;
+        };
+        let total: u64 = group
+            .iter()
+            .map(|&i| match &ops[i].kind {
+                OpKind::Upload { size, .. } => *size,
+                _ => 0,
+            })
+            .sum();
+        let (src_buffer, src_offset) = match src {
+            Src::Staged { chunk, offset } => (&st.chunks[*chunk].buffer, *offset),
+            Src::Dedicated(b) => (b, 0),
+        };
+        self.counters.copy_regions.inc();
+        self.counters.coalesced.add(group.len() as u64 - 1);
+        if let Err(e) = batch.copy(src_buffer, src_offset, dst, *dst_offset, total) {
+            for &i in group {
+                self.counters.failed_ops.inc();
+                ops[i].ticket.fail(e.clone());
+            }
+        }
+    }
+}
+
+/// A queued upload or copy. Poll it, wait for it, or `.await` it. Waiting (or awaiting) an
+/// operation that is still queued flushes the queue first.
+pub struct TransferHandle<B: Backend> {
+    inner: Arc<Inner<B>>,
+    ticket: Arc<Ticket>,
+    waiter: AtomicBool,
+}
+
+impl<B: Backend> core::fmt::Debug for TransferHandle<B> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("TransferHandle")
+            .field("submission", &self.submission())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B: Backend> TransferHandle<B> {
+    /// The submission that carries the operation; `None` while it is queued.
+    #[must_use]
+    pub fn submission(&self) -> Option<SubmissionIndex> {
+        match self.ticket.submission.load(Ordering::Acquire) {
+            QUEUED => None,
+            i => Some(SubmissionIndex(i)),
+        }
+    }
+
+    /// Whether the operation is still queued (not yet flushed).
+    #[must_use]
+    pub fn is_queued(&self) -> bool {
+        self.ticket.is_queued()
+    }
+
+    /// Non-blocking: whether the GPU has finished the operation.
+    ///
+    /// # Errors
+    /// [`Error::TransferFailed`] if its submission failed; device loss.
+    pub fn is_complete(&self) -> Result<bool> {
+        if let Some(e) = self.ticket.error() {
+            return Err(e);
+        }
+        match self.submission() {
+            None => Ok(false),
+            Some(idx) => Ok(self.inner.device.poll()? >= idx),
+        }
+    }
+
+    /// Blocks until the GPU has finished the operation, flushing first if it is queued.
+    ///
+    /// # Errors
+    /// [`Error::TransferFailed`], device loss.
+    pub fn wait(&self) -> Result<()> {
+        if self.ticket.is_queued() {
+            self.inner.flush()?;
+        }
+        if let Some(e) = self.ticket.error() {
+            return Err(e);
+        }
+        if let Some(idx) = self.submission() {
+            self.inner.device.wait(idx, None)?;
+        }
+        Ok(())
+    }
+}
+
+impl<B: Backend> Future for TransferHandle<B> {
+    type Output = Result<()>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &*self;
+        if this.ticket.is_queued()
+            && let Err(e) = this.inner.flush()
+        {
+            return Poll::Ready(Err(e));
+        }
+        match this.is_complete() {
+            Err(e) => Poll::Ready(Err(e)),
+            Ok(true) => Poll::Ready(Ok(())),
+            Ok(false) => {
+                let idx = this.submission().unwrap_or(SubmissionIndex::NONE);
+                if !this.waiter.swap(true, Ordering::AcqRel) {
+                    // Make progress on our own: a helper thread waits for the submission.
+                    let device = this.inner.device.clone();
+                    let waker = cx.waker().clone();
+                    std::thread::spawn(move || {
+                        let _ = device.wait(idx, None);
+                        waker.wake();
+                    });
+                } else {
+                    // Woken early (or polled again): ask again soon.
+                    cx.waker().wake_by_ref();
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+/// A queued readback. [`ReadbackHandle::wait`] blocks for the bytes; `.await` gives them
+/// without blocking. Waiting (or awaiting) a readback that is still queued flushes the queue.
+pub struct ReadbackHandle<B: Backend> {
+    inner: Arc<Inner<B>>,
+    ticket: Arc<Ticket>,
+    slot: Arc<ReadSlot<B>>,
+    future: Option<ReadFuture<B>>,
+}
+
+impl<B: Backend> core::fmt::Debug for ReadbackHandle<B> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("ReadbackHandle")
+            .field("len", &self.slot.len)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B: Backend> ReadbackHandle<B> {
+    /// The submission that carries the copy to host memory; `None` while queued.
+    #[must_use]
+    pub fn submission(&self) -> Option<SubmissionIndex> {
+        match self.ticket.submission.load(Ordering::Acquire) {
+            QUEUED => None,
+            i => Some(SubmissionIndex(i)),
+        }
+    }
+
+    /// Non-blocking: whether the bytes are ready to be read.
+    ///
+    /// # Errors
+    /// [`Error::TransferFailed`], device loss.
+    pub fn is_complete(&self) -> Result<bool> {
+        if let Some(e) = self.ticket.error() {
+            return Err(e);
+        }
+        match self.submission() {
+            None => Ok(false),
+            Some(idx) => Ok(self.inner.device.poll()? >= idx),
+        }
+    }
+
+    fn ready(&self) -> Result<Option<(Buffer<B>, u64)>> {
+        if self.slot.len == 0 {
+            return Ok(None);
+        }
+        if self.ticket.is_queued() {
+            self.inner.flush()?;
+        }
+        if let Some(e) = self.ticket.error() {
+            return Err(e);
+        }
+        match &*lock(&self.slot.state) {
+            ReadState::Ready(buffer) => Ok(Some((buffer.clone(), self.slot.skip))),
+            ReadState::Failed(e) => Err(Error::TransferFailed(e.clone())),
+            ReadState::Queued => Err(Error::TransferFailed(gantry_core::Error::Destroyed {
+                label: "readback was never recorded".into(),
+            })),
+        }
+    }
+
+    /// Blocks until the bytes are back and returns them.
+    ///
+    /// # Errors
+    /// [`Error::TransferFailed`], device loss.
+    pub fn wait(self) -> Result<Vec<u8>> {
+        match self.ready()? {
+            None => Ok(Vec::new()),
+            Some((buffer, skip)) => Ok(self.inner.device.read(&buffer, skip, self.slot.len)?),
+        }
+    }
+}
+
+impl<B: Backend> Future for ReadbackHandle<B> {
+    type Output = Result<Vec<u8>>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        if this.future.is_none() {
+            match this.ready() {
+                Err(e) => return Poll::Ready(Err(e)),
+                Ok(None) => return Poll::Ready(Ok(Vec::new())),
+                Ok(Some((buffer, skip))) => {
+                    match this.inner.device.read_async(&buffer, skip, this.slot.len) {
+                        Ok(f) => this.future = Some(f),
+                        Err(e) => return Poll::Ready(Err(e.into())),
+                    }
+                }
+            }
+        }
+        match this.future.as_mut() {
+            Some(f) => Pin::new(f).poll(cx).map(|r| r.map_err(Error::from)),
+            None => Poll::Ready(Ok(Vec::new())),
+        }
+    }
+}
