@@ -17,12 +17,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use gantry::core::{Backend, Buffer, BufferDesc, BufferUsage, Device, DeviceType, MemoryLocation};
-use gantry::stats::{
-    ChartOptions, Collector, EventStats, Histogram, LocationKind, Recorder, TransferKind, Unit,
-};
+use gantry::stats::{ChartOptions, EventStats, Histogram, Recorder, TransferKind, Unit};
 use gantry::vulkan::ash::vk;
 use gantry::vulkan::{AdapterPreference, VulkanBackend, VulkanOptions};
 use gantry::wgpu::{AdapterSelector, WgpuBackend, WgpuOptions};
+use gantry::{BufferManager, GpuBuffer, ManagerConfig, StreamingRing};
 
 /// The checksum shader: every invocation hashes a strided share of `data`'s words and adds
 /// its sum into `result[0]` (wrapping), so the order of the additions does not matter.
@@ -315,12 +314,14 @@ struct Outcome {
 
 /// The GPU checksum pass of one backend.
 trait Checksummer<B: Backend> {
-    /// Checksums every target buffer into its slot of the results buffer, after gantry's
-    /// submission `after`, and waits for it.
+    /// Checksums each of `ranges` into its slot of `results` (slot `i` at `i * stride`),
+    /// after gantry's submission `after`, and waits for it.
     fn run(
         &mut self,
-        device: &Device<B>,
         after: gantry::core::SubmissionIndex,
+        ranges: &[Range<B>],
+        results: &Buffer<B>,
+        stride: u64,
     ) -> Result<(), String>;
 }
 
@@ -372,61 +373,81 @@ fn run_vulkan(target: &Target, args: &Args) -> Result<Outcome, String> {
     Ok(outcome)
 }
 
-/// The buffers one run streams into.
-struct Buffers<B: Backend> {
-    uniforms: Buffer<B>,
-    particles: Buffer<B>,
-    bulk: Buffer<B>,
-    mirror: Buffer<B>,
-    results: Buffer<B>,
-    /// Distance between checksum slots in `results` (the storage offset alignment).
-    slot_stride: u64,
+/// A range of a buffer the GPU checksums.
+struct Range<B: Backend> {
+    buffer: Buffer<B>,
+    offset: u64,
+    size: u64,
 }
 
-type NewChecksummer<B, C> = fn(&Device<B>, &Buffers<B>) -> Result<C, String>;
+/// Where this frame's dynamic uniforms live.
+enum Uniforms<B: Backend> {
+    /// gantry's per-frame streaming ring (host-visible memory the GPU reads directly).
+    Ring(StreamingRing<B>),
+    /// A device-local buffer written through staging, where the adapter cannot use
+    /// host-visible memory as a storage buffer (wgpu without `MAPPABLE_PRIMARY_BUFFERS`).
+    Staged(GpuBuffer<B>),
+}
+
+type NewChecksummer<B, C> = fn(&Device<B>) -> Result<C, String>;
+
+fn err(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
 
 fn run_workload<B: Backend, C: Checksummer<B>>(
     device: &Device<B>,
     args: &Args,
     new_checksummer: NewChecksummer<B, C>,
 ) -> Result<Outcome, String> {
-    let events = Arc::new(EventStats::new("transfers"));
-    let collector = Collector::new().with(events.clone());
-    let limits = device.limits().clone();
-    let slot_stride = limits.min_storage_offset_alignment.max(256);
+    let manager = BufferManager::new(device.clone(), ManagerConfig::default()).map_err(err)?;
+    let events = Arc::new(EventStats::new("demo"));
+    let slot_stride = device.limits().min_storage_offset_alignment.max(256);
     let storage = BufferUsage::STORAGE | BufferUsage::TRANSFER_SRC | BufferUsage::TRANSFER_DST;
     let create = |label: &str, size: u64, usage: BufferUsage| {
-        let started = Instant::now();
-        let b = device
+        manager
             .create_buffer(&BufferDesc {
                 label: Some(label),
                 ..BufferDesc::new(size, usage, MemoryLocation::DeviceLocal)
             })
-            .map_err(|e| format!("create {label}: {e}"))?;
-        events.record_creation(size, LocationKind::DeviceLocal, started.elapsed());
-        Ok::<_, String>(b)
+            .map_err(|e| format!("create {label}: {e}"))
     };
-    let buffers = Buffers {
-        uniforms: create(
+    let uniform_bytes = UNIFORM_SLOTS * UNIFORM_STRIDE;
+    let ring_usage = BufferUsage::UNIFORM | BufferUsage::STORAGE;
+    let uniforms_at = if device
+        .limits()
+        .supported_usage(MemoryLocation::Upload)
+        .contains(ring_usage)
+    {
+        println!("dynamic uniforms: gantry's streaming ring (host-visible, read by the GPU)");
+        Uniforms::Ring(
+            manager
+                .create_streaming_ring("demo uniforms", uniform_bytes, ring_usage)
+                .map_err(err)?,
+        )
+    } else {
+        println!(
+            "dynamic uniforms: staged into device-local memory (host-visible storage unsupported)"
+        );
+        Uniforms::Staged(create(
             "demo uniforms",
-            UNIFORM_SLOTS * UNIFORM_STRIDE,
+            uniform_bytes,
             storage | BufferUsage::UNIFORM,
-        )?,
-        particles: create(
-            "demo particles",
-            PARTICLES * PARTICLE_SIZE,
-            storage | BufferUsage::VERTEX,
-        )?,
-        bulk: create("demo bulk", BULK_UPLOADS * BULK_SIZE, storage)?,
-        mirror: create(
-            "demo mirror",
-            PARTICLES * PARTICLE_SIZE + BULK_SIZE,
-            storage,
-        )?,
-        results: create("demo checksums", CHECKED as u64 * slot_stride, storage)?,
-        slot_stride,
+        )?)
     };
-    let mut checksummer = new_checksummer(device, &buffers)?;
+    let particles_buf = create(
+        "demo particles",
+        PARTICLES * PARTICLE_SIZE,
+        storage | BufferUsage::VERTEX,
+    )?;
+    let bulk_buf = create("demo bulk", BULK_UPLOADS * BULK_SIZE, storage)?;
+    let mirror_buf = create(
+        "demo mirror",
+        PARTICLES * PARTICLE_SIZE + BULK_SIZE,
+        storage,
+    )?;
+    let results_buf = create("demo checksums", CHECKED as u64 * slot_stride, storage)?;
+    let mut checksummer = new_checksummer(device)?;
 
     let frame_time = Histogram::new();
     let mut recorder = Recorder::new();
@@ -436,11 +457,11 @@ fn run_workload<B: Backend, C: Checksummer<B>>(
     };
     bar.set_style(
         indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] [{bar:40}] {msg}")
-            .map_err(|e| e.to_string())?
+            .map_err(err)?
             .progress_chars("=> "),
     );
 
-    let mut uniforms = vec![0u8; (UNIFORM_SLOTS * UNIFORM_STRIDE) as usize];
+    let mut uniforms = vec![0u8; uniform_bytes as usize];
     let mut particles = vec![0u8; (PARTICLES * PARTICLE_SIZE) as usize];
     let mut bulk = vec![0u8; (BULK_UPLOADS * BULK_SIZE) as usize];
     let zeros = vec![0u8; (CHECKED as u64 * slot_stride) as usize];
@@ -448,6 +469,8 @@ fn run_workload<B: Backend, C: Checksummer<B>>(
     let mut frame = 0u64;
     let mut mismatches = 0u64;
     let mut checked = 0u64;
+    let mut staging_peak = 0u64;
+    let mut fragmentation_peak = 0f64;
     loop {
         let done = match args.frames {
             Some(n) => frame >= n,
@@ -465,7 +488,7 @@ fn run_workload<B: Backend, C: Checksummer<B>>(
         let bulk_range =
             (copied_bulk * BULK_SIZE) as usize..((copied_bulk + 1) * BULK_SIZE) as usize;
         let mut mirror = particles.clone();
-        mirror.extend_from_slice(&bulk[bulk_range.clone()]);
+        mirror.extend_from_slice(&bulk[bulk_range]);
         let expected = [
             checksum(&uniforms),
             checksum(&particles),
@@ -473,93 +496,132 @@ fn run_workload<B: Backend, C: Checksummer<B>>(
             checksum(&mirror),
         ];
 
+        manager.begin_frame().map_err(err)?;
         let frame_started = Instant::now();
-        // Uploads: uniforms slot by slot, the particles whole, the bulk in large pieces, and
-        // the checksum slots cleared, all in one batch through gantry's staging.
+        // Dynamic uniforms, slot by slot.
+        let uniform_range = match &uniforms_at {
+            Uniforms::Ring(ring) => {
+                ring.begin_frame().map_err(err)?;
+                let mut first: Option<Range<B>> = None;
+                for slot in uniforms.chunks_exact(UNIFORM_STRIDE as usize) {
+                    let a = ring.push(slot).map_err(err)?;
+                    match &mut first {
+                        None => {
+                            first = Some(Range {
+                                buffer: a.buffer,
+                                offset: a.offset,
+                                size: a.size,
+                            });
+                        }
+                        Some(r) if a.offset == r.offset + r.size => r.size += a.size,
+                        Some(_) => return Err("streaming ring slots are not contiguous".into()),
+                    }
+                }
+                ring.end_frame().map_err(err)?;
+                first.ok_or("no uniforms")?
+            }
+            Uniforms::Staged(buffer) => {
+                for (i, slot) in uniforms.chunks_exact(UNIFORM_STRIDE as usize).enumerate() {
+                    manager
+                        .upload(buffer.buffer(), i as u64 * UNIFORM_STRIDE, slot)
+                        .map_err(err)?;
+                }
+                Range {
+                    buffer: buffer.buffer().clone(),
+                    offset: 0,
+                    size: uniform_bytes,
+                }
+            }
+        };
+        // Uploads through gantry's staging: the checksum slots cleared, the particles, the
+        // bulk in large pieces; one flush.
         let t = Instant::now();
-        let mut batch = device.batch().map_err(|e| e.to_string())?;
-        batch
-            .write(&buffers.results, 0, &zeros)
-            .map_err(|e| e.to_string())?;
-        for slot in 0..UNIFORM_SLOTS {
-            let at = slot * UNIFORM_STRIDE;
-            batch
-                .write(
-                    &buffers.uniforms,
-                    at,
-                    &uniforms[at as usize..(at + UNIFORM_STRIDE) as usize],
-                )
-                .map_err(|e| e.to_string())?;
-        }
-        batch
-            .write(&buffers.particles, 0, &particles)
-            .map_err(|e| e.to_string())?;
+        manager
+            .upload(results_buf.buffer(), 0, &zeros)
+            .map_err(err)?;
+        manager
+            .upload(particles_buf.buffer(), 0, &particles)
+            .map_err(err)?;
         for piece in 0..BULK_UPLOADS {
             let at = piece * BULK_SIZE;
-            batch
-                .write(
-                    &buffers.bulk,
+            manager
+                .upload(
+                    bulk_buf.buffer(),
                     at,
                     &bulk[at as usize..(at + BULK_SIZE) as usize],
                 )
-                .map_err(|e| e.to_string())?;
+                .map_err(err)?;
         }
-        let uploaded = batch.submit().map_err(|e| e.to_string())?;
-        device.wait(uploaded, None).map_err(|e| e.to_string())?;
-        let upload_bytes = (uniforms.len() + particles.len() + bulk.len() + zeros.len()) as u64;
+        let staging = manager.staging_usage();
+        staging_peak = staging_peak.max(staging.used);
+        fragmentation_peak = fragmentation_peak.max(staging.fragmentation());
+        if let Some(index) = manager.flush().map_err(err)? {
+            device.wait(index, None).map_err(err)?;
+        }
         let upload_time = t.elapsed();
+        let upload_bytes = (particles.len() + bulk.len() + zeros.len()) as u64
+            + if matches!(uniforms_at, Uniforms::Staged(_)) {
+                uniform_bytes
+            } else {
+                0
+            };
         events.record_transfer(TransferKind::Upload, upload_bytes, upload_time);
 
         // Copies: the particles and one bulk piece into the mirror.
         let t = Instant::now();
-        let mut batch = device.batch().map_err(|e| e.to_string())?;
-        batch
+        let copy_bytes = PARTICLES * PARTICLE_SIZE + BULK_SIZE;
+        manager
             .copy(
-                &buffers.particles,
+                particles_buf.buffer(),
                 0,
-                &buffers.mirror,
+                mirror_buf.buffer(),
                 0,
                 PARTICLES * PARTICLE_SIZE,
             )
-            .map_err(|e| e.to_string())?;
-        batch
+            .map_err(err)?;
+        manager
             .copy(
-                &buffers.bulk,
+                bulk_buf.buffer(),
                 copied_bulk * BULK_SIZE,
-                &buffers.mirror,
+                mirror_buf.buffer(),
                 PARTICLES * PARTICLE_SIZE,
                 BULK_SIZE,
             )
-            .map_err(|e| e.to_string())?;
-        let copied = batch.submit().map_err(|e| e.to_string())?;
-        device.wait(copied, None).map_err(|e| e.to_string())?;
+            .map_err(err)?;
+        let copied = manager.flush().map_err(err)?.unwrap_or_default();
+        device.wait(copied, None).map_err(err)?;
         let copy_time = t.elapsed();
-        events.record_transfer(
-            TransferKind::Copy,
-            PARTICLES * PARTICLE_SIZE + BULK_SIZE,
-            copy_time,
-        );
+        events.record_transfer(TransferKind::Copy, copy_bytes, copy_time);
         let transfer_time = frame_started.elapsed();
 
         // The GPU consumes the data.
         let t = Instant::now();
-        checksummer.run(device, copied)?;
+        let whole = |b: &GpuBuffer<B>| Range {
+            buffer: b.buffer().clone(),
+            offset: 0,
+            size: b.buffer().requested_size(),
+        };
+        let ranges = [
+            uniform_range,
+            whole(&particles_buf),
+            whole(&bulk_buf),
+            whole(&mirror_buf),
+        ];
+        checksummer.run(copied, &ranges, results_buf.buffer(), slot_stride)?;
         let compute_time = t.elapsed();
 
         // Readback: the checksums and a sample of the mirror.
         let t = Instant::now();
-        let results = device
-            .read(&buffers.results, 0, CHECKED as u64 * slot_stride)
-            .map_err(|e| e.to_string())?;
-        let sample = device
-            .read(&buffers.mirror, 0, SAMPLE)
-            .map_err(|e| e.to_string())?;
+        let readback_bytes = CHECKED as u64 * slot_stride + SAMPLE;
+        let results = manager
+            .read(results_buf.buffer(), 0, CHECKED as u64 * slot_stride)
+            .map_err(err)?;
+        let sample = manager.read(mirror_buf.buffer(), 0, SAMPLE).map_err(err)?;
+        manager.end_frame().map_err(err)?;
+        let results = results.wait().map_err(err)?;
+        let sample = sample.wait().map_err(err)?;
         let readback_time = t.elapsed();
-        events.record_transfer(
-            TransferKind::Readback,
-            CHECKED as u64 * slot_stride + SAMPLE,
-            readback_time,
-        );
+        events.record_transfer(TransferKind::Readback, readback_bytes, readback_time);
         let frame_transfer = transfer_time + readback_time;
         frame_time.record_duration(frame_transfer);
 
@@ -588,8 +650,6 @@ fn run_workload<B: Backend, C: Checksummer<B>>(
         }
 
         let now = started.elapsed().as_secs_f64();
-        let copy_bytes = PARTICLES * PARTICLE_SIZE + BULK_SIZE;
-        let readback_bytes = CHECKED as u64 * slot_stride + SAMPLE;
         for (kind, bytes, time) in [
             ("upload", upload_bytes, upload_time),
             ("copy", copy_bytes, copy_time),
@@ -615,7 +675,25 @@ fn run_workload<B: Backend, C: Checksummer<B>>(
             Unit::Nanos,
             compute_time.as_nanos() as f64,
         );
-        recorder.record(now, "live bytes", Unit::Bytes, device.live_bytes() as f64);
+        recorder.record(now, "staging used", Unit::Bytes, staging.used as f64);
+        recorder.record(
+            now,
+            "staging capacity",
+            Unit::Bytes,
+            staging.capacity() as f64,
+        );
+        recorder.record(
+            now,
+            "device live bytes",
+            Unit::Bytes,
+            device.live_bytes() as f64,
+        );
+        recorder.record(
+            now,
+            "staging fragmentation",
+            Unit::Ratio,
+            staging.fragmentation(),
+        );
 
         frame += 1;
         match args.frames {
@@ -628,27 +706,63 @@ fn run_workload<B: Backend, C: Checksummer<B>>(
     }
     bar.finish_and_clear();
     drop(checksummer);
-    device.wait_idle().map_err(|e| e.to_string())?;
+    manager.wait_idle().map_err(err)?;
     let elapsed = started.elapsed().as_secs_f64();
 
-    let report = collector.report();
+    let report = manager.report();
+    // The JSON also carries the demo's own timings (submit to completion, per kind).
+    let mut json_report = report.clone();
+    json_report
+        .providers
+        .push(events.snapshot().to_provider_snapshot("demo"));
     let frames = frame;
     let summary = frame_time.snapshot();
     let ms = |ns: Option<u64>| ns.unwrap_or(0) as f64 / 1e6;
     println!("{report}");
+    println!("--- demo summary");
     println!(
         "frames: {frames} in {elapsed:.2} s ({:.1} frames/s)",
         frames as f64 / elapsed
     );
+    let snapshot = events.snapshot();
+    for (kind, t) in ["upload", "readback", "copy"]
+        .iter()
+        .zip(&snapshot.transfers)
+    {
+        println!(
+            "{kind:<9} {:>10.1} MB/s  ({} transfers, {:.1} MiB, submit to completion)",
+            t.throughput().unwrap_or(0.0) / 1e6,
+            t.count(),
+            t.total_bytes() as f64 / (1 << 20) as f64
+        );
+    }
     println!(
         "frame transfer time (uploads + copies + readback): p50 {:.3} ms, p99 {:.3} ms",
         ms(summary.p50()),
         ms(summary.p99())
     );
     println!(
-        "memory: {} live bytes in {} buffers",
-        device.live_bytes(),
-        device.live_buffers()
+        "staging: peak {:.1} MiB in use per frame, {} chunks, peak fragmentation {:.2}",
+        staging_peak as f64 / (1 << 20) as f64,
+        manager.staging_chunks(),
+        fragmentation_peak
+    );
+    let registry = manager.registry().buffers();
+    for location in MemoryLocation::ALL {
+        let (n, bytes) = registry
+            .iter()
+            .filter(|b| b.location == location)
+            .fold((0, 0), |(n, bytes), b| (n + 1, bytes + b.size));
+        println!(
+            "memory {:<13} {n:>3} buffers in the manager's registry, {:>8.2} MiB",
+            location.to_string(),
+            bytes as f64 / (1 << 20) as f64
+        );
+    }
+    println!(
+        "device: {} live buffers, {:.2} MiB (with staging chunks and the streaming ring, upload memory)",
+        device.live_buffers(),
+        device.live_bytes() as f64 / (1 << 20) as f64
     );
     println!(
         "checksums: {checked} compared, {}",
@@ -669,7 +783,7 @@ fn run_workload<B: Backend, C: Checksummer<B>>(
         p50_ms: ms(summary.p50()),
         p99_ms: ms(summary.p99()),
         svg,
-        json: report.to_json(),
+        json: json_report.to_json(),
     })
 }
 
@@ -685,19 +799,17 @@ fn workgroups(size: u64) -> u32 {
     (size / 4).div_ceil(WORKGROUP).clamp(1, MAX_GROUPS) as u32
 }
 
-fn checked_buffers<B: Backend>(b: &Buffers<B>) -> [&Buffer<B>; CHECKED] {
-    [&b.uniforms, &b.particles, &b.bulk, &b.mirror]
-}
-
 /// The checksum pass through the backend's own wgpu device and queue.
 struct WgpuChecksummer {
+    device: wgpu::Device,
+    queue: wgpu::Queue,
     pipeline: wgpu::ComputePipeline,
-    groups: Vec<(wgpu::BindGroup, u32)>,
+    layout: wgpu::BindGroupLayout,
 }
 
 impl WgpuChecksummer {
-    fn new(device: &Device<WgpuBackend>, buffers: &Buffers<WgpuBackend>) -> Result<Self, String> {
-        let wgpu_device = device.raw().wgpu_device();
+    fn new(device: &Device<WgpuBackend>) -> Result<Self, String> {
+        let wgpu_device = device.raw().wgpu_device().clone();
         let module = wgpu_device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some("demo checksum"),
             source: wgpu::ShaderSource::Wgsl(SHADER.into()),
@@ -711,72 +823,76 @@ impl WgpuChecksummer {
             cache: None,
         });
         let layout = pipeline.get_bind_group_layout(0);
-        let results = buffers
-            .results
-            .with_raw(|b| b.raw().clone())
-            .ok_or("results buffer destroyed")?;
-        let mut groups = Vec::new();
-        for (slot, buffer) in checked_buffers(buffers).into_iter().enumerate() {
-            let raw = buffer
-                .with_raw(|b| b.raw().clone())
-                .ok_or("buffer destroyed")?;
-            let group = wgpu_device.create_bind_group(&wgpu::BindGroupDescriptor {
-                label: Some("demo checksum"),
-                layout: &layout,
-                entries: &[
-                    wgpu::BindGroupEntry {
-                        binding: 0,
-                        resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                            buffer: &raw,
-                            offset: 0,
-                            size: std::num::NonZeroU64::new(buffer.requested_size()),
-                        }),
-                    },
-                    wgpu::BindGroupEntry {
-                        binding: 1,
-                        resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                            buffer: &results,
-                            offset: slot as u64 * buffers.slot_stride,
-                            size: std::num::NonZeroU64::new(4),
-                        }),
-                    },
-                ],
-            });
-            groups.push((group, workgroups(buffer.requested_size())));
-        }
-        Ok(Self { pipeline, groups })
+        Ok(Self {
+            queue: device.raw().wgpu_queue().clone(),
+            device: wgpu_device,
+            pipeline,
+            layout,
+        })
     }
 }
 
 impl Checksummer<WgpuBackend> for WgpuChecksummer {
     fn run(
         &mut self,
-        device: &Device<WgpuBackend>,
         _after: gantry::core::SubmissionIndex,
+        ranges: &[Range<WgpuBackend>],
+        results: &Buffer<WgpuBackend>,
+        stride: u64,
     ) -> Result<(), String> {
         // gantry submits to this same queue, so its uploads and copies come first; wgpu
         // tracks the buffers' use across submissions.
-        let backend = device.raw();
-        let mut encoder =
-            backend
-                .wgpu_device()
-                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                    label: Some("demo checksum"),
-                });
+        let results = results
+            .with_raw(|b| b.raw().clone())
+            .ok_or("results buffer destroyed")?;
+        let mut groups = Vec::with_capacity(ranges.len());
+        for (slot, range) in ranges.iter().enumerate() {
+            let raw = range
+                .buffer
+                .with_raw(|b| b.raw().clone())
+                .ok_or("buffer destroyed")?;
+            let group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some("demo checksum"),
+                layout: &self.layout,
+                entries: &[
+                    wgpu::BindGroupEntry {
+                        binding: 0,
+                        resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                            buffer: &raw,
+                            offset: range.offset,
+                            size: std::num::NonZeroU64::new(range.size),
+                        }),
+                    },
+                    wgpu::BindGroupEntry {
+                        binding: 1,
+                        resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                            buffer: &results,
+                            offset: slot as u64 * stride,
+                            size: std::num::NonZeroU64::new(4),
+                        }),
+                    },
+                ],
+            });
+            groups.push((group, workgroups(range.size)));
+        }
+        let mut encoder = self
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("demo checksum"),
+            });
         {
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: Some("demo checksum"),
                 timestamp_writes: None,
             });
             pass.set_pipeline(&self.pipeline);
-            for (group, count) in &self.groups {
+            for (group, count) in &groups {
                 pass.set_bind_group(0, group, &[]);
                 pass.dispatch_workgroups(*count, 1, 1);
             }
         }
-        let index = backend.wgpu_queue().submit([encoder.finish()]);
-        backend
-            .wgpu_device()
+        let index = self.queue.submit([encoder.finish()]);
+        self.device
             .poll(wgpu::PollType::Wait {
                 submission_index: Some(index),
                 timeout: None,
@@ -796,7 +912,7 @@ struct VulkanChecksummer {
     layout: vk::PipelineLayout,
     pipeline: vk::Pipeline,
     pool: vk::DescriptorPool,
-    sets: Vec<(vk::DescriptorSet, u32)>,
+    sets: Vec<vk::DescriptorSet>,
     commands: vk::CommandPool,
     cmd: vk::CommandBuffer,
     fence: vk::Fence,
@@ -832,10 +948,7 @@ fn vk_err(what: &'static str) -> impl Fn(vk::Result) -> String {
 }
 
 impl VulkanChecksummer {
-    fn new(
-        device: &Device<VulkanBackend>,
-        buffers: &Buffers<VulkanBackend>,
-    ) -> Result<Self, String> {
+    fn new(device: &Device<VulkanBackend>) -> Result<Self, String> {
         let backend = device.raw().clone();
         let code = spirv()?;
         let raw = backend.raw_device();
@@ -918,37 +1031,7 @@ impl VulkanChecksummer {
             )
         }
         .map_err(vk_err("vkAllocateDescriptorSets"))?;
-        let results = buffers
-            .results
-            .with_raw(|b| b.raw())
-            .ok_or("results buffer destroyed")?;
-        for (slot, (buffer, set)) in checked_buffers(buffers).into_iter().zip(sets).enumerate() {
-            let data = [vk::DescriptorBufferInfo::default()
-                .buffer(buffer.with_raw(|b| b.raw()).ok_or("buffer destroyed")?)
-                .offset(0)
-                .range(buffer.requested_size())];
-            let result = [vk::DescriptorBufferInfo::default()
-                .buffer(results)
-                .offset(slot as u64 * buffers.slot_stride)
-                .range(4)];
-            let writes = [
-                vk::WriteDescriptorSet::default()
-                    .dst_set(set)
-                    .dst_binding(0)
-                    .descriptor_type(vk::DescriptorType::STORAGE_BUFFER)
-                    .buffer_info(&data),
-                vk::WriteDescriptorSet::default()
-                    .dst_set(set)
-                    .dst_binding(1)
-                    .descriptor_type(vk::DescriptorType::STORAGE_BUFFER)
-                    .buffer_info(&result),
-            ];
-            // SAFETY: the set is unused by the GPU yet; the buffers are live (the demo keeps
-            // them until this checksummer is dropped) and have STORAGE usage; the result
-            // offset is a multiple of minStorageBufferOffsetAlignment.
-            unsafe { raw.update_descriptor_sets(&writes, &[]) };
-            this.sets.push((set, workgroups(buffer.requested_size())));
-        }
+        this.sets = sets;
         // SAFETY: a valid create info for the universal queue's family on a live device.
         this.commands = unsafe {
             raw.create_command_pool(
@@ -979,10 +1062,50 @@ impl VulkanChecksummer {
 impl Checksummer<VulkanBackend> for VulkanChecksummer {
     fn run(
         &mut self,
-        _device: &Device<VulkanBackend>,
         after: gantry::core::SubmissionIndex,
+        ranges: &[Range<VulkanBackend>],
+        results: &Buffer<VulkanBackend>,
+        stride: u64,
     ) -> Result<(), String> {
         let raw = self.backend.raw_device();
+        let results = results
+            .with_raw(|b| b.raw())
+            .ok_or("results buffer destroyed")?;
+        let mut dispatches = Vec::with_capacity(ranges.len());
+        for (slot, (range, &set)) in ranges.iter().zip(&self.sets).enumerate() {
+            let data = [vk::DescriptorBufferInfo::default()
+                .buffer(
+                    range
+                        .buffer
+                        .with_raw(|b| b.raw())
+                        .ok_or("buffer destroyed")?,
+                )
+                .offset(range.offset)
+                .range(range.size)];
+            let result = [vk::DescriptorBufferInfo::default()
+                .buffer(results)
+                .offset(slot as u64 * stride)
+                .range(4)];
+            let writes = [
+                vk::WriteDescriptorSet::default()
+                    .dst_set(set)
+                    .dst_binding(0)
+                    .descriptor_type(vk::DescriptorType::STORAGE_BUFFER)
+                    .buffer_info(&data),
+                vk::WriteDescriptorSet::default()
+                    .dst_set(set)
+                    .dst_binding(1)
+                    .descriptor_type(vk::DescriptorType::STORAGE_BUFFER)
+                    .buffer_info(&result),
+            ];
+            // SAFETY: no pending command buffer uses the set (the previous run waited for its
+            // fence); the buffers are live (the demo holds them past this run) and have
+            // STORAGE usage; the offsets are multiples of minStorageBufferOffsetAlignment
+            // (the streaming ring's alignment includes it; the results' stride is at least
+            // it).
+            unsafe { raw.update_descriptor_sets(&writes, &[]) };
+            dispatches.push((set, workgroups(range.size)));
+        }
         let (_, queue) = self.backend.universal_queue();
         let cmd = self.cmd;
         // SAFETY: the command buffer is not pending: the previous run waited for its fence.
@@ -1015,7 +1138,7 @@ impl Checksummer<VulkanBackend> for VulkanChecksummer {
                 &[],
             );
             raw.cmd_bind_pipeline(cmd, vk::PipelineBindPoint::COMPUTE, self.pipeline);
-            for (set, groups) in &self.sets {
+            for (set, groups) in &dispatches {
                 raw.cmd_bind_descriptor_sets(
                     cmd,
                     vk::PipelineBindPoint::COMPUTE,
