@@ -9,7 +9,10 @@
 //! CPU's; any mismatch fails the run.
 //!
 //! `cargo xtask demo [--backend wgpu|vulkan] [--adapter NAME] [--frames N] [--seconds S]
-//! [--json PATH] [--svg PATH] [--validation]`
+//! [--json PATH] [--svg PATH] [--validation] [--inject-fault]`
+//!
+//! `--inject-fault` flips one bit of the particles after the CPU has checksummed them (frame
+//! 1), to show that a corrupted upload fails the run.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -78,6 +81,8 @@ struct Args {
     json: Option<PathBuf>,
     svg: Option<PathBuf>,
     validation: bool,
+    /// Flip one uploaded bit in frame 1 after the CPU's checksums: shows the check fails.
+    inject_fault: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -89,6 +94,7 @@ fn parse_args() -> Result<Args, String> {
         json: None,
         svg: None,
         validation: false,
+        inject_fault: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -111,10 +117,11 @@ fn parse_args() -> Result<Args, String> {
             "--json" => args.json = Some(value()?.into()),
             "--svg" => args.svg = Some(value()?.into()),
             "--validation" => args.validation = true,
+            "--inject-fault" => args.inject_fault = true,
             "-h" | "--help" => {
                 println!(
                     "gantry demo [--backend wgpu|vulkan] [--adapter NAME] [--frames N] \
-                     [--seconds S] [--json PATH] [--svg PATH] [--validation]"
+                     [--seconds S] [--json PATH] [--svg PATH] [--validation] [--inject-fault]"
                 );
                 std::process::exit(0);
             }
@@ -496,6 +503,10 @@ fn run_workload<B: Backend, C: Checksummer<B>>(
             checksum(&mirror),
         ];
 
+        if args.inject_fault && frame == 1 {
+            particles[100] ^= 1;
+        }
+
         manager.begin_frame().map_err(err)?;
         let frame_started = Instant::now();
         // Dynamic uniforms, slot by slot.
@@ -636,17 +647,17 @@ fn run_workload<B: Backend, C: Checksummer<B>>(
             checked += 1;
             if got != *want {
                 mismatches += 1;
-                bar.println(format!(
-                    "frame {frame}: checksum of {} MISMATCH: GPU {got:#010x}, CPU {want:#010x}",
-                    ["uniforms", "particles", "bulk", "mirror"][slot]
-                ));
+                bar.suspend(|| {
+                    println!(
+                        "frame {frame}: checksum of {} MISMATCH: GPU {got:#010x}, CPU {want:#010x}",
+                        ["uniforms", "particles", "bulk", "mirror"][slot]
+                    );
+                });
             }
         }
         if sample[..] != mirror[..SAMPLE as usize] {
             mismatches += 1;
-            bar.println(format!(
-                "frame {frame}: read-back bytes of the mirror differ"
-            ));
+            bar.suspend(|| println!("frame {frame}: read-back bytes of the mirror differ"));
         }
 
         let now = started.elapsed().as_secs_f64();

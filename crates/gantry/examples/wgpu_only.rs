@@ -1,14 +1,18 @@
 //! `gantry` with `features = ["wgpu"]`: a round trip (upload, copy, readback) on the first
-//! adapter wgpu finds.
+//! adapter wgpu finds, or the first whose name contains the argument.
 //!
-//! `cargo run -p gantry --features wgpu --example wgpu_only`
+//! `cargo run -p gantry --features wgpu --example wgpu_only [-- ADAPTER]`
 
 mod common;
 
 use gantry::core::Device;
-use gantry::wgpu::{WgpuBackend, WgpuOptions};
+use gantry::wgpu::{AdapterSelector, WgpuBackend, WgpuOptions};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let device = Device::new(WgpuBackend::new(&WgpuOptions::default())?);
+    let mut options = WgpuOptions::default();
+    if let Some(name) = common::adapter_arg() {
+        options.adapter = AdapterSelector::NameContains(name);
+    }
+    let device = Device::new(WgpuBackend::new(&options)?);
     common::round_trip(&device)
 }

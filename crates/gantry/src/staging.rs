@@ -17,7 +17,7 @@
 //! [`StagingEvent`] for each step: reclaim regions whose submissions completed; wait for the
 //! oldest pending submission; grow by a chunk (up to [`StagingConfig::max_chunks`]); submit
 //! the regions queued so far early (so waiting can free them); and only then return
-//! [`Error::StagingExhausted`](crate::Error::StagingExhausted). A region larger than a chunk
+//! [`Error::StagingExhausted`]. A region larger than a chunk
 //! goes through a dedicated temporary upload buffer, freed once its copy completes.
 
 use std::collections::VecDeque;

@@ -35,3 +35,10 @@ pub fn round_trip<B: Backend>(device: &Device<B>) -> Result<(), Box<dyn std::err
     );
     Ok(())
 }
+
+/// The first command-line argument: a text the adapter's name must contain (the xtask
+/// passes `llvmpipe` to run the examples on lavapipe); `None` for the default adapter.
+#[allow(dead_code)] // not every example opens a GPU
+pub fn adapter_arg() -> Option<String> {
+    std::env::args().nth(1)
+}
