@@ -52,6 +52,9 @@ pub fn all<B: Backend>() -> Vec<Case<B>> {
         ),
         case!(round_trip_256mib, &[], true),
     ]
+    .into_iter()
+    .chain(crate::manager::cases::<B>())
+    .collect()
 }
 
 type R = Result<Outcome, String>;
@@ -96,7 +99,7 @@ fn expect_err<T: core::fmt::Debug>(
     }
 }
 
-fn compare(what: &str, got: &[u8], want: &[u8]) -> Result<(), String> {
+pub(crate) fn compare(what: &str, got: &[u8], want: &[u8]) -> Result<(), String> {
     check!(
         got.len() == want.len(),
         "{what}: read {} bytes, expected {}",
@@ -113,22 +116,22 @@ fn compare(what: &str, got: &[u8], want: &[u8]) -> Result<(), String> {
 }
 
 /// xorshift64*: reproducible random numbers without a dependency.
-struct Rng(u64);
+pub(crate) struct Rng(u64);
 
 impl Rng {
-    fn new(seed: u64) -> Self {
+    pub(crate) fn new(seed: u64) -> Self {
         Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
     }
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
         self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
-    fn below(&mut self, n: u64) -> u64 {
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
         self.next() % n.max(1)
     }
-    fn bytes(&mut self, len: usize) -> Vec<u8> {
+    pub(crate) fn bytes(&mut self, len: usize) -> Vec<u8> {
         let mut out = Vec::with_capacity(len + 8);
         while out.len() < len {
             out.extend_from_slice(&self.next().to_le_bytes());

@@ -10,6 +10,7 @@
 
 pub mod backends;
 pub mod cases;
+pub mod manager;
 pub mod validation;
 
 use std::panic::AssertUnwindSafe;

@@ -32,6 +32,9 @@ pub mod staging;
 mod streaming;
 mod transfer;
 
+#[cfg(test)]
+mod tests;
+
 pub use buffer::{GpuBuffer, UploadState};
 pub use error::{Error, Result};
 pub use manager::{BufferManager, HostStatsProvider, ManagerConfig};
@@ -52,3 +55,8 @@ pub use gantry_wgpu as wgpu;
 /// The Vulkan backend (feature `vulkan`).
 #[cfg(feature = "vulkan")]
 pub use gantry_vulkan as vulkan;
+
+/// `docs/guide.md`, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/guide.md")]
+pub struct Guide;

@@ -120,6 +120,8 @@ pub(crate) struct StagingState<B: Backend> {
     pub(crate) config: StagingConfig,
     pub(crate) events: VecDeque<StagingEvent>,
     opened: u64,
+    /// The chunk that took the latest region.
+    current: Option<usize>,
     pub(crate) counters: Counters,
     host_stats: Arc<BufferStats>,
 }
@@ -167,6 +169,7 @@ impl<B: Backend> StagingState<B> {
             config,
             events: VecDeque::new(),
             opened: 0,
+            current: None,
             counters: Counters::default(),
             host_stats,
         };
@@ -214,6 +217,20 @@ impl<B: Backend> StagingState<B> {
         size: u64,
         align: u64,
     ) -> Result<Option<Region>> {
+        // Fast path: the chunk that took the previous region.
+        if let Some(i) = self.current {
+            let chunk = &mut self.chunks[i];
+            if chunk.mapped
+                && chunk.in_flight.is_empty()
+                && chunk.ring.largest_free() >= size
+                && let Ok(allocation) = chunk.ring.allocate(size, align)
+            {
+                let offset = allocation.offset();
+                chunk.open.push(allocation);
+                self.counters.staged_bytes += size;
+                return Ok(Some(Region { chunk: i, offset }));
+            }
+        }
         // Prefer chunks already open, then idle chunks released longest ago.
         let mut order: Vec<usize> = (0..self.chunks.len())
             .filter(|&i| self.chunks[i].in_flight.is_empty())
@@ -239,6 +256,7 @@ impl<B: Backend> StagingState<B> {
             let offset = allocation.offset();
             chunk.open.push(allocation);
             self.counters.staged_bytes += size;
+            self.current = Some(i);
             return Ok(Some(Region { chunk: i, offset }));
         }
         Ok(None)

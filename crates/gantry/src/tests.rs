@@ -1,0 +1,149 @@
+//! Unit tests on gantry-core's reference backend.
+
+use gantry_core::reference::ReferenceBackend;
+use gantry_core::{BufferDesc, BufferUsage, Device, MemoryLocation};
+
+use crate::{BufferManager, Error, ManagerConfig, StagingConfig};
+
+fn manager() -> BufferManager<ReferenceBackend> {
+    BufferManager::new(
+        Device::new(ReferenceBackend::new(256 << 20)),
+        ManagerConfig::default(),
+    )
+    .unwrap()
+}
+
+const RW: BufferUsage = BufferUsage::TRANSFER_SRC.union(BufferUsage::TRANSFER_DST);
+
+#[test]
+fn adjacent_uploads_coalesce_into_one_copy() {
+    let m = manager();
+    let b = m
+        .create_buffer(&BufferDesc::new(4096, RW, MemoryLocation::DeviceLocal))
+        .unwrap();
+    // Queued out of order; adjacent in the destination but not in staging order: the
+    // sorted run merges only where staging is contiguous too.
+    for i in 0..16u64 {
+        b.write(i * 256, &[i as u8; 256]).unwrap();
+    }
+    let before = m.copy_regions_total();
+    m.flush().unwrap();
+    assert_eq!(m.copy_regions_total() - before, 1);
+    let got = b.read(0, 4096).unwrap().wait().unwrap();
+    for i in 0..16usize {
+        assert!(got[i * 256..(i + 1) * 256].iter().all(|&x| x == i as u8));
+    }
+}
+
+#[test]
+fn overlapping_uploads_last_write_wins() {
+    let m = manager();
+    let b = m
+        .create_buffer(&BufferDesc::new(64, RW, MemoryLocation::DeviceLocal))
+        .unwrap();
+    b.write(0, &[1; 64]).unwrap();
+    b.write(8, &[2; 16]).unwrap();
+    b.write(16, &[3; 16]).unwrap();
+    let got = b.read(0, 64).unwrap().wait().unwrap();
+    let mut want = vec![1u8; 64];
+    want[8..24].fill(2);
+    want[16..32].fill(3);
+    assert_eq!(got, want);
+}
+
+#[test]
+fn readback_sees_only_what_was_queued_before_it() {
+    let m = manager();
+    let b = m
+        .create_buffer(&BufferDesc::new(16, RW, MemoryLocation::DeviceLocal))
+        .unwrap();
+    b.write(0, &[5; 16]).unwrap();
+    let r = b.read(3, 5).unwrap();
+    b.write(0, &[6; 16]).unwrap();
+    m.flush().unwrap();
+    assert_eq!(r.wait().unwrap(), vec![5; 5]);
+}
+
+#[test]
+fn bad_input_is_refused_with_values_and_queues_nothing() {
+    let m = manager();
+    let b = m
+        .create_buffer(&BufferDesc::new(
+            64,
+            BufferUsage::TRANSFER_DST,
+            MemoryLocation::DeviceLocal,
+        ))
+        .unwrap();
+    assert_eq!(
+        m.upload(b.buffer(), 60, &[0; 8]).unwrap_err(),
+        Error::Core(gantry_core::Error::OutOfBounds {
+            offset: 60,
+            size: 8,
+            buffer_size: 64
+        })
+    );
+    assert!(matches!(
+        m.read(b.buffer(), 0, 4).unwrap_err(),
+        Error::Core(gantry_core::Error::MissingUsage { .. })
+    ));
+    assert!(!m.has_queued());
+    assert_eq!(
+        BufferManager::new(
+            m.device().clone(),
+            ManagerConfig {
+                frames_in_flight: 0,
+                ..ManagerConfig::default()
+            }
+        )
+        .unwrap_err(),
+        Error::InvalidConfig {
+            field: "frames_in_flight",
+            value: 0,
+            reason: "must be at least 1"
+        }
+    );
+    assert!(matches!(
+        BufferManager::new(
+            m.device().clone(),
+            ManagerConfig {
+                staging: StagingConfig {
+                    chunk_size: 0,
+                    ..StagingConfig::default()
+                },
+                ..ManagerConfig::default()
+            }
+        ),
+        Err(Error::InvalidConfig {
+            field: "staging.chunk_size",
+            ..
+        })
+    ));
+}
+
+#[test]
+fn pool_reuses_idle_buffers() {
+    let m = manager();
+    let a = m.acquire(1000, RW, MemoryLocation::DeviceLocal).unwrap();
+    assert_eq!(a.size(), 1024);
+    let id = a.id();
+    drop(a);
+    let b = m.acquire(600, RW, MemoryLocation::DeviceLocal).unwrap();
+    assert_eq!(b.id(), id);
+}
+
+#[test]
+fn streaming_ring_needs_a_frame_and_reports_full() {
+    let m = manager();
+    let ring = m
+        .create_streaming_ring("r", 1024, BufferUsage::UNIFORM)
+        .unwrap();
+    assert_eq!(ring.push(&[0; 4]).unwrap_err(), Error::NotInFrame);
+    ring.begin_frame().unwrap();
+    let a = ring.push(&[1; 100]).unwrap();
+    let b = ring.push(&[2; 100]).unwrap();
+    assert_eq!(a.offset % ring.alignment(), 0);
+    assert_eq!(b.offset % ring.alignment(), 0);
+    assert_ne!(a.offset, b.offset);
+    assert!(matches!(ring.push(&[0; 2048]), Err(Error::RingFull(_))));
+    ring.end_frame().unwrap();
+}

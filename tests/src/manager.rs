@@ -1,0 +1,588 @@
+//! Cases for the `gantry` buffer manager (M1-M7, M13), generic over the backend like the
+//! rest of the suite: each builds a [`BufferManager`] over the suite's device.
+
+use std::sync::Arc;
+
+use gantry::{
+    BufferLifecycle, BufferManager, Error as MError, ManagerConfig, StagingConfig, StagingEvent,
+    UploadState,
+};
+use gantry_core::{Backend, BufferDesc, BufferUsage, Device, MemoryLocation, block_on};
+
+use crate::cases::{Rng, compare};
+use crate::{Case, Outcome};
+
+type R = Result<String, String>;
+
+macro_rules! ensure {
+    ($cond:expr, $($fmt:tt)+) => {
+        if !$cond {
+            return Err(format!($($fmt)+));
+        }
+    };
+}
+
+trait Step<T> {
+    fn step(self, what: &str) -> Result<T, String>;
+}
+
+impl<T, E: core::fmt::Debug> Step<T> for Result<T, E> {
+    fn step(self, what: &str) -> Result<T, String> {
+        self.map_err(|e| format!("{what}: unexpected error: {e:?}"))
+    }
+}
+
+/// The manager cases, in table order.
+#[must_use]
+pub fn cases<B: Backend>() -> Vec<Case<B>> {
+    macro_rules! case {
+        ($name:ident) => {
+            Case {
+                name: stringify!($name),
+                expected_messages: &[],
+                slow: false,
+                run: |d| match $name(d) {
+                    Ok(note) => Outcome::Pass(note),
+                    Err(e) => Outcome::Fail(e),
+                },
+            }
+        };
+    }
+    vec![
+        case!(manager_mixed_random_threads),
+        case!(manager_streaming_ring_wraps),
+        case!(manager_drop_mid_flight),
+        case!(manager_staging_recovery_order),
+        case!(manager_registry_pool_report),
+        case!(manager_async_handles),
+    ]
+}
+
+fn small_staging(chunk: u64, initial: usize, max: usize) -> ManagerConfig {
+    ManagerConfig {
+        staging: StagingConfig {
+            chunk_size: chunk,
+            initial_chunks: initial,
+            max_chunks: max,
+            dedicated_for_large: true,
+        },
+        ..ManagerConfig::default()
+    }
+}
+
+const RW: BufferUsage = BufferUsage::TRANSFER_SRC.union(BufferUsage::TRANSFER_DST);
+
+/// Thousands of random uploads, copies and readbacks from several threads through one
+/// manager, checked against a host model of every buffer (each thread owns its buffers, so
+/// its model is exact), with small staging chunks so recovery runs too.
+fn manager_mixed_random_threads<B: Backend>(d: &Device<B>) -> R {
+    let m = BufferManager::new(d.clone(), small_staging(64 << 10, 1, 4)).step("manager")?;
+    let threads = 4u64;
+    let ops = 600u64;
+    let size = 32u64 << 10;
+    let results: Vec<Result<(u64, u64), String>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let m = m.clone();
+                scope.spawn(move || -> Result<(u64, u64), String> {
+                    let mut rng = Rng::new(7000 + t);
+                    let bufs: Vec<_> = (0..2)
+                        .map(|i| {
+                            m.create_buffer(
+                                &BufferDesc::new(
+                                    size,
+                                    RW | BufferUsage::STORAGE,
+                                    MemoryLocation::DeviceLocal,
+                                )
+                                .with_label(&format!("t{t} b{i}")),
+                            )
+                        })
+                        .collect::<Result<_, _>>()
+                        .step("create")?;
+                    let mut model = vec![vec![0u8; size as usize]; 2];
+                    for (b, mdl) in bufs.iter().zip(&model) {
+                        b.write(0, mdl).step("zero")?;
+                    }
+                    let mut reads = Vec::new();
+                    let mut checked = 0u64;
+                    for op in 0..ops {
+                        let which = rng.below(2) as usize;
+                        match rng.below(10) {
+                            0..=5 => {
+                                // Mostly small writes, some adjacent runs, a few large.
+                                let len = if rng.below(20) == 0 {
+                                    (1 + rng.below(24 << 10 >> 2)) * 4
+                                } else {
+                                    (1 + rng.below(128)) * 4
+                                };
+                                let off = rng.below((size - len) / 4 + 1) * 4;
+                                let data = rng.bytes(len as usize);
+                                bufs[which].write(off, &data).step("upload")?;
+                                model[which][off as usize..(off + len) as usize]
+                                    .copy_from_slice(&data);
+                                if rng.below(4) == 0 && off + 2 * len <= size {
+                                    let data2 = rng.bytes(len as usize);
+                                    bufs[which].write(off + len, &data2).step("adjacent")?;
+                                    model[which][(off + len) as usize..(off + 2 * len) as usize]
+                                        .copy_from_slice(&data2);
+                                }
+                            }
+                            6..=7 => {
+                                let len = (1 + rng.below(1024)) * 4;
+                                let so = rng.below((size - len) / 4 + 1) * 4;
+                                let dof = rng.below((size - len) / 4 + 1) * 4;
+                                let other = 1 - which;
+                                m.copy(bufs[which].buffer(), so, bufs[other].buffer(), dof, len)
+                                    .step("copy")?;
+                                let src = model[which][so as usize..(so + len) as usize].to_vec();
+                                model[other][dof as usize..(dof + len) as usize]
+                                    .copy_from_slice(&src);
+                            }
+                            _ => {
+                                let off = rng.below(size - 1);
+                                let len = 1 + rng.below((size - off).min(4096));
+                                let want =
+                                    model[which][off as usize..(off + len) as usize].to_vec();
+                                reads.push((bufs[which].read(off, len).step("read")?, want, op));
+                            }
+                        }
+                        if rng.below(25) == 0 {
+                            m.flush().step("flush")?;
+                        }
+                        if reads.len() >= 8 {
+                            for (h, want, at) in reads.drain(..) {
+                                let got = h.wait().step("read wait")?;
+                                compare(
+                                    &format!("thread {t} read queued at op {at}"),
+                                    &got,
+                                    &want,
+                                )?;
+                                checked += 1;
+                            }
+                        }
+                    }
+                    for (h, want, at) in reads.drain(..) {
+                        let got = h.wait().step("read wait")?;
+                        compare(&format!("thread {t} read queued at op {at}"), &got, &want)?;
+                        checked += 1;
+                    }
+                    for (i, b) in bufs.iter().enumerate() {
+                        let got = b
+                            .read(0, size)
+                            .step("final read")?
+                            .wait()
+                            .step("final wait")?;
+                        compare(
+                            &format!("thread {t} buffer {i} at the end"),
+                            &got,
+                            &model[i],
+                        )?;
+                    }
+                    Ok((ops, checked))
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err("thread panicked".into())))
+            .collect()
+    });
+    let mut total = 0;
+    let mut reads = 0;
+    for r in results {
+        let (o, c) = r?;
+        total += o;
+        reads += c;
+    }
+    m.wait_idle().step("idle")?;
+    let usage = m.staging_usage();
+    ensure!(
+        usage.used == 0 && usage.wasted_at_wrap == 0,
+        "staging not empty after wait_idle: {usage:?}"
+    );
+    Ok(format!(
+        "{threads} threads, {total} random ops (+adjacent pairs), {reads} readbacks matched the model; {} submissions, {} copy regions for {} queued ops",
+        m.submissions_total(),
+        m.copy_regions_total(),
+        m.queued_ops_total()
+    ))
+}
+
+/// A streaming ring with 2 frames in flight wraps 200 times; every frame's records are copied
+/// out by GPU work right after the frame, and read back at the end: a slot overwritten while
+/// its copy was pending would show another frame's bytes.
+fn manager_streaming_ring_wraps<B: Backend>(d: &Device<B>) -> R {
+    let m = BufferManager::new(
+        d.clone(),
+        ManagerConfig {
+            frames_in_flight: 2,
+            ..ManagerConfig::default()
+        },
+    )
+    .step("manager")?;
+    let frames = 400u64;
+    let per_frame = 4u64;
+    let record = 256u64;
+    let ring = m
+        .create_streaming_ring("stream", per_frame * 512, BufferUsage::STORAGE)
+        .step("ring")?;
+    let checker = m
+        .create_storage_buffer(
+            "checker",
+            frames * per_frame * record,
+            MemoryLocation::DeviceLocal,
+        )
+        .step("checker")?;
+    let mut want = vec![0u8; (frames * per_frame * record) as usize];
+    for f in 0..frames {
+        m.begin_frame().step("begin")?;
+        ring.begin_frame().step("ring begin")?;
+        let mut allocs = Vec::new();
+        for i in 0..per_frame {
+            let bytes: Vec<u8> = (0..record)
+                .map(|k| (f as u8).wrapping_mul(31) ^ (i as u8).wrapping_mul(7) ^ k as u8)
+                .collect();
+            let a = ring.push(&bytes).step("push")?;
+            ensure!(
+                a.offset % ring.alignment() == 0,
+                "offset {} not aligned to {}",
+                a.offset,
+                ring.alignment()
+            );
+            let at = (f * per_frame + i) * record;
+            want[at as usize..(at + record) as usize].copy_from_slice(&bytes);
+            allocs.push((a, at));
+        }
+        ring.end_frame().step("ring end")?;
+        for (a, at) in allocs {
+            m.copy(&a.buffer, a.offset, checker.buffer(), at, record)
+                .step("copy")?;
+        }
+        m.end_frame().step("end")?;
+    }
+    let got = checker
+        .read(0, frames * per_frame * record)
+        .step("read")?
+        .wait()
+        .step("wait")?;
+    compare("checker", &got, &want)?;
+    Ok(format!(
+        "{frames} frames, 2 slots (ring wrapped {} times), {} records copied out by the GPU and matched",
+        frames / 2,
+        frames * per_frame
+    ))
+}
+
+/// Buffers, pooled buffers and staging regions dropped while submitted work still uses them:
+/// no validation error (the harness checks), and the survivors hold exactly their data.
+fn manager_drop_mid_flight<B: Backend>(d: &Device<B>) -> R {
+    let m = BufferManager::new(d.clone(), small_staging(256 << 10, 1, 2)).step("manager")?;
+    let mut rng = Rng::new(99);
+    let keep = m
+        .create_storage_buffer("keeper", 1 << 20, MemoryLocation::DeviceLocal)
+        .step("keeper")?;
+    let mut want = vec![0u8; 1 << 20];
+    for round in 0..20u64 {
+        let doomed = m
+            .create_storage_buffer("doomed", 512 << 10, MemoryLocation::DeviceLocal)
+            .step("doomed")?;
+        let data = rng.bytes(512 << 10);
+        doomed.write(0, &data).step("doomed upload")?;
+        let pooled = m
+            .acquire(64 << 10, RW, MemoryLocation::DeviceLocal)
+            .step("acquire")?;
+        m.copy(doomed.buffer(), 0, &pooled, 0, 64 << 10)
+            .step("copy to pooled")?;
+        let at = (round % 16) * (64 << 10);
+        m.copy(&pooled, 0, keep.buffer(), at, 64 << 10)
+            .step("copy to keeper")?;
+        want[at as usize..(at + (64 << 10)) as usize].copy_from_slice(&data[..64 << 10]);
+        m.flush().step("flush")?;
+        // Dropped while the copies may still run.
+        drop(doomed);
+        drop(pooled);
+        // New work right away reuses staging and, maybe, the pooled buffer's memory.
+        let scratch = m
+            .acquire(64 << 10, RW, MemoryLocation::DeviceLocal)
+            .step("acquire again")?;
+        let junk = rng.bytes(64 << 10);
+        m.upload(&scratch, 0, &junk).step("junk upload")?;
+        m.flush().step("flush 2")?;
+    }
+    let got = keep.read(0, 1 << 20).step("read")?.wait().step("wait")?;
+    compare("keeper", &got, &want)?;
+    Ok(
+        "20 rounds: buffers, pooled buffers and staging regions dropped mid-flight; keeper exact"
+            .into(),
+    )
+}
+
+/// Fills the staging pool and checks the recovery steps come in the documented order:
+/// reclaim, wait for the oldest submission, grow, submit early, and only then an error.
+fn manager_staging_recovery_order<B: Backend>(d: &Device<B>) -> R {
+    let chunk = 64u64 << 10;
+    let m = BufferManager::new(d.clone(), small_staging(chunk, 1, 2)).step("manager")?;
+    let dst = m
+        .create_storage_buffer("dst", 4 * chunk, MemoryLocation::DeviceLocal)
+        .step("dst")?;
+    let mut rng = Rng::new(5);
+    let mut want = vec![0u8; (4 * chunk) as usize];
+    let mut put = |off: u64, len: u64, rng: &mut Rng| -> Result<(), String> {
+        let data = rng.bytes(len as usize);
+        m.upload(dst.buffer(), off, &data).step("upload")?;
+        want[off as usize..(off + len) as usize].copy_from_slice(&data);
+        Ok(())
+    };
+    // 1. Fill the only chunk with queued (unsubmitted) regions, then one more: nothing is in
+    //    flight, so: reclaim (nothing), grow.
+    put(0, chunk, &mut rng)?;
+    ensure!(
+        m.staging_events().is_empty(),
+        "events before full: {:?}",
+        m.staging_events()
+    );
+    put(chunk, chunk / 4, &mut rng)?;
+    let ev = m.staging_events();
+    ensure!(
+        matches!(
+            ev.as_slice(),
+            [
+                StagingEvent::Reclaimed { regions: 0 },
+                StagingEvent::Grew { chunks: 2 }
+            ]
+        ),
+        "first fill: expected [reclaim, grow], got {ev:?}"
+    );
+    // 2. Fill the second chunk, then one more: at the limit, so reclaim, then submit early,
+    //    then reclaim again (and wait for the oldest if it has not completed yet).
+    put(chunk + chunk / 4, chunk * 3 / 4, &mut rng)?;
+    m.clear_staging_events();
+    put(2 * chunk, chunk / 4, &mut rng)?;
+    let ev = m.staging_events();
+    let ok = match ev.as_slice() {
+        [
+            StagingEvent::Reclaimed { regions: 0 },
+            StagingEvent::SubmittedEarly { .. },
+            StagingEvent::Reclaimed { .. },
+        ] => true,
+        [
+            StagingEvent::Reclaimed { regions: 0 },
+            StagingEvent::SubmittedEarly { submission },
+            StagingEvent::Reclaimed { .. },
+            StagingEvent::WaitedOldest { submission: w },
+            StagingEvent::Reclaimed { .. },
+        ] => w == submission,
+        _ => false,
+    };
+    ensure!(
+        ok,
+        "second fill: expected [reclaim, submit early, reclaim, (wait oldest, reclaim)], got {ev:?}"
+    );
+    // 3. In-flight work and a full pool: the wait comes before growing. Submit both chunks'
+    //    worth, then ask for a full chunk while they may still run.
+    m.flush().step("flush")?;
+    m.clear_staging_events();
+    put(3 * chunk, chunk, &mut rng)?;
+    let ev = m.staging_events();
+    // Either the GPU was already done (reclaim frees), or we waited for the oldest.
+    let ok = match ev.as_slice() {
+        [] => true, // a chunk was idle already (its regions completed and were reclaimed)
+        [StagingEvent::Reclaimed { regions }] => *regions > 0,
+        [
+            StagingEvent::Reclaimed { .. },
+            StagingEvent::WaitedOldest { .. },
+            StagingEvent::Reclaimed { .. },
+            ..,
+        ] => !ev.iter().any(|e| matches!(e, StagingEvent::Grew { .. })),
+        _ => false,
+    };
+    ensure!(
+        ok,
+        "third fill: a wait or a reclaim must come before any growth, got {ev:?}"
+    );
+    // 4. A region larger than a chunk with dedicated buffers off: the error, with its values.
+    let strict = BufferManager::new(
+        d.clone(),
+        ManagerConfig {
+            staging: StagingConfig {
+                chunk_size: chunk,
+                initial_chunks: 1,
+                max_chunks: 1,
+                dedicated_for_large: false,
+            },
+            ..ManagerConfig::default()
+        },
+    )
+    .step("strict manager")?;
+    let big = vec![1u8; (2 * chunk) as usize];
+    match strict.upload(dst.buffer(), 0, &big) {
+        Err(MError::StagingExhausted {
+            requested,
+            chunk_size,
+            chunks,
+            max_chunks,
+        }) if requested == 2 * chunk && chunk_size == chunk && chunks == 1 && max_chunks == 1 => {}
+        other => {
+            return Err(format!(
+                "oversized upload: expected StagingExhausted, got {other:?}"
+            ));
+        }
+    }
+    ensure!(
+        matches!(
+            strict.staging_events().last(),
+            Some(StagingEvent::Exhausted { .. })
+        ),
+        "no Exhausted event"
+    );
+    // And with dedicated buffers on, the same upload goes through one.
+    m.upload(dst.buffer(), 0, &big).step("dedicated upload")?;
+    want[..big.len()].copy_from_slice(&big);
+    ensure!(
+        m.staging_events()
+            .iter()
+            .any(|e| matches!(e, StagingEvent::Dedicated { .. })),
+        "no Dedicated event"
+    );
+    m.wait_idle().step("idle")?;
+    let usage = m.staging_usage();
+    ensure!(
+        usage.used == 0 && usage.wasted_at_wrap == 0,
+        "not reset: {usage:?}"
+    );
+    let got = dst.read(0, 4 * chunk).step("read")?.wait().step("wait")?;
+    compare("dst", &got, &want)?;
+    Ok("reclaim -> grow; reclaim -> submit early -> reclaim (-> wait oldest); wait before grow; exhausted error with values; dedicated; reset when idle; data exact".into())
+}
+
+/// Registry queries, pending-upload state, pool reuse only after the GPU is done, report.
+fn manager_registry_pool_report<B: Backend>(d: &Device<B>) -> R {
+    let m = BufferManager::new(d.clone(), ManagerConfig::default()).step("manager")?;
+    let a = m
+        .create_vertex_buffer("mesh", &[1.0f32, 2.0, 3.0])
+        .step("vertex")?;
+    let u = m
+        .create_storage_buffer("host storage", 1024, MemoryLocation::Upload)
+        .step("host storage")?;
+    ensure!(a.pending_uploads() == 1, "pending {}", a.pending_uploads());
+    ensure!(
+        a.upload_state().step("state")? == UploadState::Queued(1),
+        "state {:?}",
+        a.upload_state()
+    );
+    let pending = m.registry().with_pending_uploads();
+    ensure!(
+        pending.len() == 1
+            && pending[0].id == a.id()
+            && pending[0].state == BufferLifecycle::PendingUpload,
+        "registry pending: {pending:?}"
+    );
+    ensure!(
+        m.registry().live_bytes(MemoryLocation::Upload) == u.size(),
+        "upload live bytes {}",
+        m.registry().live_bytes(MemoryLocation::Upload)
+    );
+    u.write(0, &[9u8; 16]).step("host write")?;
+    m.flush().step("flush")?;
+    m.wait_idle().step("idle")?;
+    ensure!(
+        a.upload_state().step("state")? == UploadState::Idle,
+        "not idle"
+    );
+    ensure!(
+        m.registry().with_pending_uploads().is_empty(),
+        "still pending"
+    );
+    let got = a.read(0, 12).step("read")?.wait().step("wait")?;
+    compare("vertex", &got, bytemuck::cast_slice(&[1.0f32, 2.0, 3.0]))?;
+    drop(u);
+    ensure!(
+        m.registry().live_bytes(MemoryLocation::Upload) == 0,
+        "dropped buffer still registered"
+    );
+    // Pool: a buffer used by a submission that has not completed is not handed out again.
+    let src = m
+        .create_storage_buffer("src", 8 << 20, MemoryLocation::DeviceLocal)
+        .step("src")?;
+    let mut reused_busy = 0;
+    for _ in 0..20 {
+        let p = m
+            .acquire(8 << 20, RW, MemoryLocation::DeviceLocal)
+            .step("acquire")?;
+        let id = p.id();
+        let idx = m.copy(src.buffer(), 0, &p, 0, 8 << 20).step("copy")?;
+        m.flush().step("flush")?;
+        let submission = idx.submission().ok_or("copy not submitted")?;
+        drop(p);
+        let q = m
+            .acquire(8 << 20, RW, MemoryLocation::DeviceLocal)
+            .step("acquire 2")?;
+        if q.id() == id && d.poll().step("poll")? < submission {
+            reused_busy += 1;
+        }
+    }
+    ensure!(
+        reused_busy == 0,
+        "pool handed out {reused_busy} buffers still in use"
+    );
+    let report = m.report();
+    for p in [
+        "transfers",
+        "staging",
+        "orchestrator",
+        "registry",
+        "pool",
+        "memory",
+        "staging_host",
+    ] {
+        ensure!(report.provider(p).is_some(), "report lacks {p}: {report}");
+    }
+    ensure!(
+        report.get("staging", "ring.wasted_at_wrap").is_some(),
+        "no wasted_at_wrap metric"
+    );
+    Ok("pending-upload state and registry queries, pool never reuses busy buffers, report has every provider".into())
+}
+
+/// Handles awaited (`block_on`) and polled.
+fn manager_async_handles<B: Backend>(d: &Device<B>) -> R {
+    let m = Arc::new(BufferManager::new(d.clone(), ManagerConfig::default()).step("manager")?);
+    let b = m
+        .create_storage_buffer("async", 4096, MemoryLocation::DeviceLocal)
+        .step("create")?;
+    let h = b.write(0, &[7u8; 4096]).step("write")?;
+    ensure!(
+        h.submission().is_none(),
+        "queued write already has a submission"
+    );
+    block_on(h).step("await write")?;
+    let r = b.read(100, 50).step("read")?;
+    let bytes = block_on(r).step("await read")?;
+    compare("awaited read", &bytes, &[7u8; 50])?;
+    let h = b.write(0, &[1u8; 8]).step("write 2")?;
+    m.flush().step("flush")?;
+    h.wait().step("wait")?;
+    ensure!(h.is_complete().step("complete")?, "not complete after wait");
+    // Bad input loses nothing: a misaligned upload is refused and nothing is queued.
+    let before = m.queued_ops_total();
+    match b.write(2, &[0u8; 4]) {
+        Err(MError::Core(gantry_core::Error::MisalignedOffset {
+            offset: 2,
+            alignment,
+        })) if alignment == d.limits().copy_alignment => {}
+        other => return Err(format!("misaligned write: {other:?}")),
+    }
+    match m.read(b.buffer(), 4000, 200) {
+        Err(MError::Core(gantry_core::Error::OutOfBounds {
+            offset: 4000,
+            size: 200,
+            buffer_size: 4096,
+        })) => {}
+        other => return Err(format!("out-of-bounds read: {other:?}")),
+    }
+    ensure!(
+        m.queued_ops_total() == before,
+        "a refused call queued something"
+    );
+    Ok("write and readback awaited with block_on, polled, refused input queues nothing".into())
+}
