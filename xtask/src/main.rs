@@ -22,7 +22,7 @@ Commands:
                adapter found, checksummed on the GPU, with a report and an SVG chart in
                target/gantry-demo/ (ARGS go to the demo: --backend wgpu|vulkan,
                --adapter NAME, --frames N, --seconds S, --json PATH, --svg PATH,
-               --validation)
+               --validation, --inject-fault)
   features     gantry with each backend feature alone, both and none, gantry-host alone:
                cargo check each and run its example (part of `test`)
   docs         cargo doc --workspace --no-deps with warnings denied (part of `test`)

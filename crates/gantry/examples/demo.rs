@@ -205,8 +205,15 @@ fn run() -> Result<bool, String> {
                 .into(),
         );
     }
-    let out_dir = PathBuf::from("target/gantry-demo");
-    std::fs::create_dir_all(&out_dir).map_err(|e| format!("{}: {e}", out_dir.display()))?;
+    // The workspace's target directory (two levels above this crate), wherever the demo is
+    // started from; `CARGO_TARGET_DIR` wins, as it does for cargo.
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"));
+    let out_dir = target_dir.join("gantry-demo");
+    let out_dir = std::fs::create_dir_all(&out_dir)
+        .and_then(|()| out_dir.canonicalize())
+        .map_err(|e| format!("{}: {e}", out_dir.display()))?;
     let mut all_ok = true;
     let mut json_reports = Vec::new();
     let mut summaries = Vec::new();
