@@ -496,7 +496,16 @@ fn run_workload<B: Backend, C: Checksummer<B>>(
         // The CPU side of this frame's data.
         let seed = (frame as u32).wrapping_mul(0x0100_0193) ^ 0x811C_9DC5;
         fill(&mut uniforms, seed);
-        fill(&mut particles, seed.rotate_left(7));
+        // The live particles change in number from frame to frame (all of them in frame 0);
+        // only those are rewritten and uploaded, the rest of the buffer keeps older frames'
+        // data on both sides.
+        let live = if frame == 0 {
+            PARTICLES
+        } else {
+            PARTICLES * 3 / 4 + (frame * 7919) % (PARTICLES / 4)
+        };
+        let live_bytes = (live * PARTICLE_SIZE) as usize;
+        fill(&mut particles[..live_bytes], seed.rotate_left(7));
         fill(&mut bulk, seed.rotate_left(13));
         let copied_bulk = frame % BULK_UPLOADS;
         let bulk_range =
@@ -558,7 +567,7 @@ fn run_workload<B: Backend, C: Checksummer<B>>(
             .upload(results_buf.buffer(), 0, &zeros)
             .map_err(err)?;
         manager
-            .upload(particles_buf.buffer(), 0, &particles)
+            .upload(particles_buf.buffer(), 0, &particles[..live_bytes])
             .map_err(err)?;
         for piece in 0..BULK_UPLOADS {
             let at = piece * BULK_SIZE;
@@ -577,7 +586,7 @@ fn run_workload<B: Backend, C: Checksummer<B>>(
             device.wait(index, None).map_err(err)?;
         }
         let upload_time = t.elapsed();
-        let upload_bytes = (particles.len() + bulk.len() + zeros.len()) as u64
+        let upload_bytes = (live_bytes + bulk.len() + zeros.len()) as u64
             + if matches!(uniforms_at, Uniforms::Staged(_)) {
                 uniform_bytes
             } else {
