@@ -3,7 +3,7 @@
 //! - upload 256 MiB from a host slice into device-local memory: manager (`GpuBuffer::write`,
 //!   then a flush) vs `queue.write_buffer` (4 MiB chunks) vs `wgpu::util::StagingBelt` vs the raw
 //!   backend under the facade (`gantry_core::Device::write`);
-//! - readback 256 MiB: manager (`read().wait()`) vs `Device::read_into` vs copy + `map_async`;
+//! - readback 256 MiB: manager (`read().wait_into()`) vs `Device::read_into` vs copy + `map_async`;
 //! - 10,000 uploads of 256 bytes per frame, scattered and adjacent: manager frame vs
 //!   `write_buffer` each vs `StagingBelt`;
 //! - acquiring a 64 KiB buffer from the manager's pool vs creating one.
@@ -173,10 +173,12 @@ fn readback(c: &mut Criterion) {
 
     let mut group = c.benchmark_group(format!("readback_{}MiB", big >> 20));
     group.throughput(Throughput::Bytes(big));
-    group.bench_function("manager_read_wait", |b| {
+    group.bench_function("manager_read_wait_into", |b| {
         b.iter(|| {
-            let bytes = m.read(&gbuf, 0, big).expect("read").wait().expect("wait");
-            black_box(bytes);
+            m.read(&gbuf, 0, big)
+                .expect("read")
+                .wait_into(black_box(&mut out))
+                .expect("wait");
         });
     });
     group.bench_function("core_device_read_into", |b| {

@@ -148,10 +148,11 @@ impl<B: Backend> BufferManager<B> {
         }
         let host_stats = Arc::new(BufferStats::new());
         let staging = StagingState::new(&device, config.staging.clone(), Arc::clone(&host_stats))?;
-        let inner = Arc::new(Inner::new(device.clone(), staging));
+        let pool = BufferPool::new(device.clone(), config.pool_max_per_class);
+        let inner = Arc::new(Inner::new(device.clone(), staging, pool.clone()));
         Ok(Self {
             registry: Arc::new(Registry::new(device.clone())),
-            pool: BufferPool::new(device, config.pool_max_per_class),
+            pool,
             frames: Arc::new(Mutex::new(Frames {
                 frame: 0,
                 in_frame: false,

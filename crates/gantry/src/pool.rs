@@ -17,9 +17,36 @@ const MIN_CLASS: u64 = 256;
 
 type Key = (u64, u32, MemoryLocation);
 
+/// A multiply-xor hasher for the pool's small integer keys (SipHash costs more than the rest
+/// of an acquire).
+#[derive(Default, Clone, Copy)]
+struct KeyHasher(u64);
+
+impl core::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    fn write_u32(&mut self, v: u32) {
+        self.write_u64(u64::from(v));
+    }
+    fn write_isize(&mut self, v: isize) {
+        self.write_u64(v as u64);
+    }
+}
+
+type FreeLists<B> = HashMap<Key, Vec<Buffer<B>>, core::hash::BuildHasherDefault<KeyHasher>>;
+
 struct PoolInner<B: Backend> {
     device: Device<B>,
-    free: Mutex<HashMap<Key, Vec<Buffer<B>>>>,
+    free: Mutex<FreeLists<B>>,
     max_per_class: usize,
     /// The latest completed submission seen (refreshed by polling when needed).
     completed: AtomicU64,
@@ -31,7 +58,8 @@ struct PoolInner<B: Backend> {
 }
 
 /// A pool of buffers in power-of-two size classes (at least 256 bytes), per usage and
-/// location. A buffer returned to the pool is handed out again only once every submission
+/// location; each class keeps at most `max_per_class` free buffers and at most 256 MiB
+/// (but always one). A buffer returned to the pool is handed out again only once every submission
 /// that used it has completed (as gantry-core tracks them), so nothing the GPU still reads
 /// or writes is reused early. Cheap to clone.
 pub struct BufferPool<B: Backend> {
@@ -66,7 +94,7 @@ impl<B: Backend> BufferPool<B> {
         Self {
             inner: Arc::new(PoolInner {
                 device,
-                free: Mutex::new(HashMap::new()),
+                free: Mutex::new(FreeLists::default()),
                 max_per_class,
                 completed: AtomicU64::new(0),
                 hits: Counter::new(),
@@ -107,7 +135,22 @@ impl<B: Backend> BufferPool<B> {
                 let mut free = lock(&inner.free);
                 match free.get_mut(&key) {
                     Some(list) => {
-                        let pos = list.iter().position(|b| b.last_use() <= completed);
+                        // Drop buffers destroyed or mapped while on loan, take the first idle.
+                        let mut pos = None;
+                        let mut i = 0;
+                        while i < list.len() {
+                            match list[i].reusable_after() {
+                                None => {
+                                    list.swap_remove(i);
+                                    inner.discarded.inc();
+                                }
+                                Some(last) if last <= completed => {
+                                    pos = Some(i);
+                                    break;
+                                }
+                                Some(_) => i += 1,
+                            }
+                        }
                         busy = pos.is_none() && !list.is_empty();
                         pos.map(|p| list.swap_remove(p))
                     }
@@ -115,10 +158,6 @@ impl<B: Backend> BufferPool<B> {
                 }
             };
             if let Some(buffer) = found {
-                if buffer.is_destroyed() {
-                    inner.discarded.inc();
-                    continue;
-                }
                 inner.hits.inc();
                 return Ok(PooledBuffer {
                     buffer: Some(buffer),
@@ -250,13 +289,16 @@ impl<B: Backend> Drop for PooledBuffer<B> {
         let Some(buffer) = self.buffer.take() else {
             return;
         };
-        if buffer.is_destroyed() || buffer.is_mapped() {
-            self.pool.discarded.inc();
-            return;
-        }
+        // Destroyed or mapped buffers are dropped from the free list at the next acquire.
+        // Large classes keep fewer free buffers: at most 256 MiB of free memory per class.
+        let cap = self
+            .pool
+            .max_per_class
+            .min(usize::try_from((256u64 << 20) / self.key.0).unwrap_or(usize::MAX))
+            .max(1);
         let mut free = lock(&self.pool.free);
         let list = free.entry(self.key).or_default();
-        if list.len() < self.pool.max_per_class {
+        if list.len() < cap {
             list.push(buffer);
             self.pool.returned.inc();
         } else {

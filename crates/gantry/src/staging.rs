@@ -21,7 +21,7 @@
 //! goes through a dedicated temporary upload buffer, freed once its copy completes.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use gantry_core::{
     Backend, Buffer, BufferDesc, BufferUsage, Device, MapMode, MemoryLocation, SubmissionIndex,
@@ -105,6 +105,9 @@ pub(crate) struct Chunk<B: Backend> {
     /// Writers hold it shared while they copy into the mapping; a flush takes it exclusively
     /// before unmapping.
     pub(crate) writers: Arc<RwLock<()>>,
+    /// Small uploads are gathered here and copied into the mapping in a few large writes
+    /// when the chunk closes (one mapped view per run instead of one per upload).
+    pub(crate) shadow: Arc<Mutex<Shadow>>,
     /// When the chunk last took regions (for oldest-first reuse).
     last_opened: u64,
 }
@@ -197,6 +200,7 @@ impl<B: Backend> StagingState<B> {
             open: Vec::new(),
             in_flight: VecDeque::new(),
             writers: Arc::new(RwLock::new(())),
+            shadow: Arc::new(Mutex::new(Shadow::default())),
             last_opened: 0,
         });
         Ok(())
@@ -311,12 +315,18 @@ impl<B: Backend> StagingState<B> {
             }
             // Every writer that allocated here holds the lock shared until it has queued its
             // operation; taking it exclusively waits for them.
-            drop(
-                chunk
-                    .writers
-                    .write()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner),
-            );
+            let exclusive = chunk
+                .writers
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            {
+                let mut shadow = chunk
+                    .shadow
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                shadow.flush_into(device, &chunk.buffer)?;
+            }
+            drop(exclusive);
             device.unmap(&chunk.buffer)?;
             chunk.mapped = false;
             closed.push(i);
@@ -383,5 +393,53 @@ impl<B: Backend> StagingState<B> {
 impl<B: Backend> StagingState<B> {
     pub(crate) fn chunk_reports(&self) -> Vec<gantry_host::AllocatorReport> {
         self.chunks.iter().map(|c| c.ring.report()).collect()
+    }
+}
+
+/// Bytes of small uploads waiting to be copied into a chunk's mapping.
+#[derive(Default)]
+pub(crate) struct Shadow {
+    bytes: Vec<u8>,
+    /// `(offset, len)` of each gathered upload, in allocation order.
+    spans: Vec<(u64, u64)>,
+}
+
+impl Shadow {
+    /// Copies `data` for the chunk offset `offset`.
+    pub(crate) fn put(&mut self, offset: u64, data: &[u8]) {
+        let start = offset as usize; // within a chunk, which fits in memory
+        let end = start + data.len();
+        if self.bytes.len() < end {
+            self.bytes.resize(end.next_power_of_two(), 0);
+        }
+        self.bytes[start..end].copy_from_slice(data);
+        self.spans.push((offset, data.len() as u64));
+    }
+
+    /// Writes the gathered spans into the mapped `buffer`, merging contiguous ones.
+    fn flush_into<B: Backend>(&mut self, device: &Device<B>, buffer: &Buffer<B>) -> Result<()> {
+        if self.spans.is_empty() {
+            return Ok(());
+        }
+        self.spans.sort_unstable_by_key(|s| s.0);
+        let mut i = 0;
+        while i < self.spans.len() {
+            let (start, mut end) = (self.spans[i].0, self.spans[i].0 + self.spans[i].1);
+            let mut j = i + 1;
+            // Merge spans that touch or are separated only by alignment padding.
+            while j < self.spans.len() && self.spans[j].0 <= end + 256 {
+                end = end.max(self.spans[j].0 + self.spans[j].1);
+                j += 1;
+            }
+            let bytes = &self.bytes[start as usize..end as usize];
+            let written = device.write_mapped(buffer, start, bytes);
+            if let Err(e) = written {
+                self.spans.clear();
+                return Err(e.into());
+            }
+            i = j;
+        }
+        self.spans.clear();
+        Ok(())
     }
 }

@@ -10,12 +10,13 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 use gantry_core::{
-    Backend, Batch, Buffer, BufferDesc, BufferUsage, Device, MemoryLocation, ReadFuture,
-    SubmissionIndex, align_down, align_up,
+    Backend, Batch, Buffer, BufferUsage, Device, MemoryLocation, ReadFuture, SubmissionIndex,
+    align_down, align_up,
 };
 use gantry_stats::{Counter, EventStats, TransferKind};
 
 use crate::error::{Error, Result};
+use crate::pool::{BufferPool, PooledBuffer};
 use crate::staging::{Region, StagingEvent, StagingState};
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -23,6 +24,9 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 const QUEUED: u64 = u64::MAX;
+/// Uploads up to this size are gathered in host memory and copied into the mapped chunk in
+/// large runs at the flush; larger ones are copied into the mapping at once.
+const SMALL_UPLOAD: u64 = 16 << 10;
 const SHARDS: usize = 8;
 
 static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
@@ -72,7 +76,7 @@ pub(crate) struct PendingState {
 
 enum Src<B: Backend> {
     Staged { chunk: usize, offset: u64 },
-    Dedicated(Buffer<B>),
+    Dedicated(PooledBuffer<B>),
 }
 
 enum OpKind<B: Backend> {
@@ -106,7 +110,7 @@ struct Op<B: Backend> {
 
 enum ReadState<B: Backend> {
     Queued,
-    Ready(Buffer<B>),
+    Ready(PooledBuffer<B>),
     Failed(gantry_core::Error),
 }
 
@@ -136,11 +140,14 @@ pub(crate) struct Inner<B: Backend> {
     seq: AtomicU64,
     pub(crate) events: Arc<EventStats>,
     pub(crate) counters: TransferCounters,
+    /// Dedicated staging and readback buffers come from here (reused once the GPU is done).
+    pool: BufferPool<B>,
 }
 
 impl<B: Backend> Inner<B> {
-    pub(crate) fn new(device: Device<B>, staging: StagingState<B>) -> Self {
+    pub(crate) fn new(device: Device<B>, staging: StagingState<B>, pool: BufferPool<B>) -> Self {
         Self {
+            pool,
             device,
             staging: Mutex::new(staging),
             queues: (0..SHARDS).map(|_| Mutex::new(Vec::new())).collect(),
@@ -297,10 +304,9 @@ impl<B: Backend> Inner<B> {
             st.counters.dedicated += 1;
             st.event(StagingEvent::Dedicated { size });
             drop(st);
-            let staging = self.device.create_buffer(
-                &BufferDesc::new(size, BufferUsage::TRANSFER_SRC, MemoryLocation::Upload)
-                    .with_label("gantry dedicated staging"),
-            )?;
+            let staging =
+                self.pool
+                    .acquire(size, BufferUsage::TRANSFER_SRC, MemoryLocation::Upload)?;
             self.device.write(&staging, 0, data)?;
             self.push(Op {
                 seq: self.next_seq(),
@@ -318,14 +324,20 @@ impl<B: Backend> Inner<B> {
         let region = self.place(&mut st, size)?;
         let chunk = &st.chunks[region.chunk];
         let writers = Arc::clone(&chunk.writers);
-        let buffer = chunk.buffer.clone();
         let seq = self.next_seq();
         let guard = writers.read().unwrap_or_else(PoisonError::into_inner);
-        drop(st);
-        let written = self.device.write_mapped(&buffer, region.offset, data);
-        if let Err(e) = written {
-            drop(guard);
-            return Err(e.into());
+        if size <= SMALL_UPLOAD {
+            let shadow = Arc::clone(&chunk.shadow);
+            drop(st);
+            lock(&shadow).put(region.offset, data);
+        } else {
+            let buffer = chunk.buffer.clone();
+            drop(st);
+            let written = self.device.write_mapped(&buffer, region.offset, data);
+            if let Err(e) = written {
+                drop(guard);
+                return Err(e.into());
+            }
         }
         self.push(Op {
             seq,
@@ -490,7 +502,7 @@ impl<B: Backend> Inner<B> {
         };
         let mut bytes = [0u64; 3];
         let mut run: Vec<usize> = Vec::new();
-        let mut readbacks: Vec<(usize, Buffer<B>)> = Vec::new();
+        let mut readbacks: Vec<(usize, PooledBuffer<B>)> = Vec::new();
         for i in 0..ops.len() {
             match &ops[i].kind {
                 OpKind::Upload { size, .. } => {
@@ -517,14 +529,14 @@ impl<B: Backend> Inner<B> {
                 } => {
                     self.emit_run(&mut batch, st, &ops, &mut run);
                     bytes[1] += size;
-                    let rb = self.device.create_buffer(
-                        &BufferDesc::new(
-                            *size,
-                            BufferUsage::TRANSFER_DST,
-                            MemoryLocation::Readback,
-                        )
-                        .with_label("gantry readback"),
-                    );
+                    // The pool only returns gantry-core's errors.
+                    let rb = self
+                        .pool
+                        .acquire(*size, BufferUsage::TRANSFER_DST, MemoryLocation::Readback)
+                        .map_err(|e| match e {
+                            Error::Core(e) => e,
+                            _ => gantry_core::Error::OutOfMemory,
+                        });
                     let recorded = rb.and_then(|rb| {
                         batch.copy(src, *offset, &rb, 0, *size)?;
                         Ok(rb)
@@ -715,7 +727,7 @@ impl<B: Backend> Inner<B> {
             .sum();
         let (src_buffer, src_offset) = match src {
             Src::Staged { chunk, offset } => (&st.chunks[*chunk].buffer, *offset),
-            Src::Dedicated(b) => (b, 0),
+            Src::Dedicated(b) => (b.buffer(), 0),
         };
         self.counters.copy_regions.inc();
         self.counters.coalesced.add(group.len() as u64 - 1);
@@ -877,11 +889,32 @@ impl<B: Backend> ReadbackHandle<B> {
             return Err(e);
         }
         match &*lock(&self.slot.state) {
-            ReadState::Ready(buffer) => Ok(Some((buffer.clone(), self.slot.skip))),
+            ReadState::Ready(buffer) => Ok(Some((buffer.buffer().clone(), self.slot.skip))),
             ReadState::Failed(e) => Err(Error::TransferFailed(e.clone())),
             ReadState::Queued => Err(Error::TransferFailed(gantry_core::Error::Destroyed {
                 label: "readback was never recorded".into(),
             })),
+        }
+    }
+
+    /// Blocks until the bytes are back and copies them into `out`, which must be exactly as
+    /// long as the readback.
+    ///
+    /// # Errors
+    /// [`gantry_core::Error::OutOfBounds`] when `out` has another length (nothing is read);
+    /// [`Error::TransferFailed`], device loss.
+    pub fn wait_into(self, out: &mut [u8]) -> Result<()> {
+        if out.len() as u64 != self.slot.len {
+            return Err(gantry_core::Error::OutOfBounds {
+                offset: 0,
+                size: out.len() as u64,
+                buffer_size: self.slot.len,
+            }
+            .into());
+        }
+        match self.ready()? {
+            None => Ok(()),
+            Some((buffer, skip)) => Ok(self.inner.device.read_into(&buffer, skip, out)?),
         }
     }
 
