@@ -4,7 +4,7 @@
 //! - [`cases::all`] lists the cases; each takes a [`Device<B>`] and returns an [`Outcome`].
 //! - [`backends::entries`] lists the backends compiled in; adding a backend is one
 //!   `register` line there.
-//! - [`run_entry`] opens each adapter of a backend with validation on, runs every case, and
+//! - [`Entry::run`] opens each adapter of a backend with validation on, runs every case, and
 //!   fails a case on any validation message or uncaptured backend error.
 //! - The `conformance` binary prints the table; `cargo xtask conformance` runs it.
 
@@ -99,7 +99,7 @@ pub trait Entry {
     fn run(&self, index: usize, options: &RunOptions) -> AdapterReport;
 }
 
-/// How to open and inspect one backend; [`backends::register`] turns it into an [`Entry`].
+/// How to open and inspect one backend; `register` in [`backends`] turns it into an [`Entry`].
 pub struct BackendHooks<B: Backend> {
     /// Backend name.
     pub name: &'static str,

@@ -11,12 +11,21 @@ const HELP: &str = "\
 cargo xtask <command>
 
 Commands:
-  test         the whole test suite: fmt, clippy, unit/property/doc tests, conformance
+  test         the whole test suite: fmt, clippy, unit/property/doc tests, conformance,
+               gantry's feature combinations (check + example each), docs with warnings
+               denied
   conformance [ARGS]
                the cross-backend conformance suite with the Khronos validation layer on:
                every case on every backend and adapter, a table of results (ARGS go to
                the suite: --quick, --no-validation, --list, case-name filters)
-  demo [ARGS]  gantry's main job on every Vulkan adapter found (ARGS go to the demo)
+  demo [ARGS]  gantry's main job: a streaming workload through gantry on every backend and
+               adapter found, checksummed on the GPU, with a report and an SVG chart in
+               target/gantry-demo/ (ARGS go to the demo: --backend wgpu|vulkan,
+               --adapter NAME, --frames N, --seconds S, --json PATH, --svg PATH,
+               --validation, --inject-fault)
+  features     gantry with each backend feature alone, both and none, gantry-host alone:
+               cargo check each and run its example (part of `test`)
+  docs         cargo doc --workspace --no-deps with warnings denied (part of `test`)
   miri         gantry-host's tests under Miri (nightly toolchain with miri)
   loom         gantry-host's loom models of its concurrent types (part of `test`)
   check-system check for a Vulkan loader, a driver and the validation layer, install them if root
@@ -34,6 +43,8 @@ fn main() -> ExitCode {
         "test" => system::ensure().and_then(|()| test()),
         "demo" => system::ensure().and_then(|()| demo(&rest)),
         "conformance" => system::ensure().and_then(|()| conformance(&rest)),
+        "features" => system::ensure().and_then(|()| features()),
+        "docs" => docs(),
         "miri" => miri(),
         "loom" => loom(),
         "check-system" => system::ensure(),
@@ -127,11 +138,65 @@ fn test() -> Result<(), String> {
     }
     loom()?;
     conformance(&[])?;
+    features()?;
+    docs()?;
     println!(
         "\nxtask test: all steps passed in {:.0} s",
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// `gantry` with each feature set alone, both and none, and `gantry-host` alone: `cargo
+/// check` of each, then the example of each combination runs (the GPU ones on lavapipe).
+fn features() -> Result<(), String> {
+    for features in ["", "wgpu", "vulkan", "wgpu,vulkan"] {
+        let mut args = vec!["check", "--package", "gantry", "--no-default-features"];
+        if !features.is_empty() {
+            args.extend(["--features", features]);
+        }
+        cargo(&args)?;
+    }
+    cargo(&["check", "--package", "gantry-host"])?;
+    cargo(&["run", "--package", "gantry-host", "--example", "host_only"])?;
+    cargo(&["run", "--package", "gantry", "--example", "no_backend"])?;
+    for (features, example) in [
+        ("wgpu", "wgpu_only"),
+        ("vulkan", "vulkan_only"),
+        ("wgpu,vulkan", "both_backends"),
+    ] {
+        cargo(&[
+            "run",
+            "--package",
+            "gantry",
+            "--no-default-features",
+            "--features",
+            features,
+            "--example",
+            example,
+            "--",
+            "llvmpipe",
+        ])?;
+    }
+    // The README's quick start, on the default adapter.
+    cargo(&[
+        "run",
+        "--package",
+        "gantry",
+        "--features",
+        "vulkan",
+        "--example",
+        "quick_start",
+    ])?;
+    Ok(())
+}
+
+/// Every crate's documentation, with rustdoc's warnings as errors.
+fn docs() -> Result<(), String> {
+    cargo_env(
+        &["doc", "--workspace", "--no-deps"],
+        &[("RUSTDOCFLAGS", "-D warnings")],
+    )
 }
 
 /// The conformance suite's table binary (debug build: the tests above compiled it already).
@@ -153,9 +218,11 @@ fn demo(rest: &[String]) -> Result<(), String> {
         "run",
         "--release",
         "--package",
-        "gantry-wgpu",
+        "gantry",
+        "--features",
+        "wgpu,vulkan",
         "--example",
-        "roundtrip",
+        "demo",
         "--",
     ];
     args.extend(rest.iter().map(String::as_str));

@@ -255,6 +255,7 @@ impl<B: Backend> Buffer<B> {
     pub fn last_use(&self) -> SubmissionIndex {
         lock(&self.inner.state).last_use
     }
+
     /// The last submission that used this buffer, if it is alive and not mapped (nor busy
     /// with an asynchronous read); `None` otherwise. One lock, for pools deciding whether a
     /// returned buffer can be handed out again.
@@ -262,6 +263,14 @@ impl<B: Backend> Buffer<B> {
     pub fn reusable_after(&self) -> Option<SubmissionIndex> {
         let state = lock(&self.inner.state);
         (state.raw.is_some() && matches!(state.map, MapState::Unmapped)).then_some(state.last_use)
+    }
+
+    /// Runs `f` with the backend's buffer, for work the caller records through the backend's
+    /// own device (a compute pass that reads what gantry uploaded, for example); `None` if the
+    /// buffer was destroyed. gantry does not track such work: the caller orders it against
+    /// gantry's submissions (wait for them before, and have gantry wait for it after).
+    pub fn with_raw<R>(&self, f: impl FnOnce(&B::Buffer) -> R) -> Option<R> {
+        lock(&self.inner.state).raw.as_ref().map(f)
     }
 }
 
