@@ -1,4 +1,5 @@
-//! gantry-host on its own, no GPU crate anywhere in the build: an arena for per-frame
+//! gantry-host on its own, no GPU crate anywhere in the build: a buffer pool shared by
+//! worker threads, a byte ring between a producer and a consumer thread, an arena for per-frame
 //! scratch data, a ring allocator streaming frames through one fixed block (the same code
 //! gantry's GPU staging ring runs over GPU memory), a free-list allocator, a record buffer
 //! and a line buffer parsing input, with the allocation statistics at the end.
@@ -8,12 +9,67 @@
 use std::sync::Arc;
 
 use gantry_host::{
-    Arena, BufferStats, FreeListAllocator, LineBuffer, RecordBuffer, RingAllocator,
-    optimal_buffer_size,
+    Arena, BufferPool, BufferStats, FreeListAllocator, LineBuffer, PoolConfig, RecordBuffer,
+    RingAllocator, optimal_buffer_size,
 };
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let stats = Arc::new(BufferStats::new());
+
+    // Buffer pool: four threads take 4 KiB buffers, fill them and drop them; they come back
+    // cleared, and at most 8 stay idle however many were out at once.
+    let pool = BufferPool::with_config(
+        PoolConfig::new(4096)
+            .with_max_buffers(8)
+            .with_stats(stats.clone()),
+    );
+    std::thread::scope(|s| {
+        for t in 0..4u8 {
+            let pool = &pool;
+            s.spawn(move || {
+                for _ in 0..1000 {
+                    let mut buf = pool.get();
+                    assert!(buf.is_empty(), "pooled buffers come back cleared");
+                    buf.extend_from_slice(&[t; 512]);
+                }
+            });
+        }
+    });
+    println!(
+        "pool: {} hits, {} misses, {} idle (bound 8)",
+        pool.hits(),
+        pool.misses(),
+        pool.idle()
+    );
+
+    // Byte ring, split into a producer and a consumer on two threads: 1 MiB through 64 KiB.
+    let (mut producer, mut consumer) = gantry_host::spsc::channel(64 << 10)?;
+    let total: usize = 1 << 20;
+    let sum = std::thread::scope(|s| {
+        s.spawn(move || {
+            let chunk: Vec<u8> = (0..4096u32).map(|i| i as u8).collect();
+            let mut sent = 0;
+            while sent < total {
+                let n = producer.write(&chunk[..(total - sent).min(chunk.len())]);
+                if n == 0 {
+                    std::thread::yield_now();
+                }
+                sent += n;
+            }
+        });
+        let mut buf = [0u8; 8192];
+        let (mut received, mut sum) = (0usize, 0u64);
+        while received < total {
+            let n = consumer.read(&mut buf);
+            if n == 0 {
+                std::thread::yield_now();
+            }
+            sum += buf[..n].iter().map(|&b| u64::from(b)).sum::<u64>();
+            received += n;
+        }
+        sum
+    });
+    println!("byte ring: {total} bytes through a 64 KiB SPSC ring, byte sum {sum}");
 
     // Arena: many live allocations at once, typed and aligned, freed together by `reset`.
     let mut arena = Arena::with_capacity(64 << 10).with_stats(stats.clone());
