@@ -30,6 +30,10 @@ pub struct VulkanOptions {
     /// valid and harmless, so this runs the non-coherent paths (and lets the validation layer
     /// check their ranges) on devices whose memory is all coherent, such as lavapipe. For tests.
     pub treat_memory_as_non_coherent: bool,
+    /// Bytes of idle staging chunks (upload and readback, 32 MiB each) kept for reuse; more
+    /// are destroyed as they retire. Allocating large host-visible memory is expensive (the
+    /// driver pins it), so keep at least the size of the largest regular transfer.
+    pub staging_keep_bytes: u64,
 }
 
 impl Default for VulkanOptions {
@@ -40,6 +44,7 @@ impl Default for VulkanOptions {
             debug_names: true,
             adapter: AdapterPreference::default(),
             treat_memory_as_non_coherent: false,
+            staging_keep_bytes: VulkanDevice::STAGING_KEEP_DEFAULT,
         }
     }
 }
@@ -68,6 +73,12 @@ impl VulkanOptions {
     /// Sets [`Self::treat_memory_as_non_coherent`].
     pub fn with_non_coherent_memory(mut self, on: bool) -> Self {
         self.treat_memory_as_non_coherent = on;
+        self
+    }
+
+    /// Sets [`Self::staging_keep_bytes`].
+    pub fn with_staging_keep_bytes(mut self, bytes: u64) -> Self {
+        self.staging_keep_bytes = bytes;
         self
     }
 
@@ -209,6 +220,8 @@ pub struct VulkanDevice {
     pub(crate) pending_fills: Mutex<Vec<vk::Buffer>>,
     /// [`VulkanOptions::treat_memory_as_non_coherent`].
     pub(crate) force_non_coherent: bool,
+    /// [`VulkanOptions::staging_keep_bytes`].
+    pub(crate) staging_keep_bytes: u64,
     instance: ash::Instance,
     debug_utils_instance: Option<ash::ext::debug_utils::Instance>,
     messenger: vk::DebugUtilsMessengerEXT,
@@ -320,6 +333,7 @@ impl VulkanBackend {
                 backend.messenger = parts.messenger;
                 backend.debug_utils_instance = parts.debug_utils;
                 backend.force_non_coherent = options.treat_memory_as_non_coherent;
+                backend.staging_keep_bytes = options.staging_keep_bytes;
                 Ok(Self(Arc::new(backend)))
             }
             Err(e) => {
@@ -511,6 +525,7 @@ impl VulkanDevice {
             imported_bytes: AtomicU64::new(0),
             pending_fills: Mutex::new(Vec::new()),
             force_non_coherent: false,
+            staging_keep_bytes: Self::STAGING_KEEP_DEFAULT,
             device,
             instance,
             debug_utils_instance: None,

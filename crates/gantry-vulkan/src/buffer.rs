@@ -117,6 +117,75 @@ pub(crate) unsafe fn copy_from_mapped(dst: &mut [u8], src: *const u8) {
     });
 }
 
+/// Bytes one job of [`copy_pieces`] copies at most: small enough to balance the threads,
+/// large enough that taking a job costs nothing next to the copy.
+const COPY_GRAIN: usize = 2 << 20;
+
+/// One piece of a scattered copy: `len` bytes from `src` to `dst`.
+#[derive(Clone, Copy)]
+pub(crate) struct CopyPiece {
+    dst: MappedPtr,
+    src: MappedPtr,
+    len: usize,
+}
+
+impl CopyPiece {
+    /// # Safety
+    /// When the piece is copied, `src` is valid for reads and `dst` for writes of `len`
+    /// bytes, they do not overlap, and nothing else accesses the destination bytes.
+    pub(crate) unsafe fn new(dst: *mut u8, src: *const u8, len: usize) -> Self {
+        let p = |x: *mut u8| MappedPtr(NonNull::new(x).unwrap_or(NonNull::dangling()));
+        Self {
+            dst: p(dst),
+            src: p(src.cast_mut()),
+            len,
+        }
+    }
+}
+
+/// Copies every piece, over several threads when the total is large (one thread cannot
+/// saturate the memory system); the pieces are cut into jobs of at most [`COPY_GRAIN`]
+/// bytes that the threads take in turn.
+///
+/// # Safety
+/// Every piece satisfies [`CopyPiece::new`]'s contract, and no two pieces' destinations
+/// overlap.
+pub(crate) unsafe fn copy_pieces(pieces: &[CopyPiece]) {
+    let total: usize = pieces.iter().map(|p| p.len).sum();
+    let threads = copy_threads(total);
+    if threads == 1 {
+        for p in pieces {
+            // SAFETY: the function's contract.
+            unsafe { std::ptr::copy_nonoverlapping(p.src.get(), p.dst.get(), p.len) };
+        }
+        return;
+    }
+    let mut jobs = Vec::with_capacity(total / COPY_GRAIN + pieces.len());
+    for p in pieces {
+        let mut at = 0;
+        while at < p.len {
+            let n = (p.len - at).min(COPY_GRAIN);
+            // SAFETY: `at + n <= p.len`: in bounds of both ranges of the piece.
+            jobs.push(unsafe { CopyPiece::new(p.dst.get().add(at), p.src.get().add(at), n) });
+            at += n;
+        }
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let (jobs, next) = (&jobs, &next);
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(move || {
+                while let Some(j) = jobs.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    // SAFETY: each job is taken by exactly one thread (the counter hands out
+                    // each index once); its ranges are in bounds and disjoint from the other
+                    // jobs' destinations (contract).
+                    unsafe { std::ptr::copy_nonoverlapping(j.src.get(), j.dst.get(), j.len) };
+                }
+            });
+        }
+    });
+}
+
 #[derive(Debug)]
 enum Memory {
     /// Sub-allocated (or dedicated) by gpu-allocator.
@@ -390,54 +459,68 @@ impl VulkanDevice {
         self.imported_bytes.load(Ordering::Relaxed)
     }
 
-    /// Size of the staging chunks batches write into (larger writes get their own buffer).
-    pub(crate) const STAGING_CHUNK: u64 = 1 << 20;
-    /// How many idle staging chunks are kept for reuse.
-    const STAGING_POOL_MAX: usize = 8;
+    /// Size of the staging chunks that batches write into and large reads cycle through
+    /// (larger single writes span several chunks).
+    pub(crate) const STAGING_CHUNK: u64 = 32 << 20;
+    /// Default bound on the bytes of idle staging chunks kept for reuse
+    /// ([`crate::VulkanOptions::staging_keep_bytes`]).
+    pub(crate) const STAGING_KEEP_DEFAULT: u64 = 512 << 20;
 
-    /// A staging buffer of at least `size` bytes: a pooled chunk when `size` fits one.
-    pub(crate) fn staging_buffer(&self, size: u64) -> Result<VulkanBuffer> {
+    /// A host-visible staging buffer of at least `size` bytes in `location` memory (upload
+    /// or readback): a pooled chunk when `size` fits one, else a buffer of its own.
+    pub(crate) fn staging_buffer(&self, size: u64, location: Location) -> Result<VulkanBuffer> {
+        let (usage, label) = match location {
+            Location::Readback => (vk::BufferUsageFlags::TRANSFER_DST, "gantry readback"),
+            _ => (vk::BufferUsageFlags::TRANSFER_SRC, "gantry staging"),
+        };
         if size <= Self::STAGING_CHUNK {
-            if let Some(b) = lock(&self.staging_pool).pop() {
-                return Ok(b);
+            {
+                let mut pool = lock(&self.staging_pool);
+                if let Some(i) = pool.iter().rposition(|b| b.location == location) {
+                    return Ok(pool.swap_remove(i));
+                }
             }
             // SAFETY: non-zero size.
-            let mut b = unsafe {
-                self.create_buffer_uninit(
-                    Self::STAGING_CHUNK,
-                    vk::BufferUsageFlags::TRANSFER_SRC,
-                    Location::Upload,
-                    "gantry staging chunk",
-                )
-            }?;
+            let mut b =
+                unsafe { self.create_buffer_uninit(Self::STAGING_CHUNK, usage, location, label) }?;
             b.pooled = true;
             return Ok(b);
         }
         // SAFETY: non-zero size.
-        unsafe {
-            self.create_buffer_uninit(
-                size,
-                vk::BufferUsageFlags::TRANSFER_SRC,
-                Location::Upload,
-                "gantry staging",
-            )
-        }
+        unsafe { self.create_buffer_uninit(size, usage, location, label) }
     }
 
-    /// Returns a retired staging chunk to the pool, or destroys the buffer.
+    /// Returns a retired staging chunk to the pool (while the pool's idle bytes stay within
+    /// the bound), or destroys the buffer.
     ///
     /// # Safety
     /// As for [`Self::destroy_buffer`].
     pub(crate) unsafe fn recycle_staging(&self, buffer: VulkanBuffer) {
         if buffer.pooled {
             let mut pool = lock(&self.staging_pool);
-            if pool.len() < Self::STAGING_POOL_MAX {
+            if (pool.len() as u64 + 1) * Self::STAGING_CHUNK <= self.staging_keep_bytes {
                 pool.push(buffer);
                 return;
             }
         }
         // SAFETY: forwarded.
         unsafe { self.destroy_buffer(buffer) };
+    }
+
+    /// Destroys idle staging chunks until at most `keep_bytes` of them remain.
+    pub fn trim_staging(&self, keep_bytes: u64) {
+        let extra: Vec<VulkanBuffer> = {
+            let mut pool = lock(&self.staging_pool);
+            let keep = usize::try_from(keep_bytes / Self::STAGING_CHUNK).unwrap_or(usize::MAX);
+            if pool.len() <= keep {
+                return;
+            }
+            pool.drain(keep..).collect()
+        };
+        for b in extra {
+            // SAFETY: idle pooled chunks are used by no pending submission.
+            unsafe { self.destroy_buffer(b) };
+        }
     }
 
     /// Copies `data` into a mapped buffer at `offset` and flushes the range.

@@ -4,6 +4,7 @@
 //! its types (usage flags, locations, submission indices, errors) and forwards to
 //! [`VulkanDevice`]'s methods.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -269,15 +270,8 @@ impl VulkanDevice {
         offset: u64,
         len: u64,
     ) -> crate::Result<(u64, VulkanBuffer)> {
-        // SAFETY: len > 0 (aligned range).
-        let staging = unsafe {
-            self.create_buffer_uninit(
-                len,
-                vk::BufferUsageFlags::TRANSFER_DST,
-                Location::Readback,
-                "gantry readback",
-            )
-        }?;
+        // A pooled readback chunk when `len` fits one.
+        let staging = self.staging_buffer(len, Location::Readback)?;
         let copy = RawCopy {
             src: buffer.raw(),
             src_offset: offset,
@@ -291,10 +285,84 @@ impl VulkanDevice {
             Ok(index) => Ok((index, staging)),
             Err(e) => {
                 // SAFETY: never submitted.
-                unsafe { self.destroy_buffer(staging) };
+                unsafe { self.recycle_staging(staging) };
                 Err(e)
             }
         }
+    }
+
+    /// Reads `buffer[offset..offset + out.len()]` through a ring of pooled readback chunks:
+    /// while the host copies chunk k out (over several threads), the device copies the next
+    /// ones; each chunk is its own submission, waited for on the timeline semaphore.
+    ///
+    /// # Safety
+    /// As for [`Backend::read`] of a device-local or upload buffer.
+    unsafe fn read_chunked(
+        &self,
+        buffer: &VulkanBuffer,
+        offset: u64,
+        out: &mut [u8],
+    ) -> crate::Result<()> {
+        /// Chunk copies in flight at once.
+        const RING: usize = 3;
+        let chunk = Self::STAGING_CHUNK;
+        let len = out.len() as u64;
+        let mut free: Vec<VulkanBuffer> = Vec::new();
+        let mut flight: VecDeque<(u64, VulkanBuffer, u64, u64)> = VecDeque::new();
+        let mut next = 0u64;
+        let result = (|| -> crate::Result<()> {
+            while next < len || !flight.is_empty() {
+                while next < len && flight.len() < RING {
+                    let staging = match free.pop() {
+                        Some(b) => b,
+                        None => self.staging_buffer(chunk, Location::Readback)?,
+                    };
+                    let n = (len - next).min(chunk);
+                    let copy = RawCopy {
+                        src: buffer.raw(),
+                        src_offset: offset + next,
+                        dst: staging.raw(),
+                        dst_offset: 0,
+                        size: n,
+                    };
+                    // SAFETY: in bounds (contract; `n` fits the chunk), distinct buffers; the
+                    // chunk stays alive until its submission completes (waited below or
+                    // retired with it), the source is kept alive by the facade.
+                    let submitted = unsafe {
+                        self.submit_with(Vec::new(), |d, cmd| record_copies(d, cmd, [copy]))
+                    };
+                    match submitted {
+                        Ok(index) => flight.push_back((index, staging, next, n)),
+                        Err(e) => {
+                            free.push(staging);
+                            return Err(e);
+                        }
+                    }
+                    next += n;
+                }
+                if let Some((index, staging, at, n)) = flight.pop_front() {
+                    if let Err(e) = self.wait_quiet(index) {
+                        self.retire_after(index, staging);
+                        return Err(e);
+                    }
+                    let part = &mut out[at as usize..(at + n) as usize];
+                    // SAFETY: the copy into the chunk completed (waited above); `n` bytes are
+                    // in bounds of the chunk.
+                    let r = unsafe { self.read_mapped_raw(&staging, 0, part) };
+                    free.push(staging);
+                    r?;
+                }
+            }
+            Ok(())
+        })();
+        for (index, staging, ..) in flight.drain(..) {
+            self.retire_after(index, staging);
+        }
+        for b in free {
+            // SAFETY: each chunk's submission completed (waited for) or never happened.
+            unsafe { self.recycle_staging(b) };
+        }
+        result
     }
 }
 
@@ -427,31 +495,67 @@ impl Backend for VulkanBackend {
         offset: u64,
         data: &[u8],
     ) -> Result<(), DeviceError> {
-        let len = data.len() as u64;
-        let fits = batch
-            .staging
-            .last()
-            .is_some_and(|s| batch.cursor + len <= s.size());
-        if !fits {
-            batch.staging.push(self.0.staging_buffer(len)?);
-            batch.cursor = 0;
+        // Fill the current staging chunk, then fresh pooled chunks: a large write spans
+        // several chunks (one copy region each) and no staging is allocated per call once
+        // the pool holds enough chunks.
+        let chunk = VulkanDevice::STAGING_CHUNK;
+        let mut pieces = Vec::new();
+        let mut flushes = Vec::new();
+        let mut done = 0usize;
+        while done < data.len() {
+            let rest = (data.len() - done) as u64;
+            let room = batch
+                .staging
+                .last()
+                .map_or(0, |s| s.size().saturating_sub(batch.cursor));
+            // A write that fits a chunk stays in one piece (one region); a larger one fills
+            // whatever room is left first.
+            if room == 0 || (rest > room && rest <= chunk) || (rest > chunk && room < 4096) {
+                batch
+                    .staging
+                    .push(self.0.staging_buffer(chunk, Location::Upload)?);
+                batch.cursor = 0;
+                continue;
+            }
+            let Some(staging) = batch.staging.last() else {
+                return Err(DeviceError::Internal("no staging buffer".to_owned()));
+            };
+            let Some(ptr) = staging.mapped_ptr() else {
+                return Err(DeviceError::Internal("unmapped staging buffer".to_owned()));
+            };
+            let take = rest.min(room);
+            let at = batch.cursor;
+            let n = take as usize;
+            // SAFETY: the staging chunk is the batch's own (not submitted yet), mapped, and
+            // `at + take` fits in it; the source is `data[done..done + n]`, host memory that
+            // is not this mapping; pieces of one batch never share staging bytes.
+            pieces.push(unsafe {
+                crate::buffer::CopyPiece::new(
+                    ptr.as_ptr().add(at as usize),
+                    data.as_ptr().add(done),
+                    n,
+                )
+            });
+            batch.ops.push(RawCopy {
+                src: staging.raw(),
+                src_offset: at,
+                dst: dst.raw(),
+                dst_offset: offset + done as u64,
+                size: take,
+            });
+            flushes.push((batch.staging.len() - 1, at, take));
+            // Keep every staged write 16-byte aligned.
+            batch.cursor = (at + take).next_multiple_of(16);
+            done += n;
         }
-        let Some(staging) = batch.staging.last() else {
-            return Err(DeviceError::Internal("no staging buffer".to_owned()));
-        };
-        let at = batch.cursor;
-        // SAFETY: the staging buffer is the batch's own (not submitted yet), mapped, and
-        // `at + len` fits in it (checked above).
-        unsafe { self.0.write_mapped_raw(staging, at, data) }?;
-        batch.ops.push(RawCopy {
-            src: staging.raw(),
-            src_offset: at,
-            dst: dst.raw(),
-            dst_offset: offset,
-            size: len,
-        });
-        // Keep every staged write 16-byte aligned.
-        batch.cursor = (at + len).next_multiple_of(16);
+        // SAFETY: each piece was built above from an in-bounds, unaliased staging range.
+        unsafe { crate::buffer::copy_pieces(&pieces) };
+        // Non-coherent memory: flush what was written (nothing for coherent memory).
+        for &(i, at, take) in &flushes {
+            // SAFETY: the range was just written, lies inside the mapped chunk, and the chunk
+            // is not submitted yet.
+            unsafe { self.0.flush(&batch.staging[i], at, take) }?;
+        }
         Ok(())
     }
 
@@ -499,6 +603,10 @@ impl Backend for VulkanBackend {
             }
             // SAFETY: every submission made before the call completed (waited above).
             return unsafe { self.0.read_mapped_raw(buffer, offset, out) }.map_err(Into::into);
+        }
+        if out.len() as u64 > VulkanDevice::STAGING_CHUNK {
+            // SAFETY: forwarded from the contract.
+            return unsafe { self.0.read_chunked(buffer, offset, out) }.map_err(Into::into);
         }
         // SAFETY: in bounds, valid (contract); the wait below keeps both alive.
         let (index, staging) = unsafe { self.0.stage_read(buffer, offset, out.len() as u64) }?;

@@ -32,7 +32,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! See `docs/architecture-vulkan.md` for queues, memory choices, synchronization and the
+//! See `docs/architecture.md (section "gantry-vulkan")` for queues, memory choices, synchronization and the
 //! `from_raw` contract.
 #![deny(missing_docs)]
 

@@ -11,9 +11,10 @@
 //! `vkQueueWaitIdle` or `vkDeviceWaitIdle`. Host writes before a submission are made visible by
 //! `vkQueueSubmit`'s implicit host-write dependency.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 
 use ash::vk;
+use ash::vk::Handle;
 
 use crate::backend::{VulkanDevice, lock};
 use crate::buffer::VulkanBuffer;
@@ -122,16 +123,51 @@ impl Submitter {
     }
 }
 
+/// A union of byte ranges per buffer: disjoint, non-touching intervals keyed by (buffer,
+/// start), so a lookup or an insertion costs `O(log n)` however many copies a batch holds.
+#[derive(Default)]
+struct RangeSet(BTreeMap<(u64, u64), u64>);
+
+impl RangeSet {
+    /// Whether `[start, end)` of `b` overlaps a range in the set.
+    fn overlaps(&self, b: u64, start: u64, end: u64) -> bool {
+        // The intervals are disjoint, so only the last one starting before `end` can overlap.
+        self.0
+            .range(..(b, end))
+            .next_back()
+            .is_some_and(|(&(lb, _), &e)| lb == b && e > start)
+    }
+
+    /// Adds `[start, end)` of `b`, merging it with the ranges it overlaps or touches.
+    fn insert(&mut self, b: u64, mut start: u64, mut end: u64) {
+        if let Some((&(lb, s), &e)) = self.0.range(..=(b, start)).next_back()
+            && lb == b
+            && e >= start
+        {
+            start = s;
+            end = end.max(e);
+            self.0.remove(&(b, s));
+        }
+        while let Some((&(lb, s), &e)) = self.0.range((b, start)..).next() {
+            if lb != b || s > end {
+                break;
+            }
+            end = end.max(e);
+            self.0.remove(&(b, s));
+        }
+        self.0.insert((b, start), end);
+    }
+
+    fn clear(&mut self) {
+        self.0.clear();
+    }
+}
+
 /// Ranges touched since the last barrier in a batch, to place barriers only where needed.
 #[derive(Default)]
 pub(crate) struct Hazards {
-    reads: Vec<(vk::Buffer, u64, u64)>,
-    writes: Vec<(vk::Buffer, u64, u64)>,
-}
-
-fn overlaps(list: &[(vk::Buffer, u64, u64)], b: vk::Buffer, start: u64, end: u64) -> bool {
-    list.iter()
-        .any(|&(lb, s, e)| lb == b && s < end && start < e)
+    reads: RangeSet,
+    writes: RangeSet,
 }
 
 impl Hazards {
@@ -144,14 +180,15 @@ impl Hazards {
         dst: vk::Buffer,
         d: (u64, u64),
     ) -> bool {
-        overlaps(&self.writes, src, s.0, s.1)
-            || overlaps(&self.writes, dst, d.0, d.1)
-            || overlaps(&self.reads, dst, d.0, d.1)
+        let (src, dst) = (src.as_raw(), dst.as_raw());
+        self.writes.overlaps(src, s.0, s.1)
+            || self.writes.overlaps(dst, d.0, d.1)
+            || self.reads.overlaps(dst, d.0, d.1)
     }
 
     pub(crate) fn add(&mut self, src: vk::Buffer, s: (u64, u64), dst: vk::Buffer, d: (u64, u64)) {
-        self.reads.push((src, s.0, s.1));
-        self.writes.push((dst, d.0, d.1));
+        self.reads.insert(src.as_raw(), s.0, s.1);
+        self.writes.insert(dst.as_raw(), d.0, d.1);
     }
 
     pub(crate) fn clear(&mut self) {
@@ -229,11 +266,20 @@ pub(crate) unsafe fn record_copies(
             flush(pair, &mut pending);
             pair = (s, d);
         }
-        pending.push(vk::BufferCopy {
-            src_offset: c.src_offset,
-            dst_offset: c.dst_offset,
-            size: c.size,
-        });
+        // Adjacent in both buffers: one region (each region costs GPU time of its own).
+        match pending.last_mut() {
+            Some(last)
+                if last.src_offset + last.size == c.src_offset
+                    && last.dst_offset + last.size == c.dst_offset =>
+            {
+                last.size += c.size;
+            }
+            _ => pending.push(vk::BufferCopy {
+                src_offset: c.src_offset,
+                dst_offset: c.dst_offset,
+                size: c.size,
+            }),
+        }
         hazards.add(s, sr, d, dr);
     }
     flush(pair, &mut pending);
@@ -582,7 +628,6 @@ impl VulkanDevice {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ash::vk::Handle;
 
     #[test]
     fn hazards() {
@@ -602,5 +647,26 @@ mod tests {
         assert!(!h.conflicts(a, (0, 16), b, (32, 48)));
         h.clear();
         assert!(!h.conflicts(b, (0, 16), a, (0, 16)));
+    }
+
+    #[test]
+    fn range_set_merges() {
+        let mut r = RangeSet::default();
+        r.insert(1, 10, 20);
+        r.insert(1, 30, 40);
+        r.insert(2, 0, 100);
+        assert!(!r.overlaps(1, 20, 30));
+        assert!(!r.overlaps(1, 0, 10));
+        assert!(r.overlaps(1, 19, 21));
+        assert!(r.overlaps(1, 0, 100));
+        assert!(!r.overlaps(3, 0, 100));
+        assert!(!r.overlaps(0, 0, 100));
+        r.insert(1, 20, 30);
+        assert_eq!(r.0.len(), 2);
+        assert!(r.overlaps(1, 25, 26));
+        r.insert(1, 5, 45);
+        assert_eq!(r.0.len(), 2);
+        assert!(r.overlaps(1, 44, 50));
+        assert!(!r.overlaps(1, 45, 50));
     }
 }
