@@ -1,6 +1,5 @@
 //! A size-class pool of GPU buffers: acquiring a pooled buffer instead of creating one.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -14,35 +13,60 @@ use crate::transfer::lock;
 
 /// The smallest size class.
 const MIN_CLASS: u64 = 256;
+/// Size classes are powers of two, indexed by their exponent (0..64).
+const CLASSES: usize = 64;
 
-type Key = (u64, u32, MemoryLocation);
-
-/// A multiply-xor hasher for the pool's small integer keys (SipHash costs more than the rest
-/// of an acquire).
-#[derive(Default, Clone, Copy)]
-struct KeyHasher(u64);
-
-impl core::hash::Hasher for KeyHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.write_u64(u64::from(b));
-        }
-    }
-    fn write_u64(&mut self, v: u64) {
-        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-    fn write_u32(&mut self, v: u32) {
-        self.write_u64(u64::from(v));
-    }
-    fn write_isize(&mut self, v: isize) {
-        self.write_u64(v as u64);
-    }
+/// The free buffers of one size class with one usage and location.
+struct Slot<B: Backend> {
+    usage: u32,
+    location: MemoryLocation,
+    list: Vec<Buffer<B>>,
 }
 
-type FreeLists<B> = HashMap<Key, Vec<Buffer<B>>, core::hash::BuildHasherDefault<KeyHasher>>;
+/// Everything behind the pool's one lock: free lists per size class (a `Vec` indexed by
+/// the class's exponent, each a short list of (usage, location) slots, so no hashing), and
+/// the counters bumped while the lock is held anyway (plain integers, no atomics).
+struct FreeLists<B: Backend> {
+    classes: Vec<Vec<Slot<B>>>,
+    hits: u64,
+    returned: u64,
+    discarded: u64,
+}
+
+impl<B: Backend> FreeLists<B> {
+    fn new() -> Self {
+        Self {
+            classes: (0..CLASSES).map(|_| Vec::new()).collect(),
+            hits: 0,
+            returned: 0,
+            discarded: 0,
+        }
+    }
+
+    /// The index of the slot for `usage` at `location` in class `exp`, added if missing.
+    fn slot(&mut self, exp: usize, usage: u32, location: MemoryLocation) -> usize {
+        let slots = &mut self.classes[exp];
+        if let Some(i) = slots
+            .iter()
+            .position(|s| s.usage == usage && s.location == location)
+        {
+            return i;
+        }
+        slots.push(Slot {
+            usage,
+            location,
+            list: Vec::new(),
+        });
+        slots.len() - 1
+    }
+
+    fn slots(&self) -> impl Iterator<Item = (u64, &Slot<B>)> {
+        self.classes
+            .iter()
+            .enumerate()
+            .flat_map(|(exp, slots)| slots.iter().map(move |s| (1u64 << exp, s)))
+    }
+}
 
 struct PoolInner<B: Backend> {
     device: Device<B>,
@@ -50,11 +74,8 @@ struct PoolInner<B: Backend> {
     max_per_class: usize,
     /// The latest completed submission seen (refreshed by polling when needed).
     completed: AtomicU64,
-    hits: Counter,
     misses: Counter,
     busy_skips: Counter,
-    returned: Counter,
-    discarded: Counter,
 }
 
 /// A pool of buffers in power-of-two size classes (at least 256 bytes), per usage and
@@ -94,14 +115,11 @@ impl<B: Backend> BufferPool<B> {
         Self {
             inner: Arc::new(PoolInner {
                 device,
-                free: Mutex::new(FreeLists::default()),
+                free: Mutex::new(FreeLists::new()),
                 max_per_class,
                 completed: AtomicU64::new(0),
-                hits: Counter::new(),
                 misses: Counter::new(),
                 busy_skips: Counter::new(),
-                returned: Counter::new(),
-                discarded: Counter::new(),
             }),
         }
     }
@@ -122,50 +140,51 @@ impl<B: Backend> BufferPool<B> {
         if size == 0 {
             return Err(gantry_core::Error::ZeroSize.into());
         }
-        let class = class_of(size).ok_or(Error::Core(gantry_core::Error::SizeTooLarge {
-            size,
-            max: inner.device.limits().max_buffer_size,
-        }))?;
-        let key = (class, usage.bits(), location);
+        let class = class_of(size).ok_or_else(|| {
+            Error::Core(gantry_core::Error::SizeTooLarge {
+                size,
+                max: inner.device.limits().max_buffer_size,
+            })
+        })?;
+        let exp = class.trailing_zeros() as usize;
         let mut refreshed = false;
-        loop {
+        let slot = loop {
             let completed = SubmissionIndex(inner.completed.load(Ordering::Acquire));
-            let mut busy = false;
-            let found = {
-                let mut free = lock(&inner.free);
-                match free.get_mut(&key) {
-                    Some(list) => {
-                        // Drop buffers destroyed or mapped while on loan, take the first idle.
-                        let mut pos = None;
-                        let mut i = 0;
-                        while i < list.len() {
-                            match list[i].reusable_after() {
-                                None => {
-                                    list.swap_remove(i);
-                                    inner.discarded.inc();
-                                }
-                                Some(last) if last <= completed => {
-                                    pos = Some(i);
-                                    break;
-                                }
-                                Some(_) => i += 1,
-                            }
-                        }
-                        busy = pos.is_none() && !list.is_empty();
-                        pos.map(|p| list.swap_remove(p))
+            let mut free = lock(&inner.free);
+            let slot = free.slot(exp, usage.bits(), location);
+            let list = &mut free.classes[exp][slot].list;
+            // Drop buffers destroyed or mapped while on loan, take the first idle one;
+            // `reusable_after` (one lock) is asked once per buffer looked at.
+            let mut found = None;
+            let mut dropped = 0;
+            let mut i = 0;
+            while i < list.len() {
+                match list[i].reusable_after() {
+                    None => {
+                        list.swap_remove(i);
+                        dropped += 1;
                     }
-                    None => None,
+                    Some(last) if last <= completed => {
+                        found = Some(list.swap_remove(i));
+                        break;
+                    }
+                    Some(_) => i += 1,
                 }
-            };
+            }
+            let busy = found.is_none() && !list.is_empty();
+            free.discarded += dropped;
             if let Some(buffer) = found {
-                inner.hits.inc();
+                free.hits += 1;
+                drop(free);
                 return Ok(PooledBuffer {
                     buffer: Some(buffer),
                     pool: Arc::clone(inner),
-                    key,
+                    exp: exp as u8,
+                    slot: slot as u32,
                     size,
                 });
             }
+            drop(free);
             if busy && !refreshed {
                 refreshed = true;
                 let now = inner.device.poll()?;
@@ -175,8 +194,8 @@ impl<B: Backend> BufferPool<B> {
             if busy {
                 inner.busy_skips.inc();
             }
-            break;
-        }
+            break slot;
+        };
         inner.misses.inc();
         let buffer = inner.device.create_buffer(
             &BufferDesc::new(class, usage, location).with_label("gantry pooled buffer"),
@@ -184,7 +203,8 @@ impl<B: Backend> BufferPool<B> {
         Ok(PooledBuffer {
             buffer: Some(buffer),
             pool: Arc::clone(inner),
-            key,
+            exp: exp as u8,
+            slot: slot as u32,
             size,
         })
     }
@@ -200,12 +220,18 @@ impl<B: Backend> BufferPool<B> {
     /// Free buffers held now.
     #[must_use]
     pub fn free_buffers(&self) -> usize {
-        lock(&self.inner.free).values().map(Vec::len).sum()
+        lock(&self.inner.free)
+            .slots()
+            .map(|(_, s)| s.list.len())
+            .sum()
     }
 
     /// Drops every free buffer (their memory is freed once the GPU is done with them).
     pub fn clear(&self) {
-        lock(&self.inner.free).clear();
+        let mut free = lock(&self.inner.free);
+        for slot in free.classes.iter_mut().flatten() {
+            slot.list.clear();
+        }
     }
 }
 
@@ -215,29 +241,37 @@ impl<B: Backend> StatisticsProvider for BufferPool<B> {
     }
     fn snapshot(&self) -> ProviderSnapshot {
         let i = &self.inner;
-        let (n, bytes) = {
+        let (n, bytes, hits, returned, discarded) = {
             let free = lock(&i.free);
             (
-                free.values().map(Vec::len).sum::<usize>() as u64,
-                free.iter().map(|(k, v)| k.0 * v.len() as u64).sum::<u64>(),
+                free.slots().map(|(_, s)| s.list.len()).sum::<usize>() as u64,
+                free.slots()
+                    .map(|(class, s)| class * s.list.len() as u64)
+                    .sum::<u64>(),
+                free.hits,
+                free.returned,
+                free.discarded,
             )
         };
         ProviderSnapshot::new("pool")
-            .counter("hits", i.hits.get(), Unit::Count)
+            .counter("hits", hits, Unit::Count)
             .counter("misses", i.misses.get(), Unit::Count)
             .counter("busy_skips", i.busy_skips.get(), Unit::Count)
-            .counter("returned", i.returned.get(), Unit::Count)
-            .counter("discarded", i.discarded.get(), Unit::Count)
+            .counter("returned", returned, Unit::Count)
+            .counter("discarded", discarded, Unit::Count)
             .counter("free_buffers", n, Unit::Count)
             .counter("free_bytes", bytes, Unit::Bytes)
     }
     fn reset(&self) {
         let i = &self.inner;
-        i.hits.reset();
+        {
+            let mut free = lock(&i.free);
+            free.hits = 0;
+            free.returned = 0;
+            free.discarded = 0;
+        }
         i.misses.reset();
         i.busy_skips.reset();
-        i.returned.reset();
-        i.discarded.reset();
     }
 }
 
@@ -246,7 +280,9 @@ impl<B: Backend> StatisticsProvider for BufferPool<B> {
 pub struct PooledBuffer<B: Backend> {
     buffer: Option<Buffer<B>>,
     pool: Arc<PoolInner<B>>,
-    key: Key,
+    /// The size class's exponent and the index of its (usage, location) slot.
+    exp: u8,
+    slot: u32,
     size: u64,
 }
 
@@ -294,15 +330,15 @@ impl<B: Backend> Drop for PooledBuffer<B> {
         let cap = self
             .pool
             .max_per_class
-            .min(usize::try_from((256u64 << 20) / self.key.0).unwrap_or(usize::MAX))
+            .min(usize::try_from((256u64 << 20) >> self.exp).unwrap_or(usize::MAX))
             .max(1);
         let mut free = lock(&self.pool.free);
-        let list = free.entry(self.key).or_default();
+        let list = &mut free.classes[usize::from(self.exp)][self.slot as usize].list;
         if list.len() < cap {
             list.push(buffer);
-            self.pool.returned.inc();
+            free.returned += 1;
         } else {
-            self.pool.discarded.inc();
+            free.discarded += 1;
         }
     }
 }

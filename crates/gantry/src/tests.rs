@@ -147,3 +147,46 @@ fn streaming_ring_needs_a_frame_and_reports_full() {
     assert!(matches!(ring.push(&[0; 2048]), Err(Error::RingFull(_))));
     ring.end_frame().unwrap();
 }
+
+#[test]
+fn pool_keeps_usages_apart_and_skips_destroyed_buffers() {
+    use gantry_stats::{MetricValue, StatisticsProvider};
+    let m = manager();
+    let count = |name: &str| match m.pool().snapshot().get(name) {
+        Some(MetricValue::Counter { value, .. }) => *value,
+        other => panic!("{name}: {other:?}"),
+    };
+    // Same size class, different usages or locations: separate free lists.
+    let a = m.acquire(4096, RW, MemoryLocation::DeviceLocal).unwrap();
+    let a_id = a.id();
+    drop(a);
+    let b = m
+        .acquire(4096, BufferUsage::TRANSFER_DST, MemoryLocation::DeviceLocal)
+        .unwrap();
+    assert_ne!(b.id(), a_id);
+    let c = m.acquire(4096, RW, MemoryLocation::Upload).unwrap();
+    assert_ne!(c.id(), a_id);
+    let b_id = b.id();
+    drop((b, c));
+    assert_eq!(m.pool().free_buffers(), 3);
+    assert_eq!(count("returned"), 3);
+    assert_eq!(count("free_bytes"), 3 * 4096);
+    // A buffer destroyed while on loan is never handed out again.
+    let a = m.acquire(3000, RW, MemoryLocation::DeviceLocal).unwrap();
+    assert_eq!(a.id(), a_id);
+    assert_eq!(count("hits"), 1);
+    m.device().destroy_buffer(&a).unwrap();
+    drop(a);
+    let again = m.acquire(4096, RW, MemoryLocation::DeviceLocal).unwrap();
+    assert_ne!(again.id(), a_id);
+    assert_eq!(count("discarded"), 1);
+    let b = m
+        .acquire(4000, BufferUsage::TRANSFER_DST, MemoryLocation::DeviceLocal)
+        .unwrap();
+    assert_eq!(b.id(), b_id);
+    drop((again, b));
+    m.pool().clear();
+    assert_eq!(m.pool().free_buffers(), 0);
+    m.pool().reset();
+    assert_eq!(count("hits"), 0);
+}
