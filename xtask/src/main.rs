@@ -246,9 +246,37 @@ fn loom() -> Result<(), String> {
     )
 }
 
+/// gantry-host under Miri. `cargo +nightly` needs rustup's proxy, and `$CARGO` (set by
+/// `cargo xtask`) is the stable toolchain's real binary, so go through `rustup run`.
 fn miri() -> Result<(), String> {
-    cargo_env(
-        &["+nightly", "miri", "test", "--package", "gantry-host"],
-        &[("MIRIFLAGS", "-Zmiri-strict-provenance")],
-    )
+    let args = [
+        "run",
+        "nightly",
+        "cargo",
+        "miri",
+        "test",
+        "--package",
+        "gantry-host",
+    ];
+    println!(
+        "\n==> MIRIFLAGS=-Zmiri-strict-provenance rustup {}",
+        args.join(" ")
+    );
+    let status = Command::new("rustup")
+        .args(args)
+        .env("MIRIFLAGS", "-Zmiri-strict-provenance")
+        .env_remove("CARGO")
+        .env_remove("RUSTC")
+        .status()
+        .map_err(|e| {
+            format!(
+                "could not start rustup ({e}); install the nightly toolchain with \
+                 `rustup toolchain install nightly --component miri rust-src`"
+            )
+        })?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("`cargo +nightly miri test` failed with {status}"))
+    }
 }
