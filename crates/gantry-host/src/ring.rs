@@ -209,8 +209,18 @@ impl RingBuffer {
         }
         let tail = self.tail();
         let first = n.min(self.capacity() - tail);
-        self.buf[tail..tail + first].copy_from_slice(&data[..first]);
-        self.buf[..n - first].copy_from_slice(&data[first..n]);
+        let base = self.buf.as_mut_ptr();
+        // SAFETY: `tail < capacity` and `first <= capacity - tail`, so the first range lies
+        // in `buf`; when the write wraps (`first < n`), `n - first = tail + n - capacity <=
+        // tail - len <= tail` (as `n <= capacity - len`), so the second one does too. Both
+        // ranges are in the free region, and `data.len() >= n`. `&mut self` keeps `data`
+        // from overlapping `buf`. (The bounds are thus checked once here, not per copy.)
+        unsafe {
+            core::ptr::copy_nonoverlapping(data.as_ptr(), base.add(tail), first);
+            if first < n {
+                core::ptr::copy_nonoverlapping(data.as_ptr().add(first), base, n - first);
+            }
+        }
         self.len += n;
         n
     }
@@ -235,8 +245,17 @@ impl RingBuffer {
             return 0;
         }
         let first = n.min(self.capacity() - self.head);
-        out[..first].copy_from_slice(&self.buf[self.head..self.head + first]);
-        out[first..n].copy_from_slice(&self.buf[..n - first]);
+        let base = self.buf.as_ptr();
+        // SAFETY: `head < capacity` and `first <= capacity - head`, so the first range lies
+        // in `buf`; when the stored bytes wrap (`first < n`), `n - first <= head + len -
+        // capacity <= head`, so the second one does too. Both are stored (initialised)
+        // bytes, `out.len() >= n`, and `out` is a unique borrow, so it cannot overlap `buf`.
+        unsafe {
+            core::ptr::copy_nonoverlapping(base.add(self.head), out.as_mut_ptr(), first);
+            if first < n {
+                core::ptr::copy_nonoverlapping(base, out.as_mut_ptr().add(first), n - first);
+            }
+        }
         n
     }
 

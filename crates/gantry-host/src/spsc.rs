@@ -312,7 +312,9 @@ impl Producer {
         // which no safe reference outside this module can reach while it is free.
         unsafe {
             core::ptr::copy_nonoverlapping(data.as_ptr(), base.add(pos), first);
-            core::ptr::copy_nonoverlapping(data.as_ptr().add(first), base, n - first);
+            if first < n {
+                core::ptr::copy_nonoverlapping(data.as_ptr().add(first), base, n - first);
+            }
         }
         #[cfg(loom)]
         self.shared.track(pos, n, true);
@@ -469,7 +471,9 @@ impl Consumer {
         // store of `head` below. `out` is a unique borrow, so it cannot overlap them.
         unsafe {
             core::ptr::copy_nonoverlapping(base.add(pos), out.as_mut_ptr(), first);
-            core::ptr::copy_nonoverlapping(base, out.as_mut_ptr().add(first), n - first);
+            if first < n {
+                core::ptr::copy_nonoverlapping(base, out.as_mut_ptr().add(first), n - first);
+            }
         }
         #[cfg(loom)]
         self.shared.track(pos, n, false);

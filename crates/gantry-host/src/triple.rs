@@ -17,8 +17,23 @@ const INDEX: usize = 3;
 const FRESH: usize = 4;
 
 struct Shared<T> {
-    back: CachePadded<AtomicUsize>,
     bufs: [CachePadded<UnsafeCell<T>>; 3],
+    /// Holds an index in `0..3` (and the `FRESH` bit) at all times: it starts at 2 and is
+    /// only ever swapped with a handle's index, which is itself always in `0..3`.
+    back: CachePadded<AtomicUsize>,
+}
+
+impl<T> Shared<T> {
+    /// Buffer `i`, without a bounds check.
+    ///
+    /// # Safety
+    /// `i < 3`.
+    #[inline(always)]
+    unsafe fn buf(&self, i: usize) -> &UnsafeCell<T> {
+        debug_assert!(i < 3);
+        // SAFETY: the caller guarantees `i < 3`, the length of `bufs`.
+        unsafe { self.bufs.get_unchecked(i) }
+    }
 }
 
 // SAFETY: every buffer is owned by exactly one of writer (input), reader (output) and the
@@ -107,12 +122,12 @@ impl<T> TripleBuffer<T> {
     pub fn split(self) -> (TripleWriter<T>, TripleReader<T>) {
         let [output, input, back] = self.initial;
         let shared = Arc::new(Shared {
-            back: CachePadded::new(AtomicUsize::new(2)),
             bufs: [
                 CachePadded::new(UnsafeCell::new(output)),
                 CachePadded::new(UnsafeCell::new(input)),
                 CachePadded::new(UnsafeCell::new(back)),
             ],
+            back: CachePadded::new(AtomicUsize::new(2)),
         });
         (
             TripleWriter {
@@ -136,6 +151,7 @@ impl<T> TripleBuffer<T> {
 /// ```
 pub struct TripleWriter<T> {
     shared: Arc<Shared<T>>,
+    /// Always in `0..3` (starts at 1, then comes from the index bits of `back`).
     input: usize,
 }
 
@@ -150,6 +166,7 @@ pub struct TripleWriter<T> {
 /// ```
 pub struct TripleReader<T> {
     shared: Arc<Shared<T>>,
+    /// Always in `0..3` (starts at 0, then comes from the index bits of `back`).
     output: usize,
 }
 
@@ -178,7 +195,8 @@ impl<T> TripleWriter<T> {
     /// ```
     #[inline]
     pub fn input(&mut self) -> &mut T {
-        let ptr = self.shared.bufs[self.input].with_mut(|p| p);
+        // SAFETY: `self.input < 3` (see the field).
+        let ptr = unsafe { self.shared.buf(self.input) }.with_mut(|p| p);
         // SAFETY: the input buffer is owned by this handle alone (see `Shared`) and stays so
         // while `self` is borrowed mutably; the `Arc` keeps it alive.
         unsafe { &mut *ptr }
@@ -302,7 +320,8 @@ impl<T> TripleReader<T> {
     /// ```
     #[inline]
     pub fn output(&self) -> &T {
-        let ptr = self.shared.bufs[self.output].with(|p| p);
+        // SAFETY: `self.output < 3` (see the field).
+        let ptr = unsafe { self.shared.buf(self.output) }.with(|p| p);
         // SAFETY: the output buffer is owned by this handle alone (see `Shared`); it only
         // changes in `update`, which needs `&mut self`, so not while this borrow lives.
         unsafe { &*ptr }
@@ -319,7 +338,8 @@ impl<T> TripleReader<T> {
     /// ```
     #[inline]
     pub fn output_mut(&mut self) -> &mut T {
-        let ptr = self.shared.bufs[self.output].with_mut(|p| p);
+        // SAFETY: `self.output < 3` (see the field).
+        let ptr = unsafe { self.shared.buf(self.output) }.with_mut(|p| p);
         // SAFETY: as in `output`; `&mut self` makes this the only access.
         unsafe { &mut *ptr }
     }
