@@ -37,7 +37,7 @@ unsafe impl<T: Send> Sync for Shared<T> {}
 // SAFETY: `Shared` owns two `T`s; sending it sends them, which `T: Send` allows.
 unsafe impl<T: Send> Send for Shared<T> {}
 
-/// Constructor of the two handles of a double buffer; see the [module docs](self).
+/// Constructor of the two handles of a double buffer.
 ///
 /// # Example
 /// ```

@@ -542,8 +542,9 @@ fn new_cache(caches: &mut Vec<LocalCache>, pool: &Arc<Inner>) -> usize {
     caches.len() - 1
 }
 
-/// A thread-safe pool of byte buffers with a global bound; see the [module docs](self)
-/// for how it works.
+/// A thread-safe pool of byte buffers with a global bound: a small cache per thread in
+/// front of a shared queue, and `max_buffers` credits that every idle buffer must hold, so
+/// idle buffers never exceed `max_buffers`, caches included.
 ///
 /// [`get`](Self::get) hands out a [`PooledBuffer`] that derefs to `Vec<u8>`; when dropped
 /// it goes back to the pool cleared (length 0, capacity kept), unless its capacity grew

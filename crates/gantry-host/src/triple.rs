@@ -44,7 +44,7 @@ unsafe impl<T: Send> Sync for Shared<T> {}
 // SAFETY: `Shared` owns three `T`s; sending it sends them, which `T: Send` allows.
 unsafe impl<T: Send> Send for Shared<T> {}
 
-/// Constructor of the two handles of a triple buffer; see the [module docs](self).
+/// Constructor of the two handles of a triple buffer.
 ///
 /// # Example
 /// ```
