@@ -11,16 +11,17 @@
 //! `cargo bench -p gantry-benches --bench manager`; `GANTRY_BENCH_QUICK=1` shortens the
 //! measurement; `GANTRY_BENCH_BIG_MIB=N` sets the large transfer size (default 256).
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::hint::black_box;
-use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use gantry::{BufferManager, ManagerConfig};
 use gantry_core::{BufferDesc, BufferUsage, Device, MemoryLocation};
-use gantry_wgpu::{WgpuBackend, WgpuOptions};
+use gantry_wgpu::WgpuBackend;
 
-const SMALL: u64 = 256;
-const WRITES: u64 = 10_000;
+use common::{SMALL, WRITES, configure, open, scattered_offsets, target, wait};
 
 fn big() -> u64 {
     std::env::var("GANTRY_BENCH_BIG_MIB")
@@ -30,60 +31,8 @@ fn big() -> u64 {
         << 20
 }
 
-fn open() -> Device<WgpuBackend> {
-    let backend = WgpuBackend::new(&WgpuOptions {
-        staging_keep_bytes: 512 << 20,
-        ..WgpuOptions::default()
-    })
-    .expect("a wgpu adapter (lavapipe: mesa-vulkan-drivers)");
-    Device::new(backend)
-}
-
 fn manager(device: &Device<WgpuBackend>) -> BufferManager<WgpuBackend> {
     BufferManager::new(device.clone(), ManagerConfig::default()).expect("manager")
-}
-
-fn wait(device: &wgpu::Device, index: wgpu::SubmissionIndex) {
-    device
-        .poll(wgpu::PollType::Wait {
-            submission_index: Some(index),
-            timeout: None,
-        })
-        .expect("poll");
-}
-
-fn target(device: &wgpu::Device, size: u64) -> wgpu::Buffer {
-    device.create_buffer(&wgpu::BufferDescriptor {
-        label: Some("bench target"),
-        size,
-        usage: wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC,
-        mapped_at_creation: false,
-    })
-}
-
-fn scattered_offsets() -> Vec<u64> {
-    // Every fourth 256-byte slot of a 10 MiB buffer, in a shuffled order.
-    let mut slots: Vec<u64> = (0..WRITES).map(|i| i * 4).collect();
-    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
-    for i in (1..slots.len()).rev() {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        slots.swap(i, (x % (i as u64 + 1)) as usize);
-    }
-    slots.into_iter().map(|s| s * SMALL).collect()
-}
-
-fn configure(c: &mut Criterion) -> Criterion {
-    let quick = std::env::var_os("GANTRY_BENCH_QUICK").is_some();
-    let c = std::mem::take(c);
-    if quick {
-        c.sample_size(10)
-            .warm_up_time(Duration::from_millis(500))
-            .measurement_time(Duration::from_secs(3))
-    } else {
-        c.sample_size(20).measurement_time(Duration::from_secs(10))
-    }
 }
 
 fn upload(c: &mut Criterion) {

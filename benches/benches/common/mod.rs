@@ -1,0 +1,71 @@
+//! Setup shared by the GPU transfer benchmarks (`wgpu_transfer`, `manager`): the gantry-wgpu
+//! device they open, the plain-wgpu target buffers and waits of the peers, the scattered
+//! offsets of the 10,000-write frame, and the criterion configuration.
+
+use std::time::Duration;
+
+use criterion::Criterion;
+use gantry_core::Device;
+use gantry_wgpu::{WgpuBackend, WgpuOptions};
+
+/// Bytes per small write.
+pub const SMALL: u64 = 256;
+/// Small writes per frame.
+pub const WRITES: u64 = 10_000;
+
+/// A gantry-wgpu device keeping the staging chunks a 256 MiB upload needs, like a
+/// long-running application would.
+pub fn open() -> Device<WgpuBackend> {
+    let backend = WgpuBackend::new(&WgpuOptions {
+        staging_keep_bytes: 512 << 20,
+        ..WgpuOptions::default()
+    })
+    .expect("a wgpu adapter (lavapipe: mesa-vulkan-drivers)");
+    Device::new(backend)
+}
+
+/// Waits for one wgpu submission.
+pub fn wait(device: &wgpu::Device, index: wgpu::SubmissionIndex) {
+    device
+        .poll(wgpu::PollType::Wait {
+            submission_index: Some(index),
+            timeout: None,
+        })
+        .expect("poll");
+}
+
+/// A plain wgpu device-local buffer for the peers to write into.
+pub fn target(device: &wgpu::Device, size: u64) -> wgpu::Buffer {
+    device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("bench target"),
+        size,
+        usage: wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC,
+        mapped_at_creation: false,
+    })
+}
+
+/// Every fourth 256-byte slot of a 10 MiB buffer, in a shuffled (fixed) order.
+pub fn scattered_offsets() -> Vec<u64> {
+    let mut slots: Vec<u64> = (0..WRITES).map(|i| i * 4).collect();
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    for i in (1..slots.len()).rev() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        slots.swap(i, (x % (i as u64 + 1)) as usize);
+    }
+    slots.into_iter().map(|s| s * SMALL).collect()
+}
+
+/// Criterion settings: `GANTRY_BENCH_QUICK` shortens measurement.
+pub fn configure(c: &mut Criterion) -> Criterion {
+    let quick = std::env::var_os("GANTRY_BENCH_QUICK").is_some();
+    let c = std::mem::take(c);
+    if quick {
+        c.sample_size(10)
+            .warm_up_time(Duration::from_millis(500))
+            .measurement_time(Duration::from_secs(3))
+    } else {
+        c.sample_size(20).measurement_time(Duration::from_secs(10))
+    }
+}
