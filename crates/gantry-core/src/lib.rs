@@ -29,6 +29,7 @@
 mod backend;
 mod device;
 mod error;
+pub mod scatter;
 mod types;
 
 #[cfg(any(test, feature = "reference"))]

@@ -1,0 +1,374 @@
+//! Scatter uploads: many small writes into one buffer as one compute dispatch.
+//!
+//! Every copy region costs a fixed amount of GPU time however regions are batched (about
+//! 2.7 µs on an H100, `../shared/PERF.md`), so 10,000 scattered 256-byte writes recorded as
+//! copy regions take 27-30 ms. A backend instead puts the writes' bytes in staging, as usual,
+//! plus one table of *records* (destination offset, source offset, length, in 4-byte words),
+//! and records one dispatch of [`WGSL`]: workgroup `r` copies record `r`'s words, 64 lanes at
+//! a time. The whole frame then costs one dispatch.
+//!
+//! This module holds what both backends share: the shader, the record layout, and the
+//! planning ([`ScatterPlan::new`]) that decides whether a set of writes may be scattered at
+//! all: enough of them to pay for the dispatch, all 4-byte aligned, destination ranges that do
+//! not overlap (the lanes of one dispatch run in no defined order, so overlapping writes would
+//! race; such batches keep their copies, which keep program order), and windows that fit one
+//! storage binding.
+//!
+//! # Record table
+//! `records[0]` is the number of records `n`; record `r` is the three words at
+//! `1 + 3r`: destination word offset (from the destination binding's start), source word offset
+//! (from the source binding's start) and length in words.
+//!
+//! ```
+//! use gantry_core::scatter::{ScatterPlan, ScatterWrite, apply};
+//! // 32 writes of 8 bytes, in reverse order, to every other 8-byte slot.
+//! let writes: Vec<ScatterWrite> = (0..32u64)
+//!     .rev()
+//!     .map(|i| ScatterWrite { dst_offset: 1024 + 16 * i, src_offset: 8 * (31 - i), len: 8 })
+//!     .collect();
+//! let plan = ScatterPlan::new(&writes, 256, 1 << 27).expect("scatterable");
+//! assert_eq!(plan.dst_base, 1024);
+//! assert_eq!(plan.groups, [32, 1]);
+//!
+//! // What the dispatch does, on the CPU.
+//! let staging: Vec<u8> = (0..=255u8).collect();
+//! let mut dst = vec![0u8; 2048];
+//! let window = plan.dst_base as usize..(plan.dst_base + plan.dst_size) as usize;
+//! apply(&plan.records, &staging[plan.src_base as usize..], &mut dst[window]);
+//! assert_eq!(&dst[1024 + 16 * 31..1024 + 16 * 31 + 8], &staging[0..8]);
+//! ```
+
+/// The scatter shader (WGSL). Bindings of group 0: `0` the record table (read-only
+/// storage), `1` the source bytes (read-only storage), `2` the destination window
+/// (read-write storage). Dispatch [`ScatterPlan::groups`] workgroups.
+pub const WGSL: &str = r"// gantry scatter: workgroup r copies record r (see gantry_core::scatter).
+@group(0) @binding(0) var<storage, read> records: array<u32>;
+@group(0) @binding(1) var<storage, read> src: array<u32>;
+@group(0) @binding(2) var<storage, read_write> dst: array<u32>;
+
+@compute @workgroup_size(64)
+fn main(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+    @builtin(local_invocation_index) lane: u32,
+) {
+    let r = wg.x + wg.y * groups.x;
+    if (r >= records[0]) {
+        return;
+    }
+    let base = 1u + 3u * r;
+    let d = records[base];
+    let s = records[base + 1u];
+    let n = records[base + 2u];
+    for (var i = lane; i < n; i = i + 64u) {
+        dst[d + i] = src[s + i];
+    }
+}
+";
+
+/// [`WGSL`] compiled to SPIR-V 1.0 by naga (checked in; a test regenerates it and fails when
+/// it differs: run `GANTRY_BLESS=1 cargo test -p gantry-core scatter` after editing the WGSL).
+/// Little-endian bytes, as `ash::util::read_spv` takes them.
+pub const SPIRV: &[u8] = include_bytes!("scatter.spv");
+
+/// The shader's entry point.
+pub const ENTRY_POINT: &str = "main";
+
+/// Lanes per workgroup in [`WGSL`].
+pub const WORKGROUP_SIZE: u32 = 64;
+
+/// Largest write a backend should defer for scattering; larger writes are cheaper as copy
+/// regions (one region moves ~135 KB in the time it costs on an H100).
+pub const MAX_WRITE: u64 = 16 << 10;
+
+/// Fewest writes to one destination worth a dispatch; below this, copy regions are cheaper
+/// than the dispatch and its barriers.
+pub const MIN_WRITES: usize = 16;
+
+/// Words per record in the table (after the leading count).
+pub const RECORD_WORDS: usize = 3;
+
+/// Largest number of workgroups in one dispatch dimension (WebGPU's and Vulkan's minimum).
+const MAX_GROUPS_X: u32 = 65_535;
+
+/// One deferred write: `len` bytes from `src_offset` in staging to `dst_offset` in the
+/// destination buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ScatterWrite {
+    /// Byte offset in the destination buffer.
+    pub dst_offset: u64,
+    /// Byte offset of the bytes in the staging buffer they were copied into.
+    pub src_offset: u64,
+    /// Bytes (a non-zero multiple of 4).
+    pub len: u64,
+}
+
+/// How to scatter a set of writes into one destination with one dispatch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScatterPlan {
+    /// Start of the destination binding (a multiple of the storage offset alignment).
+    pub dst_base: u64,
+    /// Size of the destination binding (a multiple of 4; covers every write).
+    pub dst_size: u64,
+    /// Start of the source binding in staging (a multiple of the storage offset alignment).
+    pub src_base: u64,
+    /// Size of the source binding (a multiple of 4; covers every write's bytes).
+    pub src_size: u64,
+    /// The record table, offsets relative to the two bindings (see the module docs).
+    pub records: Vec<u32>,
+    /// Workgroups to dispatch, `[x, y]` (`z` is 1).
+    pub groups: [u32; 2],
+}
+
+impl ScatterPlan {
+    /// Plans one dispatch for `writes` (in program order), or `None` when they must stay
+    /// copy regions: fewer than [`MIN_WRITES`], a write that is empty, not 4-byte aligned or
+    /// larger than [`MAX_WRITE`], two destination ranges that overlap, a window larger than
+    /// `max_binding` bytes or offsets beyond what 32-bit words address.
+    ///
+    /// `storage_align` is the device's minimum storage-buffer offset alignment (a power of
+    /// two; values below 4 are treated as 4).
+    #[must_use]
+    pub fn new(writes: &[ScatterWrite], storage_align: u64, max_binding: u64) -> Option<Self> {
+        if writes.len() < MIN_WRITES || !storage_align.is_power_of_two() {
+            return None;
+        }
+        let align = storage_align.max(4);
+        let (mut dst_lo, mut dst_hi) = (u64::MAX, 0u64);
+        let (mut src_lo, mut src_hi) = (u64::MAX, 0u64);
+        // Writes in increasing, non-overlapping order need no sort to prove them disjoint.
+        let mut sorted = true;
+        let mut last_end = 0u64;
+        for w in writes {
+            if w.len == 0 || w.len > MAX_WRITE || (w.dst_offset | w.src_offset | w.len) % 4 != 0 {
+                return None;
+            }
+            let dst_end = w.dst_offset.checked_add(w.len)?;
+            let src_end = w.src_offset.checked_add(w.len)?;
+            sorted &= w.dst_offset >= last_end;
+            last_end = dst_end;
+            dst_lo = dst_lo.min(w.dst_offset);
+            dst_hi = dst_hi.max(dst_end);
+            src_lo = src_lo.min(w.src_offset);
+            src_hi = src_hi.max(src_end);
+        }
+        if !sorted && !disjoint(writes) {
+            return None;
+        }
+        let dst_base = dst_lo - dst_lo % align;
+        let src_base = src_lo - src_lo % align;
+        let (dst_size, src_size) = (dst_hi - dst_base, src_hi - src_base);
+        if dst_size > max_binding || src_size > max_binding {
+            return None;
+        }
+        let word = |v: u64| u32::try_from(v / 4).ok();
+        // Bindings are at most `max_binding` bytes, so word offsets fit when it is <= 16 GiB.
+        word(dst_size)?;
+        word(src_size)?;
+        let count = u32::try_from(writes.len()).ok()?;
+        let mut records = Vec::with_capacity(1 + RECORD_WORDS * writes.len());
+        records.push(count);
+        for w in writes {
+            records.push(word(w.dst_offset - dst_base)?);
+            records.push(word(w.src_offset - src_base)?);
+            records.push(word(w.len)?);
+        }
+        let groups = if count <= MAX_GROUPS_X {
+            [count, 1]
+        } else {
+            [MAX_GROUPS_X, count.div_ceil(MAX_GROUPS_X)]
+        };
+        Some(Self {
+            dst_base,
+            dst_size,
+            src_base,
+            src_size,
+            records,
+            groups,
+        })
+    }
+
+    /// The record table as bytes (native endianness, as the GPU reads it on every platform
+    /// gantry runs on).
+    #[must_use]
+    pub fn record_bytes(&self) -> &[u8] {
+        bytemuck::cast_slice(&self.records)
+    }
+}
+
+/// Whether no two writes' destination ranges overlap.
+fn disjoint(writes: &[ScatterWrite]) -> bool {
+    let mut ranges: Vec<(u64, u64)> = writes
+        .iter()
+        .map(|w| (w.dst_offset, w.dst_offset + w.len))
+        .collect();
+    ranges.sort_unstable_by_key(|r| r.0);
+    ranges.windows(2).all(|p| p[0].1 <= p[1].0)
+}
+
+/// What one dispatch of [`WGSL`] does, on the CPU: copies every record of `records` from
+/// `src` (the source binding's bytes) into `dst` (the destination binding's bytes). Used to
+/// test plans and by backends without compute.
+///
+/// Records that reach outside `src` or `dst` are skipped (the GPU's robust buffer access
+/// would discard them too); a plan from [`ScatterPlan::new`] never has such records.
+pub fn apply(records: &[u32], src: &[u8], dst: &mut [u8]) {
+    let Some((&count, table)) = records.split_first() else {
+        return;
+    };
+    for r in table.chunks_exact(RECORD_WORDS).take(count as usize) {
+        let [d, s, n] = [r[0], r[1], r[2]].map(|w| w as usize * 4);
+        if let (Some(from), Some(to)) = (src.get(s..s + n), dst.get_mut(d..d + n)) {
+            to.copy_from_slice(from);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn writes(n: u64, stride: u64, len: u64) -> Vec<ScatterWrite> {
+        (0..n)
+            .map(|i| ScatterWrite {
+                dst_offset: 4096 + i * stride,
+                src_offset: 512 + i * len,
+                len,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn plans_scattered_writes_and_applies_them_exactly() {
+        let mut ws = writes(100, 1024, 256);
+        // A fixed shuffle: the plan keeps program order.
+        for i in (1..ws.len()).rev() {
+            ws.swap(i, (i * 7919) % (i + 1));
+        }
+        let plan = ScatterPlan::new(&ws, 256, 1 << 27).expect("plan");
+        assert_eq!(plan.dst_base, 4096);
+        assert_eq!(plan.src_base, 512);
+        assert_eq!(plan.records[0], 100);
+        assert_eq!(plan.records.len(), 1 + 3 * 100);
+        let staging: Vec<u8> = (0..200_000u32).map(|i| (i * 31 % 251) as u8).collect();
+        let mut dst = vec![0u8; 4096 + 100 * 1024];
+        let mut model = dst.clone();
+        for w in &ws {
+            let (d, s, n) = (w.dst_offset as usize, w.src_offset as usize, w.len as usize);
+            model[d..d + n].copy_from_slice(&staging[s..s + n]);
+        }
+        let window = plan.dst_base as usize..(plan.dst_base + plan.dst_size) as usize;
+        apply(
+            &plan.records,
+            &staging[plan.src_base as usize..(plan.src_base + plan.src_size) as usize],
+            &mut dst[window],
+        );
+        assert_eq!(dst, model);
+    }
+
+    #[test]
+    fn refuses_what_one_dispatch_cannot_do() {
+        // Too few.
+        assert!(ScatterPlan::new(&writes(MIN_WRITES as u64 - 1, 512, 256), 256, 1 << 27).is_none());
+        // Overlapping destinations (stride smaller than the length).
+        assert!(ScatterPlan::new(&writes(32, 128, 256), 256, 1 << 27).is_none());
+        // Overlap out of order.
+        let mut ws = writes(32, 512, 256);
+        ws.push(ScatterWrite {
+            dst_offset: 4096 + 100,
+            src_offset: 0,
+            len: 4,
+        });
+        assert!(ScatterPlan::new(&ws, 256, 1 << 27).is_none());
+        // Misaligned, empty, too large.
+        for bad in [
+            ScatterWrite {
+                dst_offset: 2,
+                src_offset: 0,
+                len: 4,
+            },
+            ScatterWrite {
+                dst_offset: 0,
+                src_offset: 0,
+                len: 0,
+            },
+            ScatterWrite {
+                dst_offset: 0,
+                src_offset: 0,
+                len: MAX_WRITE + 4,
+            },
+        ] {
+            let mut ws = writes(32, 512, 256);
+            ws.push(bad);
+            assert!(ScatterPlan::new(&ws, 256, 1 << 27).is_none(), "{bad:?}");
+        }
+        // A window over the binding limit.
+        assert!(ScatterPlan::new(&writes(32, 1 << 20, 256), 256, 1 << 24).is_none());
+        // Offsets near u64::MAX do not overflow.
+        let mut ws = writes(32, 512, 256);
+        ws.push(ScatterWrite {
+            dst_offset: u64::MAX - 3,
+            src_offset: 0,
+            len: 4,
+        });
+        assert!(ScatterPlan::new(&ws, 256, u64::MAX).is_none());
+    }
+
+    #[test]
+    fn adjacent_writes_are_disjoint() {
+        let plan = ScatterPlan::new(&writes(64, 256, 256), 16, 1 << 27).expect("plan");
+        assert_eq!(plan.dst_size, 64 * 256);
+    }
+
+    #[test]
+    fn more_than_65535_writes_use_two_dimensions() {
+        let ws = writes(70_000, 4, 4);
+        let plan = ScatterPlan::new(&ws, 256, 1 << 30).expect("plan");
+        assert_eq!(plan.groups, [65_535, 2]);
+        assert!(u64::from(plan.groups[0]) * u64::from(plan.groups[1]) >= 70_000);
+    }
+
+    /// The WGSL is valid and the checked-in SPIR-V is what naga makes of it.
+    #[test]
+    fn spirv_matches_wgsl() {
+        let module = naga::front::wgsl::parse_str(WGSL).expect("WGSL parses");
+        let info = naga::valid::Validator::new(
+            naga::valid::ValidationFlags::all(),
+            naga::valid::Capabilities::empty(),
+        )
+        .validate(&module)
+        .expect("WGSL validates");
+        let options = naga::back::spv::Options {
+            lang_version: (1, 0),
+            ..naga::back::spv::Options::default()
+        };
+        let words = naga::back::spv::write_vec(
+            &module,
+            &info,
+            &options,
+            Some(&naga::back::spv::PipelineOptions {
+                shader_stage: naga::ShaderStage::Compute,
+                entry_point: ENTRY_POINT.into(),
+            }),
+        )
+        .expect("SPIR-V");
+        let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+        if std::env::var_os("GANTRY_BLESS").is_some() {
+            let path = concat!(env!("CARGO_MANIFEST_DIR"), "/src/scatter.spv");
+            std::fs::write(path, &bytes).expect("write scatter.spv");
+        } else {
+            assert!(
+                bytes == SPIRV,
+                "scatter.spv is stale: GANTRY_BLESS=1 cargo test -p gantry-core scatter"
+            );
+        }
+    }
+
+    #[test]
+    fn apply_skips_out_of_range_records() {
+        let records = [2, 0, 0, 1, 100, 0, 1];
+        let mut dst = [0u8; 8];
+        apply(&records, &[1, 2, 3, 4], &mut dst);
+        assert_eq!(dst, [1, 2, 3, 4, 0, 0, 0, 0]);
+    }
+}
