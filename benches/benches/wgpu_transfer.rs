@@ -48,10 +48,27 @@ fn upload(c: &mut Criterion) {
     let vulkan = open_vulkan();
     let vbuf = vulkan
         .create_buffer(
-            &BufferDesc::new(BIG, BufferUsage::TRANSFER_DST, MemoryLocation::DeviceLocal)
-                .with_label("bench gantry-vulkan upload"),
+            &BufferDesc::new(
+                BIG,
+                BufferUsage::TRANSFER_DST | BufferUsage::TRANSFER_SRC,
+                MemoryLocation::DeviceLocal,
+            )
+            .with_label("bench gantry-vulkan upload"),
         )
         .expect("buffer");
+
+    // The zero-copy path: the same bytes in host memory the device imported (imported once,
+    // outside the measurement, as an application would).
+    let host = vulkan
+        .raw()
+        .alloc_host_memory(BIG as usize)
+        .ok()
+        .map(|mut h| {
+            h.as_mut_slice()
+                .expect("host memory")
+                .copy_from_slice(&data);
+            h
+        });
 
     let mut group = c.benchmark_group("upload_256MiB");
     group.throughput(Throughput::Bytes(BIG));
@@ -67,6 +84,20 @@ fn upload(c: &mut Criterion) {
             vulkan.wait_idle().expect("wait");
         });
     });
+    if let Some(host) = &host {
+        group.bench_function("gantry_vulkan_write_from_host_memory", |b| {
+            b.iter(|| {
+                vulkan.write(&vbuf, 0, black_box(host)).expect("write");
+                vulkan.wait_idle().expect("wait");
+            });
+        });
+        assert!(host.last_use() > 0, "the zero-copy upload was not taken");
+        assert_eq!(
+            vulkan.read(&vbuf, 0, BIG).expect("read"),
+            data,
+            "gantry-vulkan upload from host memory differs"
+        );
+    }
     group.bench_function("wgpu_write_buffer_4MiB_chunks", |b| {
         b.iter(|| {
             for (i, chunk) in data.chunks(4 << 20).enumerate() {
@@ -138,6 +169,20 @@ fn readback(c: &mut Criterion) {
         });
     });
     assert_eq!(out, data, "gantry-vulkan readback differs");
+    if let Ok(mut host) = vulkan.raw().alloc_host_memory(BIG as usize) {
+        group.bench_function("gantry_vulkan_read_into_host_memory", |b| {
+            b.iter(|| {
+                let into = host.as_mut_slice().expect("host memory");
+                vulkan.read_into(&vbuf, 0, black_box(into)).expect("read");
+            });
+        });
+        assert!(host.last_use() > 0, "the zero-copy readback was not taken");
+        assert_eq!(
+            &host[..],
+            &data[..],
+            "gantry-vulkan readback into host memory differs"
+        );
+    }
     group.bench_function("wgpu_copy_map_async", |b| {
         b.iter(|| {
             let staging = device.create_buffer(&wgpu::BufferDescriptor {

@@ -127,6 +127,37 @@ pub trait Backend: Send + Sync + Sized + 'static {
         data: &[u8],
     ) -> Result<(), DeviceError>;
 
+    /// Writes `data` to `dst` at `offset` and submits: what [`Backend::begin_batch`],
+    /// [`Backend::batch_write`] and [`Backend::submit`] do together, which is the default.
+    /// A backend may do better for one large write: submit it in several parts so that the
+    /// device copies one part while the host stages the next, or have the device read
+    /// `data` in place when it lies in host memory the device imported. Returns the index of
+    /// the last submission made; every part is complete when that one is.
+    ///
+    /// `data` is only borrowed for the call: when this returns, the backend no longer reads
+    /// it, or holds a guarantee that nothing can write it until the device has read it.
+    ///
+    /// # Safety
+    /// As [`Backend::batch_write`]: `dst` is valid, has `TRANSFER_DST` and stays valid and not
+    /// mapped until the returned submission has completed; `offset`/`data.len()` form an
+    /// aligned range.
+    ///
+    /// # Errors
+    /// Out of memory for staging, device loss.
+    unsafe fn write_now(
+        &self,
+        dst: &Self::Buffer,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<SubmissionIndex, DeviceError> {
+        let mut batch = self.begin_batch()?;
+        // SAFETY: forwarded from this function's contract.
+        unsafe {
+            self.batch_write(&mut batch, dst, offset, data)?;
+            self.submit(batch)
+        }
+    }
+
     /// Starts recording a batch of transfer commands.
     ///
     /// # Errors

@@ -718,10 +718,7 @@ impl<B: Backend> Device<B> {
     /// [`Error::DeviceLost`].
     pub fn write(&self, buffer: &Buffer<B>, offset: u64, data: &[u8]) -> Result<()> {
         if buffer.inner.location != MemoryLocation::Upload {
-            let mut batch = self.batch()?;
-            batch.write(buffer, offset, data)?;
-            batch.submit()?;
-            return Ok(());
+            return self.write_now(buffer, offset, data);
         }
         self.check_device(buffer)?;
         let inner = &buffer.inner;
@@ -750,6 +747,39 @@ impl<B: Backend> Device<B> {
         // SAFETY: an upload buffer, valid, not mapped, range aligned and in bounds (checked),
         // and its last submission has completed (`lock_idle`; the lock is held).
         unsafe { self.shared.raw.write_host(raw, offset, data) }?;
+        Ok(())
+    }
+
+    /// A staged write to a device-local or readback buffer, submitted at once through
+    /// [`Backend::write_now`] (which may pipeline it, or read `data` in place).
+    fn write_now(&self, buffer: &Buffer<B>, offset: u64, data: &[u8]) -> Result<()> {
+        self.check_device(buffer)?;
+        let inner = &buffer.inner;
+        let size = len64(data);
+        let mut state = lock(&inner.state);
+        let Some(raw) = state.raw.as_ref() else {
+            return Err(inner.destroyed());
+        };
+        if !matches!(state.map, MapState::Unmapped) {
+            return Err(inner.mapped());
+        }
+        inner.require(BufferUsage::TRANSFER_DST)?;
+        check_aligned(offset, size, self.shared.limits.copy_alignment)?;
+        check_bounds(offset, size, inner.size)?;
+        if size == 0 {
+            return Ok(());
+        }
+        // SAFETY: `raw` is valid, has TRANSFER_DST and is not mapped; the range is aligned and
+        // in bounds (all checked above). The buffer's lock is held until the submission is
+        // recorded as its last use, so it cannot be destroyed or mapped before that
+        // submission completes (destroy defers, map waits for `last_use`).
+        let idx = unsafe { self.shared.raw.write_now(raw, offset, data) }?;
+        state.last_use = idx;
+        drop(state);
+        if !lock(&self.shared.deferred).is_empty() {
+            let completed = self.shared.raw.poll()?;
+            self.shared.free_deferred(completed);
+        }
         Ok(())
     }
 

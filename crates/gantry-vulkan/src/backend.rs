@@ -216,6 +216,8 @@ pub struct VulkanDevice {
     /// Buffers to destroy at the next maintenance (never submitted, or already complete).
     pub(crate) orphans: Mutex<Vec<VulkanBuffer>>,
     pub(crate) imported_bytes: AtomicU64,
+    /// Live [`crate::HostMemory`] imports, found by address for zero-copy transfers.
+    pub(crate) host_memory: crate::host::HostRegistry,
     /// Device-local buffers created since the last submission, cleared at its start.
     pub(crate) pending_fills: Mutex<Vec<vk::Buffer>>,
     /// [`VulkanOptions::treat_memory_as_non_coherent`].
@@ -523,6 +525,7 @@ impl VulkanDevice {
             staging_pool: Mutex::new(Vec::new()),
             orphans: Mutex::new(Vec::new()),
             imported_bytes: AtomicU64::new(0),
+            host_memory: crate::host::HostRegistry::default(),
             pending_fills: Mutex::new(Vec::new()),
             force_non_coherent: false,
             staging_keep_bytes: Self::STAGING_KEEP_DEFAULT,

@@ -155,6 +155,9 @@ impl VulkanDevice {
     }
 }
 
+/// Smallest transfer that looks up [`crate::HostMemory`] imports for a zero-copy path.
+const HOST_DIRECT_MIN: usize = 64 << 10;
+
 /// A batch of transfer commands: copies between raw handles, and writes staged in chunks the
 /// batch fills as it records. Recorded into one command buffer at submission, in order, with
 /// barriers only between commands that touch the same bytes.
@@ -559,6 +562,43 @@ impl Backend for VulkanBackend {
         Ok(())
     }
 
+    unsafe fn write_now(
+        &self,
+        dst: &VulkanBuffer,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<SubmissionIndex, DeviceError> {
+        if data.len() >= HOST_DIRECT_MIN
+            && let Some((host, at)) = self.0.host_memory.find(data)
+            && host.buffer().is_coherent()
+        {
+            let copy = RawCopy {
+                src: host.buffer().raw(),
+                src_offset: at,
+                dst: dst.raw(),
+                dst_offset: offset,
+                size: data.len() as u64,
+            };
+            // SAFETY: `dst` is valid and stays so until completion (contract); the import is
+            // alive while `data` borrows it and afterwards until `used_by`'s submission
+            // completed (`HostInner` waits for it before releasing the import); the range
+            // `at..at + len` lies inside it (`find`). Host writes made before are visible to
+            // the copy through vkQueueSubmit's implicit host-write dependency (coherent memory).
+            let index = unsafe {
+                self.0
+                    .submit_with(Vec::new(), |d, cmd| record_copies(d, cmd, [copy]))
+            }?;
+            host.used_by(index);
+            return Ok(SubmissionIndex(index));
+        }
+        let mut batch = self.begin_batch()?;
+        // SAFETY: forwarded from the contract.
+        unsafe {
+            self.batch_write(&mut batch, dst, offset, data)?;
+            self.submit(batch)
+        }
+    }
+
     unsafe fn batch_copy(
         &self,
         batch: &mut VulkanBatch,
@@ -603,6 +643,29 @@ impl Backend for VulkanBackend {
             }
             // SAFETY: every submission made before the call completed (waited above).
             return unsafe { self.0.read_mapped_raw(buffer, offset, out) }.map_err(Into::into);
+        }
+        if out.len() >= HOST_DIRECT_MIN
+            && let Some((host, at)) = self.0.host_memory.find(out)
+            && host.buffer().is_coherent()
+        {
+            let copy = RawCopy {
+                src: buffer.raw(),
+                src_offset: offset,
+                dst: host.buffer().raw(),
+                dst_offset: at,
+                size: out.len() as u64,
+            };
+            // SAFETY: `buffer` is valid with TRANSFER_SRC and the range in bounds (contract);
+            // the import is alive while `out` borrows it and its range `at..at + len` lies
+            // inside it (`find`); the caller's exclusive borrow of `out` keeps the host away
+            // until the wait below returns. The trailing barrier of `submit_with` makes the
+            // copy's writes visible to the host.
+            let index = unsafe {
+                self.0
+                    .submit_with(Vec::new(), |d, cmd| record_copies(d, cmd, [copy]))
+            }?;
+            host.used_by(index);
+            return self.0.wait_quiet(index).map_err(Into::into);
         }
         if out.len() as u64 > VulkanDevice::STAGING_CHUNK {
             // SAFETY: forwarded from the contract.

@@ -42,6 +42,7 @@ mod context;
 pub mod debug;
 pub mod error;
 pub mod hal;
+mod host;
 pub mod memory;
 mod submit;
 
@@ -54,5 +55,6 @@ pub use context::{AdapterPreference, EnabledFeatures, VulkanAdapterInfo};
 pub use debug::{ValidationCounter, ValidationReport};
 pub use error::{Error, Result};
 pub use hal::{VulkanBatch, VulkanReadFuture};
+pub use host::HostMemory;
 pub use memory::Location;
 pub use submit::{CopyRegion, SubmissionIndex};
