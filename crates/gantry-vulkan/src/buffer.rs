@@ -41,85 +41,29 @@ impl MappedPtr {
 /// against 54 GB/s for sixteen on the H100 host).
 pub(crate) const PARALLEL_COPY_MIN: usize = 8 << 20;
 
-/// Most threads one copy uses.
-const PARALLEL_COPY_THREADS: usize = 16;
-
-fn copy_threads(len: usize) -> usize {
-    if len < PARALLEL_COPY_MIN {
-        return 1;
-    }
-    std::thread::available_parallelism()
-        .map_or(1, usize::from)
-        .min(PARALLEL_COPY_THREADS)
-        .min(len / (PARALLEL_COPY_MIN / 4))
-        .max(1)
-}
-
-/// Copies `src` to `dst`, split over threads when large.
+/// Copies `src` to `dst`, split over the copy threads when large.
 ///
 /// # Safety
 /// `dst` is valid for writes of `src.len()` bytes, does not overlap `src`, and nothing else
 /// accesses those bytes during the call.
 pub(crate) unsafe fn copy_to_mapped(dst: *mut u8, src: &[u8]) {
-    let threads = copy_threads(src.len());
-    if threads == 1 {
-        // SAFETY: the function's contract.
-        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst, src.len()) };
-        return;
-    }
-    let chunk = src.len().div_ceil(threads).next_multiple_of(4096);
-    let base = MappedPtr(NonNull::new(dst).unwrap_or(NonNull::dangling()));
-    std::thread::scope(|s| {
-        for (i, part) in src.chunks(chunk).enumerate() {
-            s.spawn(move || {
-                // SAFETY: `part` is the i-th chunk of `src`; its destination is the i-th chunk
-                // of `dst`, in bounds and disjoint from the other threads' (contract).
-                unsafe {
-                    std::ptr::copy_nonoverlapping(
-                        part.as_ptr(),
-                        base.get().add(i * chunk),
-                        part.len(),
-                    )
-                };
-            });
-        }
-    });
+    // SAFETY: one piece, the function's contract.
+    unsafe { copy_pieces(&[CopyPiece::new(dst, src.as_ptr(), src.len())]) };
 }
 
-/// Copies `dst.len()` bytes from `src` into `dst`, split over threads when large.
+/// Copies `dst.len()` bytes from `src` into `dst`, split over the copy threads when large.
 ///
 /// # Safety
 /// `src` is valid for reads of `dst.len()` bytes, does not overlap `dst`, and nothing writes
 /// those bytes during the call.
 pub(crate) unsafe fn copy_from_mapped(dst: &mut [u8], src: *const u8) {
-    let threads = copy_threads(dst.len());
-    if threads == 1 {
-        // SAFETY: the function's contract.
-        unsafe { std::ptr::copy_nonoverlapping(src, dst.as_mut_ptr(), dst.len()) };
-        return;
-    }
-    let chunk = dst.len().div_ceil(threads).next_multiple_of(4096);
-    let base = MappedPtr(NonNull::new(src.cast_mut()).unwrap_or(NonNull::dangling()));
-    std::thread::scope(|s| {
-        for (i, part) in dst.chunks_mut(chunk).enumerate() {
-            s.spawn(move || {
-                // SAFETY: the i-th chunk of the source, in bounds, only read (contract); `part`
-                // is this thread's own chunk of `dst`.
-                unsafe {
-                    std::ptr::copy_nonoverlapping(
-                        base.get().add(i * chunk),
-                        part.as_mut_ptr(),
-                        part.len(),
-                    )
-                };
-            });
-        }
-    });
+    // SAFETY: one piece, the function's contract (`dst` is exclusively borrowed).
+    unsafe { copy_pieces(&[CopyPiece::new(dst.as_mut_ptr(), src, dst.len())]) };
 }
 
 /// Bytes one job of [`copy_pieces`] copies at most: small enough to balance the threads,
 /// large enough that taking a job costs nothing next to the copy.
-const COPY_GRAIN: usize = 2 << 20;
+const COPY_GRAIN: usize = 1 << 20;
 
 /// One piece of a scattered copy: `len` bytes from `src` to `dst`.
 #[derive(Clone, Copy)]
@@ -141,22 +85,30 @@ impl CopyPiece {
             len,
         }
     }
+
+    /// Copies the piece.
+    ///
+    /// # Safety
+    /// [`CopyPiece::new`]'s contract holds now.
+    pub(crate) unsafe fn copy(&self) {
+        // SAFETY: the contract.
+        unsafe { std::ptr::copy_nonoverlapping(self.src.get(), self.dst.get(), self.len) };
+    }
 }
 
-/// Copies every piece, over several threads when the total is large (one thread cannot
-/// saturate the memory system); the pieces are cut into jobs of at most [`COPY_GRAIN`]
-/// bytes that the threads take in turn.
+/// Copies every piece; when the total is large (one thread cannot saturate the memory
+/// system), the pieces are cut into jobs of at most [`COPY_GRAIN`] bytes that the copy
+/// threads (`crate::copier`) and the caller take in turn.
 ///
 /// # Safety
 /// Every piece satisfies [`CopyPiece::new`]'s contract, and no two pieces' destinations
 /// overlap.
 pub(crate) unsafe fn copy_pieces(pieces: &[CopyPiece]) {
     let total: usize = pieces.iter().map(|p| p.len).sum();
-    let threads = copy_threads(total);
-    if threads == 1 {
+    if total < PARALLEL_COPY_MIN {
         for p in pieces {
             // SAFETY: the function's contract.
-            unsafe { std::ptr::copy_nonoverlapping(p.src.get(), p.dst.get(), p.len) };
+            unsafe { p.copy() };
         }
         return;
     }
@@ -170,20 +122,9 @@ pub(crate) unsafe fn copy_pieces(pieces: &[CopyPiece]) {
             at += n;
         }
     }
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let (jobs, next) = (&jobs, &next);
-    std::thread::scope(|s| {
-        for _ in 0..threads {
-            s.spawn(move || {
-                while let Some(j) = jobs.get(next.fetch_add(1, Ordering::Relaxed)) {
-                    // SAFETY: each job is taken by exactly one thread (the counter hands out
-                    // each index once); its ranges are in bounds and disjoint from the other
-                    // jobs' destinations (contract).
-                    unsafe { std::ptr::copy_nonoverlapping(j.src.get(), j.dst.get(), j.len) };
-                }
-            });
-        }
-    });
+    // SAFETY: the jobs partition the pieces (contract), and `run` returns only when all are
+    // copied.
+    unsafe { crate::copier::run(jobs) };
 }
 
 #[derive(Debug)]
@@ -962,6 +903,27 @@ mod tests {
             unsafe { copy_from_mapped(&mut back, mid.as_ptr()) };
             assert!(back == src, "from, len {len}");
         }
-        assert_eq!(copy_threads(PARALLEL_COPY_MIN - 1), 1);
+    }
+
+    /// Many copies at once from several threads through the shared copy threads: each one
+    /// exact (a caller also works on its own jobs, so none waits for another's).
+    #[test]
+    fn concurrent_parallel_copies_are_exact() {
+        std::thread::scope(|s| {
+            for t in 0..4u8 {
+                s.spawn(move || {
+                    for round in 0..3u8 {
+                        let len = PARALLEL_COPY_MIN + 4099 * usize::from(t + round);
+                        let src: Vec<u8> = (0..len)
+                            .map(|i| (i as u8) ^ t.wrapping_mul(31) ^ round)
+                            .collect();
+                        let mut dst = vec![0u8; len];
+                        // SAFETY: `dst` is `len` bytes, distinct from `src`.
+                        unsafe { copy_to_mapped(dst.as_mut_ptr(), &src) };
+                        assert!(dst == src, "thread {t} round {round}");
+                    }
+                });
+            }
+        });
     }
 }

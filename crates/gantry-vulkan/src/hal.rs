@@ -155,6 +155,9 @@ impl VulkanDevice {
     }
 }
 
+/// Pieces of a pipelined write in flight at once (each half a staging chunk).
+const PIPELINE_DEPTH: usize = 6;
+
 /// Smallest transfer that looks up [`crate::HostMemory`] imports for a zero-copy path.
 const HOST_DIRECT_MIN: usize = 64 << 10;
 
@@ -292,6 +295,86 @@ impl VulkanDevice {
                 Err(e)
             }
         }
+    }
+
+    /// Writes `data` to `dst` at `offset` in pieces of half a staging chunk, each its own
+    /// submission: the copy threads fill piece k+1 while the device copies piece k, so the
+    /// host copy and the DMA overlap. At most [`PIPELINE_DEPTH`] pieces are in flight. Returns
+    /// the last submission; on an error, the pieces already submitted have completed.
+    ///
+    /// # Safety
+    /// As for [`Backend::write_now`].
+    unsafe fn write_pipelined(
+        &self,
+        dst: &VulkanBuffer,
+        offset: u64,
+        data: &[u8],
+    ) -> crate::Result<u64> {
+        let half = Self::STAGING_CHUNK / 2;
+        let mut flight: VecDeque<u64> = VecDeque::new();
+        let mut chunk: Option<VulkanBuffer> = None;
+        let mut last = 0u64;
+        let result = (|| -> crate::Result<()> {
+            for (i, piece) in data.chunks(half as usize).enumerate() {
+                if flight.len() >= PIPELINE_DEPTH
+                    && let Some(oldest) = flight.pop_front()
+                {
+                    self.wait_quiet(oldest)?;
+                }
+                let staging = match chunk.take() {
+                    Some(c) => c,
+                    None => self.staging_buffer(Self::STAGING_CHUNK, Location::Upload)?,
+                };
+                let at = (i as u64 % 2) * half;
+                let Some(ptr) = staging.mapped_ptr() else {
+                    self.retire_after(last, staging);
+                    return Err(crate::Error::Unsupported {
+                        what: "a mapped staging chunk".to_owned(),
+                    });
+                };
+                // SAFETY: this half of the chunk is ours: the chunk came from the pool (no
+                // pending use) or was used only for its other half; `piece` fits in it.
+                unsafe { crate::buffer::copy_to_mapped(ptr.as_ptr().add(at as usize), piece) };
+                // SAFETY: the range was just written and lies inside the mapped chunk.
+                if let Err(e) = unsafe { self.flush(&staging, at, piece.len() as u64) } {
+                    self.retire_after(last, staging);
+                    return Err(e);
+                }
+                let copy = RawCopy {
+                    src: staging.raw(),
+                    src_offset: at,
+                    dst: dst.raw(),
+                    dst_offset: offset + i as u64 * half,
+                    size: piece.len() as u64,
+                };
+                // SAFETY: in bounds (contract; the piece fits the chunk); the chunk is retired
+                // only after its last submission (below), `dst` is kept alive by the caller.
+                let index = match unsafe {
+                    self.submit_with(Vec::new(), |d, cmd| record_copies(d, cmd, [copy]))
+                } {
+                    Ok(index) => index,
+                    Err(e) => {
+                        self.retire_after(last, staging);
+                        return Err(e);
+                    }
+                };
+                last = index;
+                flight.push_back(index);
+                if at == 0 && (i + 1) * (half as usize) < data.len() {
+                    chunk = Some(staging);
+                } else {
+                    self.retire_after(index, staging);
+                }
+            }
+            Ok(())
+        })();
+        if let Err(e) = result {
+            // The facade records no use of `dst` for a failed write: let what was submitted
+            // finish first.
+            let _ = self.wait_quiet(last);
+            return Err(e);
+        }
+        Ok(last)
     }
 
     /// Reads `buffer[offset..offset + out.len()]` through a ring of pooled readback chunks:
@@ -590,6 +673,12 @@ impl Backend for VulkanBackend {
             }?;
             host.used_by(index);
             return Ok(SubmissionIndex(index));
+        }
+        if data.len() as u64 >= 2 * VulkanDevice::STAGING_CHUNK {
+            // SAFETY: forwarded from the contract.
+            return unsafe { self.0.write_pipelined(dst, offset, data) }
+                .map(SubmissionIndex)
+                .map_err(Into::into);
         }
         let mut batch = self.begin_batch()?;
         // SAFETY: forwarded from the contract.

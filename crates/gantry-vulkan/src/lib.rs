@@ -39,6 +39,7 @@
 mod backend;
 mod buffer;
 mod context;
+mod copier;
 pub mod debug;
 pub mod error;
 pub mod hal;

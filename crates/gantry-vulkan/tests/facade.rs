@@ -281,3 +281,25 @@ fn host_memory_zero_copy_round_trips() {
         assert_eq!(d.read(&buf, 0, n).unwrap(), sent);
     });
 }
+
+/// A write large enough to be pipelined (pieces of half a staging chunk, several in flight)
+/// lands exactly, at an offset and with a ragged last piece; twice, so the second one reuses
+/// the pooled chunks the first retired.
+#[test]
+fn pipelined_large_write_is_exact() {
+    with_device("pipelined_large_write", |d| {
+        let n: u64 = (72 << 20) + 12;
+        let usage = BufferUsage::TRANSFER_SRC | BufferUsage::TRANSFER_DST;
+        let buf = d
+            .create_buffer(&BufferDesc::new(n + 8, usage, MemoryLocation::DeviceLocal))
+            .unwrap();
+        for seed in [3u8, 4] {
+            let data = common::pattern(n as usize, seed);
+            d.write(&buf, 4, &data).unwrap();
+            let back = d.read(&buf, 0, n + 8).unwrap();
+            assert_eq!(&back[..4], &[0; 4][..]);
+            assert!(back[4..4 + n as usize] == data[..], "seed {seed}");
+            assert_eq!(&back[4 + n as usize..], &[0; 4][..]);
+        }
+    });
+}
