@@ -554,6 +554,13 @@ impl<B: Backend> BufferManager<B> {
         lock(&self.inner.staging).usage()
     }
 
+    /// The staging pool's fragmentation: `1 - largest free range / min(free bytes, chunk
+    /// size)`, 0 when idle (see [`crate::staging`]).
+    #[must_use]
+    pub fn staging_fragmentation(&self) -> f64 {
+        lock(&self.inner.staging).fragmentation()
+    }
+
     /// Staging chunks allocated now.
     #[must_use]
     pub fn staging_chunks(&self) -> usize {

@@ -1,90 +1,731 @@
 //! A size-class pool of GPU buffers: acquiring a pooled buffer instead of creating one.
+//!
+//! Two tiers:
+//! - the **shared tier**: per (size class, usage, location) *slot*, a list of free buffers
+//!   behind the pool's one lock;
+//! - a **thread cache**: each thread that returns a buffer to a slot may park one buffer of
+//!   that slot in thread-local storage. A thread acquiring and returning buffers of the same
+//!   slot (the common pattern: scratch buffers, dedicated staging, readbacks) then touches no
+//!   lock of the pool and no shared atomic; statistics it records are single-writer counters
+//!   (a plain load and store, no read-modify-write).
+//!
+//! The bound holds across both tiers: a thread cache *reserves* its place in the slot (under
+//! the lock, when it first parks a buffer there) and keeps the reservation while its buffer is
+//! on loan, so `free buffers of a slot <= list + reservations <= cap` at all times.
+//!
+//! The reuse rule (M7) is the same in both tiers: a buffer is handed out only when it is alive,
+//! unmapped and its last submission is `<=` the completed index. The completed index is
+//! cached; the device is polled only when the cached value says "not yet".
+//!
+//! The pool's logic is written over [`Source`] (implemented by [`Device`]), so the tests can
+//! drive it with items whose last use and completion they control.
 
+use std::any::Any;
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use gantry_core::{
     Backend, Buffer, BufferDesc, BufferUsage, Device, MemoryLocation, SubmissionIndex,
 };
 use gantry_stats::{Counter, ProviderSnapshot, StatisticsProvider, Unit};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::transfer::lock;
 
-/// The smallest size class.
-const MIN_CLASS: u64 = 256;
+/// The smallest size class (2^8 bytes).
+const MIN_CLASS_EXP: u32 = 8;
 /// Size classes are powers of two, indexed by their exponent (0..64).
 const CLASSES: usize = 64;
+/// Free memory a slot keeps at most (but always one buffer).
+const MAX_SLOT_BYTES: u64 = 256 << 20;
 
-/// The free buffers of one size class with one usage and location.
-struct Slot<B: Backend> {
-    usage: u32,
-    location: MemoryLocation,
-    list: Vec<Buffer<B>>,
+/// The size class exponent of `size`: the next power of two, at least 256 bytes; `None` when
+/// that power of two does not fit in a `u64` (or `size` is 0).
+#[inline]
+fn class_exp(size: u64) -> Option<u32> {
+    if size == 0 {
+        return None;
+    }
+    // ceil(log2(size)) for size >= 2; the minimum covers 1.
+    let exp = (u64::BITS - (size - 1).leading_zeros()).max(MIN_CLASS_EXP);
+    (exp < u64::BITS).then_some(exp)
 }
 
-/// Everything behind the pool's one lock: free lists per size class (a `Vec` indexed by
-/// the class's exponent, each a short list of (usage, location) slots, so no hashing), and
-/// the counters bumped while the lock is held anyway (plain integers, no atomics).
-struct FreeLists<B: Backend> {
-    classes: Vec<Vec<Slot<B>>>,
+/// How many free buffers a slot of class `exp` keeps at most.
+fn slot_cap(max_per_class: usize, exp: u32) -> usize {
+    max_per_class
+        .min(usize::try_from(MAX_SLOT_BYTES >> exp).unwrap_or(usize::MAX))
+        .max(1)
+}
+
+/// What the pool pools: creating items, and when an item may be handed out again.
+pub(crate) trait Source: Send + Sync + 'static {
+    /// A pooled item (a buffer).
+    type Item: Send + Sync + 'static;
+    /// A new item of `size` bytes (a size class).
+    fn create(&self, size: u64, usage: BufferUsage, location: MemoryLocation)
+    -> Result<Self::Item>;
+    /// The last submission that used `item`, if it may be reused once that completed; `None`
+    /// when it never may (destroyed, mapped).
+    fn reusable_after(item: &Self::Item) -> Option<SubmissionIndex>;
+    /// The latest completed submission (non-blocking).
+    fn poll(&self) -> Result<SubmissionIndex>;
+    /// The largest item size, for the error of a size with no class.
+    fn max_size(&self) -> u64;
+}
+
+impl<B: Backend> Source for Device<B> {
+    type Item = Buffer<B>;
+    fn create(&self, size: u64, usage: BufferUsage, location: MemoryLocation) -> Result<Buffer<B>> {
+        Ok(self.create_buffer(
+            &BufferDesc::new(size, usage, location).with_label("gantry pooled buffer"),
+        )?)
+    }
+    fn reusable_after(item: &Buffer<B>) -> Option<SubmissionIndex> {
+        item.reusable_after()
+    }
+    fn poll(&self) -> Result<SubmissionIndex> {
+        Ok(Device::poll(self)?)
+    }
+    fn max_size(&self) -> u64 {
+        self.limits().max_buffer_size
+    }
+}
+
+/// The free buffers of one size class with one usage and location, shared by all threads.
+struct SharedSlot<T> {
+    exp: u32,
+    usage: u32,
+    location: MemoryLocation,
+    /// Free buffers kept at most, in `list` and in thread caches together.
+    cap: usize,
+    list: Vec<T>,
+    /// Thread caches holding a place in this slot (each parks at most one buffer).
+    reserved: usize,
+}
+
+/// Event counts (for statistics).
+#[derive(Clone, Copy, Default)]
+struct Totals {
     hits: u64,
     returned: u64,
     discarded: u64,
 }
 
-impl<B: Backend> FreeLists<B> {
-    fn new() -> Self {
+impl Totals {
+    fn add(self, o: Self) -> Self {
         Self {
-            classes: (0..CLASSES).map(|_| Vec::new()).collect(),
-            hits: 0,
-            returned: 0,
-            discarded: 0,
+            hits: self.hits.wrapping_add(o.hits),
+            returned: self.returned.wrapping_add(o.returned),
+            discarded: self.discarded.wrapping_add(o.discarded),
         }
     }
-
-    /// The index of the slot for `usage` at `location` in class `exp`, added if missing.
-    fn slot(&mut self, exp: usize, usage: u32, location: MemoryLocation) -> usize {
-        let slots = &mut self.classes[exp];
-        if let Some(i) = slots
-            .iter()
-            .position(|s| s.usage == usage && s.location == location)
-        {
-            return i;
+    fn sub(self, o: Self) -> Self {
+        Self {
+            hits: self.hits.wrapping_sub(o.hits),
+            returned: self.returned.wrapping_sub(o.returned),
+            discarded: self.discarded.wrapping_sub(o.discarded),
         }
-        slots.push(Slot {
-            usage,
-            location,
-            list: Vec::new(),
-        });
-        slots.len() - 1
-    }
-
-    fn slots(&self) -> impl Iterator<Item = (u64, &Slot<B>)> {
-        self.classes
-            .iter()
-            .enumerate()
-            .flat_map(|(exp, slots)| slots.iter().map(move |s| (1u64 << exp, s)))
     }
 }
 
-struct PoolInner<B: Backend> {
-    device: Device<B>,
-    free: Mutex<FreeLists<B>>,
+/// Everything behind the pool's one lock.
+struct Shared<T> {
+    /// Slot ids per size class exponent (a short list each: usages and locations).
+    classes: Vec<Vec<usize>>,
+    slots: Vec<SharedSlot<T>>,
+    /// Events of the shared tier, and of thread caches that are gone.
+    totals: Totals,
+    /// What the live thread caches had counted at the last `reset`.
+    base: Totals,
+    /// The counters of the live thread caches.
+    threads: Vec<Arc<LocalCounters>>,
+}
+
+impl<T> Shared<T> {
+    /// The slot id for `(exp, usage, location)`, added if missing.
+    fn slot(
+        &mut self,
+        exp: u32,
+        usage: u32,
+        location: MemoryLocation,
+        max_per_class: usize,
+    ) -> usize {
+        let ids = &self.classes[exp as usize];
+        if let Some(&id) = ids.iter().find(|&&id| {
+            let s = &self.slots[id];
+            s.usage == usage && s.location == location
+        }) {
+            return id;
+        }
+        let id = self.slots.len();
+        self.slots.push(SharedSlot {
+            exp,
+            usage,
+            location,
+            cap: slot_cap(max_per_class, exp),
+            list: Vec::new(),
+            reserved: 0,
+        });
+        self.classes[exp as usize].push(id);
+        id
+    }
+
+    /// Event counts since the last reset, over both tiers.
+    fn totals(&self) -> Totals {
+        let live = self
+            .threads
+            .iter()
+            .fold(Totals::default(), |t, c| t.add(c.totals()));
+        self.totals.add(live).sub(self.base)
+    }
+}
+
+/// One thread cache's counters. Only the owning thread writes them (a load and a store: no
+/// read-modify-write, so no lost update either); any thread reads them.
+#[derive(Default)]
+struct LocalCounters {
+    hits: AtomicU64,
+    returned: AtomicU64,
+    discarded: AtomicU64,
+    /// Buffers parked in the cache now, and their bytes.
+    parked: AtomicU64,
+    parked_bytes: AtomicU64,
+}
+
+/// Adds `n` (wrapping) to a counter only the calling thread writes.
+#[inline]
+fn bump(c: &AtomicU64, n: u64) {
+    c.store(c.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+}
+
+impl LocalCounters {
+    fn totals(&self) -> Totals {
+        Totals {
+            hits: self.hits.load(Ordering::Relaxed),
+            returned: self.returned.load(Ordering::Relaxed),
+            discarded: self.discarded.load(Ordering::Relaxed),
+        }
+    }
+    /// One buffer of `bytes` parked (`true`) or taken out (`false`).
+    #[inline]
+    fn park(&self, bytes: u64, parked: bool) {
+        if parked {
+            bump(&self.parked, 1);
+            bump(&self.parked_bytes, bytes);
+        } else {
+            bump(&self.parked, 1u64.wrapping_neg());
+            bump(&self.parked_bytes, bytes.wrapping_neg());
+        }
+    }
+}
+
+struct PoolInner<S: Source> {
+    source: S,
+    /// Process-unique, to find this pool's thread caches.
+    id: u64,
     max_per_class: usize,
+    shared: Mutex<Shared<S::Item>>,
     /// The latest completed submission seen (refreshed by polling when needed).
     completed: AtomicU64,
+    /// Bumped by `clear`: thread caches of an older epoch drop what they park.
+    epoch: AtomicU64,
     misses: Counter,
     busy_skips: Counter,
 }
 
+static NEXT_POOL_ID: AtomicU64 = AtomicU64::new(1);
+
+/// One thread's cache for one pool: at most one parked buffer per slot.
+struct LocalCache<S: Source> {
+    pool: Weak<PoolInner<S>>,
+    epoch: u64,
+    slots: Vec<LocalSlot<S::Item>>,
+    counters: Arc<LocalCounters>,
+}
+
+/// A thread cache's place in a shared slot (it holds one of the slot's reservations).
+struct LocalSlot<T> {
+    slot: usize,
+    exp: u32,
+    usage: u32,
+    location: MemoryLocation,
+    parked: Option<T>,
+}
+
+impl<S: Source> LocalCache<S> {
+    /// Gives back the reservations and drops the parked buffers (the epoch changed, or the
+    /// cache goes away).
+    fn release_all(&mut self, pool: &PoolInner<S>, fold_counters: bool) {
+        let slots = core::mem::take(&mut self.slots);
+        {
+            let mut sh = lock(&pool.shared);
+            for ls in &slots {
+                let s = &mut sh.slots[ls.slot];
+                s.reserved = s.reserved.saturating_sub(1);
+            }
+            if fold_counters {
+                sh.totals = sh.totals.add(self.counters.totals());
+                sh.threads.retain(|c| !Arc::ptr_eq(c, &self.counters));
+            }
+        }
+        for ls in &slots {
+            if ls.parked.is_some() {
+                self.counters.park(1u64 << ls.exp, false);
+            }
+        }
+        // The parked buffers are dropped here, outside the lock.
+        drop(slots);
+    }
+
+    /// Drops everything if the pool was cleared since this cache last looked.
+    fn sync_epoch(&mut self, pool: &PoolInner<S>) {
+        let epoch = pool.epoch.load(Ordering::Acquire);
+        if epoch != self.epoch {
+            self.release_all(pool, false);
+            self.epoch = epoch;
+        }
+    }
+}
+
+impl<S: Source> Drop for LocalCache<S> {
+    fn drop(&mut self) {
+        if let Some(pool) = self.pool.upgrade() {
+            self.release_all(&pool, true);
+        }
+    }
+}
+
+/// Type erasure for the thread-local list of caches (one per pool, any backend).
+trait AnyCache: Any {
+    /// Whether the pool still exists.
+    fn alive(&self) -> bool;
+}
+
+impl<S: Source> AnyCache for LocalCache<S> {
+    fn alive(&self) -> bool {
+        self.pool.strong_count() > 0
+    }
+}
+
+struct LocalEntry {
+    pool: u64,
+    cache: Box<dyn AnyCache>,
+}
+
+thread_local! {
+    static LOCAL: RefCell<Vec<LocalEntry>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` on this thread's cache for `pool` (created if missing), after dropping what a
+/// `clear` made stale. `None` when thread-local storage is unavailable (the thread is
+/// exiting) or in use further up the stack: the caller then uses the shared tier.
+#[inline]
+fn with_local<S: Source, R>(
+    pool: &Arc<PoolInner<S>>,
+    f: impl FnOnce(&mut LocalCache<S>) -> R,
+) -> Option<R> {
+    LOCAL
+        .try_with(|local| {
+            let mut local = local.try_borrow_mut().ok()?;
+            let i = match local.iter().position(|e| e.pool == pool.id) {
+                Some(i) => i,
+                None => {
+                    // Caches of pools that are gone hold nothing the GPU uses, but may park
+                    // buffers: drop them now.
+                    local.retain(|e| e.cache.alive());
+                    let counters = Arc::new(LocalCounters::default());
+                    lock(&pool.shared).threads.push(Arc::clone(&counters));
+                    local.push(LocalEntry {
+                        pool: pool.id,
+                        cache: Box::new(LocalCache::<S> {
+                            pool: Arc::downgrade(pool),
+                            epoch: pool.epoch.load(Ordering::Acquire),
+                            slots: Vec::new(),
+                            counters,
+                        }),
+                    });
+                    local.len() - 1
+                }
+            };
+            let any: &mut dyn Any = local[i].cache.as_mut();
+            let cache = any.downcast_mut::<LocalCache<S>>()?;
+            cache.sync_epoch(pool);
+            Some(f(cache))
+        })
+        .ok()
+        .flatten()
+}
+
+/// What the thread cache found for an acquire.
+enum LocalTake<T> {
+    /// A buffer ready for reuse.
+    Hit(T, usize),
+    /// A parked buffer the GPU may still use.
+    Busy,
+    /// Nothing parked.
+    Empty,
+}
+
+impl<S: Source> PoolInner<S> {
+    #[inline]
+    fn completed(&self) -> SubmissionIndex {
+        SubmissionIndex(self.completed.load(Ordering::Acquire))
+    }
+
+    /// Polls the device and remembers what completed.
+    fn refresh(&self) -> Result<SubmissionIndex> {
+        let now = self.source.poll()?;
+        let prev = self.completed.fetch_max(now.0, Ordering::AcqRel);
+        Ok(SubmissionIndex(prev.max(now.0)))
+    }
+
+    /// Whether `item` may be handed out: `Some(true)` yes, `Some(false)` not yet (GPU work
+    /// pending, after one refresh if `*refreshed` was false), `None` never (destroyed, mapped).
+    #[inline]
+    fn ready(&self, item: &S::Item, refreshed: &mut bool) -> Result<Option<bool>> {
+        let Some(last) = S::reusable_after(item) else {
+            return Ok(None);
+        };
+        if last <= self.completed() {
+            return Ok(Some(true));
+        }
+        if !*refreshed {
+            *refreshed = true;
+            if last <= self.refresh()? {
+                return Ok(Some(true));
+            }
+        }
+        Ok(Some(false))
+    }
+
+    #[inline]
+    fn take_local(
+        &self,
+        cache: &mut LocalCache<S>,
+        exp: u32,
+        usage: u32,
+        location: MemoryLocation,
+        refreshed: &mut bool,
+    ) -> Result<LocalTake<S::Item>> {
+        let Some(ls) = cache
+            .slots
+            .iter_mut()
+            .find(|s| s.exp == exp && s.usage == usage && s.location == location)
+        else {
+            return Ok(LocalTake::Empty);
+        };
+        let ready = match ls.parked.as_ref() {
+            Some(item) => self.ready(item, refreshed)?,
+            None => return Ok(LocalTake::Empty),
+        };
+        if ready == Some(false) {
+            return Ok(LocalTake::Busy);
+        }
+        let Some(item) = ls.parked.take() else {
+            return Ok(LocalTake::Empty);
+        };
+        let c = &cache.counters;
+        c.park(1u64 << exp, false);
+        if ready.is_some() {
+            bump(&c.hits, 1);
+            Ok(LocalTake::Hit(item, ls.slot))
+        } else {
+            // Destroyed or mapped while on loan: never handed out again.
+            bump(&c.discarded, 1);
+            drop(item);
+            Ok(LocalTake::Empty)
+        }
+    }
+
+    /// Parks `item` (of `slot`) in this thread's cache if the cache has a free place there or
+    /// can reserve one; leaves it in `*item` otherwise.
+    #[inline]
+    fn park_local(
+        &self,
+        cache: &mut LocalCache<S>,
+        slot: usize,
+        exp: u32,
+        item: &mut Option<S::Item>,
+    ) {
+        if let Some(ls) = cache.slots.iter_mut().find(|s| s.slot == slot) {
+            if ls.parked.is_none() {
+                ls.parked = item.take();
+                let c = &cache.counters;
+                c.park(1u64 << exp, true);
+                bump(&c.returned, 1);
+            }
+            return;
+        }
+        let key = {
+            let mut sh = lock(&self.shared);
+            let s = &mut sh.slots[slot];
+            if s.list.len() + s.reserved >= s.cap {
+                return;
+            }
+            s.reserved += 1;
+            (s.usage, s.location)
+        };
+        cache.slots.push(LocalSlot {
+            slot,
+            exp,
+            usage: key.0,
+            location: key.1,
+            parked: item.take(),
+        });
+        let c = &cache.counters;
+        c.park(1u64 << exp, true);
+        bump(&c.returned, 1);
+    }
+
+    /// The shared tier's acquire: a ready buffer of the slot, or `None` (with the slot id).
+    fn take_shared(
+        &self,
+        exp: u32,
+        usage: u32,
+        location: MemoryLocation,
+        refreshed: &mut bool,
+        busy: &mut bool,
+    ) -> Result<(Option<S::Item>, usize)> {
+        loop {
+            let completed = self.completed();
+            let mut sh = lock(&self.shared);
+            let slot = sh.slot(exp, usage, location, self.max_per_class);
+            let list = &mut sh.slots[slot].list;
+            // Drop buffers destroyed or mapped while on loan, take the first idle one;
+            // `reusable_after` (one lock) is asked once per buffer looked at.
+            let mut found = None;
+            let mut dead = Vec::new();
+            let mut any_busy = false;
+            let mut i = 0;
+            while i < list.len() {
+                match S::reusable_after(&list[i]) {
+                    None => dead.push(list.swap_remove(i)),
+                    Some(last) if last <= completed => {
+                        found = Some(list.swap_remove(i));
+                        break;
+                    }
+                    Some(_) => {
+                        any_busy = true;
+                        i += 1;
+                    }
+                }
+            }
+            sh.totals.discarded += dead.len() as u64;
+            if found.is_some() {
+                sh.totals.hits += 1;
+            }
+            drop(sh);
+            drop(dead);
+            if found.is_some() {
+                return Ok((found, slot));
+            }
+            if any_busy && !*refreshed {
+                *refreshed = true;
+                self.refresh()?;
+                continue;
+            }
+            *busy |= any_busy;
+            return Ok((None, slot));
+        }
+    }
+
+    /// The shared tier's release: into the slot's list if the bound allows, else dropped.
+    fn put_shared(&self, slot: usize, item: S::Item) {
+        let mut sh = lock(&self.shared);
+        let s = &mut sh.slots[slot];
+        if s.list.len() + s.reserved < s.cap {
+            s.list.push(item);
+            sh.totals.returned += 1;
+        } else {
+            sh.totals.discarded += 1;
+            drop(sh);
+            // The buffer is freed once the GPU is done with it (gantry-core's deferral).
+            drop(item);
+        }
+    }
+}
+
+impl<S: Source> Drop for PoolInner<S> {
+    fn drop(&mut self) {
+        // This thread's cache for this pool goes now; other threads drop theirs when they
+        // next use a pool (or exit).
+        let id = self.id;
+        let mine = LOCAL
+            .try_with(|local| {
+                let mut local = local.try_borrow_mut().ok()?;
+                let i = local.iter().position(|e| e.pool == id)?;
+                Some(local.swap_remove(i))
+            })
+            .ok()
+            .flatten();
+        drop(mine);
+    }
+}
+
+/// The fast path, inlined into the caller: a ready buffer parked in this thread's cache.
+#[inline]
+fn acquire<S: Source>(
+    inner: &Arc<PoolInner<S>>,
+    size: u64,
+    usage: BufferUsage,
+    location: MemoryLocation,
+) -> Result<Loan<S>> {
+    let mut refreshed = false;
+    let mut busy = false;
+    if let Some(exp) = class_exp(size) {
+        let bits = usage.bits();
+        let local = with_local(inner, |cache| {
+            inner.take_local(cache, exp, bits, location, &mut refreshed)
+        });
+        match local {
+            Some(Ok(LocalTake::Hit(item, slot))) => {
+                return Ok(Loan::new(inner, item, slot, exp, size));
+            }
+            Some(Ok(LocalTake::Busy)) => busy = true,
+            Some(Err(e)) => return Err(e),
+            Some(Ok(LocalTake::Empty)) | None => {}
+        }
+    }
+    acquire_shared(inner, size, usage, location, refreshed, busy)
+}
+
+/// The slow path: the shared lists, else a new buffer.
+#[inline(never)]
+fn acquire_shared<S: Source>(
+    inner: &Arc<PoolInner<S>>,
+    size: u64,
+    usage: BufferUsage,
+    location: MemoryLocation,
+    mut refreshed: bool,
+    mut busy: bool,
+) -> Result<Loan<S>> {
+    let Some(exp) = class_exp(size) else {
+        return Err(if size == 0 {
+            gantry_core::Error::ZeroSize.into()
+        } else {
+            gantry_core::Error::SizeTooLarge {
+                size,
+                max: inner.source.max_size(),
+            }
+            .into()
+        });
+    };
+    let bits = usage.bits();
+    let (found, slot) = inner.take_shared(exp, bits, location, &mut refreshed, &mut busy)?;
+    if let Some(item) = found {
+        return Ok(Loan::new(inner, item, slot, exp, size));
+    }
+    if busy {
+        inner.busy_skips.inc();
+    }
+    inner.misses.inc();
+    let item = inner.source.create(1u64 << exp, usage, location)?;
+    Ok(Loan::new(inner, item, slot, exp, size))
+}
+
+/// A buffer of a pool on loan; it goes back when dropped.
+struct Loan<S: Source> {
+    item: Option<S::Item>,
+    pool: Arc<PoolInner<S>>,
+    slot: usize,
+    exp: u32,
+    size: u64,
+}
+
+impl<S: Source> Loan<S> {
+    fn new(pool: &Arc<PoolInner<S>>, item: S::Item, slot: usize, exp: u32, size: u64) -> Self {
+        Self {
+            item: Some(item),
+            pool: Arc::clone(pool),
+            slot,
+            exp,
+            size,
+        }
+    }
+}
+
+impl<S: Source> Drop for Loan<S> {
+    fn drop(&mut self) {
+        let mut item = self.item.take();
+        if item.is_none() {
+            return;
+        }
+        let pool = &self.pool;
+        with_local(pool, |cache| {
+            pool.park_local(cache, self.slot, self.exp, &mut item);
+        });
+        // Destroyed or mapped buffers are dropped at the next acquire that looks at them.
+        if let Some(item) = item {
+            pool.put_shared(self.slot, item);
+        }
+    }
+}
+
+fn new_inner<S: Source>(source: S, max_per_class: usize) -> Arc<PoolInner<S>> {
+    Arc::new(PoolInner {
+        source,
+        id: NEXT_POOL_ID.fetch_add(1, Ordering::Relaxed),
+        max_per_class,
+        shared: Mutex::new(Shared {
+            classes: (0..CLASSES).map(|_| Vec::new()).collect(),
+            slots: Vec::new(),
+            totals: Totals::default(),
+            base: Totals::default(),
+            threads: Vec::new(),
+        }),
+        completed: AtomicU64::new(0),
+        epoch: AtomicU64::new(0),
+        misses: Counter::new(),
+        busy_skips: Counter::new(),
+    })
+}
+
+/// Free buffers and their bytes, over both tiers.
+fn free_counts<S: Source>(inner: &PoolInner<S>) -> (u64, u64) {
+    let sh = lock(&inner.shared);
+    let (mut n, mut bytes) = (0u64, 0u64);
+    for s in &sh.slots {
+        n += s.list.len() as u64;
+        bytes += (s.list.len() as u64) << s.exp;
+    }
+    for c in &sh.threads {
+        n = n.wrapping_add(c.parked.load(Ordering::Relaxed));
+        bytes = bytes.wrapping_add(c.parked_bytes.load(Ordering::Relaxed));
+    }
+    (n, bytes)
+}
+
+fn clear<S: Source>(inner: &Arc<PoolInner<S>>) {
+    let lists: Vec<Vec<S::Item>> = {
+        let mut sh = lock(&inner.shared);
+        inner.epoch.fetch_add(1, Ordering::AcqRel);
+        sh.slots
+            .iter_mut()
+            .map(|s| core::mem::take(&mut s.list))
+            .collect()
+    };
+    drop(lists);
+    // This thread's cache now; other threads' caches at their next use of the pool.
+    with_local(inner, |_| ());
+}
+
 /// A pool of buffers in power-of-two size classes (at least 256 bytes), per usage and
-/// location; each class keeps at most `max_per_class` free buffers and at most 256 MiB
-/// (but always one). A buffer returned to the pool is handed out again only once every submission
-/// that used it has completed (as gantry-core tracks them), so nothing the GPU still reads
-/// or writes is reused early. Cheap to clone.
+/// location. A buffer returned to the pool is handed out again only once every submission
+/// that used it has completed (as gantry-core tracks them), and only while it is alive and
+/// unmapped, so nothing the GPU still reads or writes is reused early. Cheap to clone.
+///
+/// Each (class, usage, location) slot keeps at most `max_per_class` free buffers and at most
+/// 256 MiB (but always one), counting both the shared lists and the buffers parked in thread
+/// caches: a thread that returns a buffer parks it in its own cache (one per slot) when the
+/// bound allows, so its next acquire of that slot takes no lock. A thread's cache holds its
+/// place in the slot while the buffer is on loan; it gives it back when the thread exits,
+/// when the pool is cleared (at that thread's next use of the pool) or dropped (at that
+/// thread's next use of any pool). So after [`BufferPool::clear`], buffers parked by other
+/// threads stay counted in [`BufferPool::free_buffers`] until those threads next use the pool.
 pub struct BufferPool<B: Backend> {
-    inner: Arc<PoolInner<B>>,
+    inner: Arc<PoolInner<Device<B>>>,
 }
 
 impl<B: Backend> Clone for BufferPool<B> {
@@ -103,24 +744,13 @@ impl<B: Backend> core::fmt::Debug for BufferPool<B> {
     }
 }
 
-/// The size class of `size`: the next power of two, at least 256 bytes.
-fn class_of(size: u64) -> Option<u64> {
-    size.max(MIN_CLASS).checked_next_power_of_two()
-}
-
 impl<B: Backend> BufferPool<B> {
-    /// A pool keeping at most `max_per_class` free buffers per class.
+    /// A pool keeping at most `max_per_class` free buffers per slot (size class, usage and
+    /// location).
     #[must_use]
     pub fn new(device: Device<B>, max_per_class: usize) -> Self {
         Self {
-            inner: Arc::new(PoolInner {
-                device,
-                free: Mutex::new(FreeLists::new()),
-                max_per_class,
-                completed: AtomicU64::new(0),
-                misses: Counter::new(),
-                busy_skips: Counter::new(),
-            }),
+            inner: new_inner(device, max_per_class),
         }
     }
 
@@ -128,85 +758,16 @@ impl<B: Backend> BufferPool<B> {
     /// the GPU is done with, or a new one.
     ///
     /// # Errors
-    /// As [`Device::create_buffer`]; [`gantry_core::Error::SizeTooLarge`] when the size class
-    /// overflows.
+    /// As [`Device::create_buffer`]; [`gantry_core::Error::ZeroSize`];
+    /// [`gantry_core::Error::SizeTooLarge`] when the size class overflows; device loss when
+    /// polling for completed work.
     pub fn acquire(
         &self,
         size: u64,
         usage: BufferUsage,
         location: MemoryLocation,
     ) -> Result<PooledBuffer<B>> {
-        let inner = &self.inner;
-        if size == 0 {
-            return Err(gantry_core::Error::ZeroSize.into());
-        }
-        let class = class_of(size).ok_or_else(|| {
-            Error::Core(gantry_core::Error::SizeTooLarge {
-                size,
-                max: inner.device.limits().max_buffer_size,
-            })
-        })?;
-        let exp = class.trailing_zeros() as usize;
-        let mut refreshed = false;
-        let slot = loop {
-            let completed = SubmissionIndex(inner.completed.load(Ordering::Acquire));
-            let mut free = lock(&inner.free);
-            let slot = free.slot(exp, usage.bits(), location);
-            let list = &mut free.classes[exp][slot].list;
-            // Drop buffers destroyed or mapped while on loan, take the first idle one;
-            // `reusable_after` (one lock) is asked once per buffer looked at.
-            let mut found = None;
-            let mut dropped = 0;
-            let mut i = 0;
-            while i < list.len() {
-                match list[i].reusable_after() {
-                    None => {
-                        list.swap_remove(i);
-                        dropped += 1;
-                    }
-                    Some(last) if last <= completed => {
-                        found = Some(list.swap_remove(i));
-                        break;
-                    }
-                    Some(_) => i += 1,
-                }
-            }
-            let busy = found.is_none() && !list.is_empty();
-            free.discarded += dropped;
-            if let Some(buffer) = found {
-                free.hits += 1;
-                drop(free);
-                return Ok(PooledBuffer {
-                    buffer: Some(buffer),
-                    pool: Arc::clone(inner),
-                    exp: exp as u8,
-                    slot: slot as u32,
-                    size,
-                });
-            }
-            drop(free);
-            if busy && !refreshed {
-                refreshed = true;
-                let now = inner.device.poll()?;
-                inner.completed.fetch_max(now.0, Ordering::AcqRel);
-                continue;
-            }
-            if busy {
-                inner.busy_skips.inc();
-            }
-            break slot;
-        };
-        inner.misses.inc();
-        let buffer = inner.device.create_buffer(
-            &BufferDesc::new(class, usage, location).with_label("gantry pooled buffer"),
-        )?;
-        Ok(PooledBuffer {
-            buffer: Some(buffer),
-            pool: Arc::clone(inner),
-            exp: exp as u8,
-            slot: slot as u32,
-            size,
-        })
+        acquire(&self.inner, size, usage, location).map(|loan| PooledBuffer { loan })
     }
 
     /// Records that `completed` has completed (the manager calls this when it polls), so
@@ -217,22 +778,43 @@ impl<B: Backend> BufferPool<B> {
             .fetch_max(completed.0, Ordering::AcqRel);
     }
 
-    /// Free buffers held now.
+    /// Free buffers held now, in the shared lists and in thread caches.
     #[must_use]
     pub fn free_buffers(&self) -> usize {
-        lock(&self.inner.free)
-            .slots()
-            .map(|(_, s)| s.list.len())
-            .sum()
+        usize::try_from(free_counts(&self.inner).0).unwrap_or(usize::MAX)
     }
 
-    /// Drops every free buffer (their memory is freed once the GPU is done with them).
+    /// Drops every free buffer (their memory is freed once the GPU is done with them); those
+    /// parked in other threads' caches go at those threads' next use of the pool.
     pub fn clear(&self) {
-        let mut free = lock(&self.inner.free);
-        for slot in free.classes.iter_mut().flatten() {
-            slot.list.clear();
-        }
+        clear(&self.inner);
     }
+}
+
+fn snapshot<S: Source>(inner: &PoolInner<S>) -> ProviderSnapshot {
+    let (n, bytes) = free_counts(inner);
+    let t = lock(&inner.shared).totals();
+    ProviderSnapshot::new("pool")
+        .counter("hits", t.hits, Unit::Count)
+        .counter("misses", inner.misses.get(), Unit::Count)
+        .counter("busy_skips", inner.busy_skips.get(), Unit::Count)
+        .counter("returned", t.returned, Unit::Count)
+        .counter("discarded", t.discarded, Unit::Count)
+        .counter("free_buffers", n, Unit::Count)
+        .counter("free_bytes", bytes, Unit::Bytes)
+}
+
+fn reset<S: Source>(inner: &PoolInner<S>) {
+    {
+        let mut sh = lock(&inner.shared);
+        sh.totals = Totals::default();
+        sh.base = sh
+            .threads
+            .iter()
+            .fold(Totals::default(), |t, c| t.add(c.totals()));
+    }
+    inner.misses.reset();
+    inner.busy_skips.reset();
 }
 
 impl<B: Backend> StatisticsProvider for BufferPool<B> {
@@ -240,57 +822,24 @@ impl<B: Backend> StatisticsProvider for BufferPool<B> {
         "pool"
     }
     fn snapshot(&self) -> ProviderSnapshot {
-        let i = &self.inner;
-        let (n, bytes, hits, returned, discarded) = {
-            let free = lock(&i.free);
-            (
-                free.slots().map(|(_, s)| s.list.len()).sum::<usize>() as u64,
-                free.slots()
-                    .map(|(class, s)| class * s.list.len() as u64)
-                    .sum::<u64>(),
-                free.hits,
-                free.returned,
-                free.discarded,
-            )
-        };
-        ProviderSnapshot::new("pool")
-            .counter("hits", hits, Unit::Count)
-            .counter("misses", i.misses.get(), Unit::Count)
-            .counter("busy_skips", i.busy_skips.get(), Unit::Count)
-            .counter("returned", returned, Unit::Count)
-            .counter("discarded", discarded, Unit::Count)
-            .counter("free_buffers", n, Unit::Count)
-            .counter("free_bytes", bytes, Unit::Bytes)
+        snapshot(&self.inner)
     }
     fn reset(&self) {
-        let i = &self.inner;
-        {
-            let mut free = lock(&i.free);
-            free.hits = 0;
-            free.returned = 0;
-            free.discarded = 0;
-        }
-        i.misses.reset();
-        i.busy_skips.reset();
+        reset(&self.inner);
     }
 }
 
 /// A buffer on loan from a [`BufferPool`]; it goes back to the pool when dropped (and is
 /// handed out again only after the GPU is done with it).
 pub struct PooledBuffer<B: Backend> {
-    buffer: Option<Buffer<B>>,
-    pool: Arc<PoolInner<B>>,
-    /// The size class's exponent and the index of its (usage, location) slot.
-    exp: u8,
-    slot: u32,
-    size: u64,
+    loan: Loan<Device<B>>,
 }
 
 impl<B: Backend> core::fmt::Debug for PooledBuffer<B> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("PooledBuffer")
-            .field("buffer", &self.buffer)
-            .field("requested", &self.size)
+            .field("buffer", &self.loan.item)
+            .field("requested", &self.loan.size)
             .finish()
     }
 }
@@ -302,14 +851,15 @@ impl<B: Backend> PooledBuffer<B> {
     /// Never: the buffer is only taken out on drop.
     #[must_use]
     pub fn buffer(&self) -> &Buffer<B> {
-        self.buffer
+        self.loan
+            .item
             .as_ref()
             .expect("a pooled buffer is only taken out when dropped")
     }
     /// The size asked for.
     #[must_use]
     pub fn requested_size(&self) -> u64 {
-        self.size
+        self.loan.size
     }
 }
 
@@ -320,25 +870,5 @@ impl<B: Backend> core::ops::Deref for PooledBuffer<B> {
     }
 }
 
-impl<B: Backend> Drop for PooledBuffer<B> {
-    fn drop(&mut self) {
-        let Some(buffer) = self.buffer.take() else {
-            return;
-        };
-        // Destroyed or mapped buffers are dropped from the free list at the next acquire.
-        // Large classes keep fewer free buffers: at most 256 MiB of free memory per class.
-        let cap = self
-            .pool
-            .max_per_class
-            .min(usize::try_from((256u64 << 20) >> self.exp).unwrap_or(usize::MAX))
-            .max(1);
-        let mut free = lock(&self.pool.free);
-        let list = &mut free.classes[usize::from(self.exp)][self.slot as usize].list;
-        if list.len() < cap {
-            list.push(buffer);
-            free.returned += 1;
-        } else {
-            free.discarded += 1;
-        }
-    }
-}
+#[cfg(test)]
+mod tests;

@@ -19,6 +19,21 @@
 //! the regions queued so far early (so waiting can free them); and only then return
 //! [`Error::StagingExhausted`]. A region larger than a chunk
 //! goes through a dedicated temporary upload buffer, freed once its copy completes.
+//!
+//! # Fragmentation
+//!
+//! A region never spans two chunks, so the largest region the pool can ever place is one
+//! chunk. The pool's fragmentation is measured against that: `1 - largest / min(free, chunk)`,
+//! where `free` is the free bytes of all chunks, `largest` the largest free range of any one
+//! chunk (free ranges of separate chunks are separate ranges) and `chunk` the chunk capacity;
+//! 0 when nothing is free. It is the share of the largest region the free bytes could hold
+//! (at most one chunk) that cannot be placed now. An idle pool reads 0 however many chunks it
+//! has; a single chunk reads its ring's `1 - largest / free`; two chunks each with half of it
+//! free in one range read 0.5 (a whole-chunk region does not fit, though a chunk's worth of
+//! bytes is free). [`crate::BufferManager::staging_usage`] keeps the plain sums (its
+//! [`AllocatorUsage::fragmentation`] knows nothing of chunks); the `staging` statistics
+//! provider's `ring.fragmentation` and [`crate::BufferManager::staging_fragmentation`] use the
+//! definition above.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, RwLock};
@@ -27,7 +42,7 @@ use gantry_core::{
     Backend, Buffer, BufferDesc, BufferUsage, Device, MapMode, MemoryLocation, SubmissionIndex,
 };
 use gantry_host::{Allocation, BufferStats, RingAllocator};
-use gantry_stats::{AllocatorUsage, ProviderSnapshot, Unit};
+use gantry_stats::{AllocatorUsage, MetricValue, ProviderSnapshot, Unit};
 
 use crate::error::{Error, Result};
 
@@ -363,6 +378,20 @@ impl<B: Backend> StagingState<B> {
         u
     }
 
+    /// The pool's fragmentation (see the module docs).
+    pub(crate) fn fragmentation(&self) -> f64 {
+        fragmentation(
+            self.chunks
+                .iter()
+                .map(|c| (c.ring.free_bytes(), c.ring.largest_free())),
+            self.chunks
+                .iter()
+                .map(|c| c.ring.capacity())
+                .max()
+                .unwrap_or(0),
+        )
+    }
+
     pub(crate) fn snapshot(&self, name: &str) -> ProviderSnapshot {
         let u = self.usage();
         let c = self.counters;
@@ -386,8 +415,29 @@ impl<B: Backend> StagingState<B> {
             .counter("exhausted", c.exhausted, Unit::Count)
             .counter("dedicated", c.dedicated, Unit::Count);
         u.push_metrics("ring", &mut s);
+        let fragmentation = MetricValue::float(self.fragmentation(), Unit::Ratio);
+        if let Some(m) = s
+            .metrics
+            .iter_mut()
+            .find(|m| m.name == "ring.fragmentation")
+        {
+            m.value = fragmentation;
+        }
         s
     }
+}
+
+/// `1 - largest / min(free, max_region)` over chunks given as `(free bytes, largest free
+/// range)`, 0 when nothing is free (see the module docs).
+pub(crate) fn fragmentation(chunks: impl Iterator<Item = (u64, u64)>, max_region: u64) -> f64 {
+    let (free, largest) = chunks.fold((0u64, 0u64), |(free, largest), (f, l)| {
+        (free.saturating_add(f), largest.max(l))
+    });
+    let placeable = free.min(max_region);
+    if placeable == 0 {
+        return 0.0;
+    }
+    (1.0 - largest.min(placeable) as f64 / placeable as f64).max(0.0)
 }
 
 impl<B: Backend> StagingState<B> {

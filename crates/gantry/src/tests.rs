@@ -190,3 +190,67 @@ fn pool_keeps_usages_apart_and_skips_destroyed_buffers() {
     m.pool().reset();
     assert_eq!(count("hits"), 0);
 }
+
+#[test]
+fn staging_fragmentation_formula() {
+    use crate::staging::fragmentation;
+    const C: u64 = 1024;
+    // Nothing free; idle chunks (each one whole free range): not fragmented.
+    assert_eq!(fragmentation([(0, 0), (0, 0)].into_iter(), C), 0.0);
+    assert_eq!(fragmentation([(C, C), (C, C), (C, C)].into_iter(), C), 0.0);
+    // One chunk: the ring's own `1 - largest / free`.
+    assert_eq!(fragmentation([(400, 100)].into_iter(), C), 0.75);
+    // A chunk with room for any region beside fragmented ones: not fragmented.
+    assert_eq!(fragmentation([(C, C), (600, 300)].into_iter(), C), 0.0);
+    // Two chunks, each half free in one range: a whole-chunk region does not fit.
+    assert_eq!(
+        fragmentation([(C / 2, C / 2), (C / 2, C / 2)].into_iter(), C),
+        0.5
+    );
+    // No chunks at all.
+    assert_eq!(fragmentation(core::iter::empty(), 0), 0.0);
+}
+
+#[test]
+fn idle_staging_is_not_fragmented() {
+    use gantry_stats::MetricValue;
+    let m = BufferManager::new(
+        Device::new(ReferenceBackend::new(256 << 20)),
+        ManagerConfig {
+            staging: StagingConfig {
+                chunk_size: 4096,
+                initial_chunks: 2,
+                ..StagingConfig::default()
+            },
+            ..ManagerConfig::default()
+        },
+    )
+    .unwrap();
+    let ring_fragmentation =
+        |m: &BufferManager<ReferenceBackend>| match m.report().get("staging", "ring.fragmentation")
+        {
+            Some(MetricValue::Float { value, .. }) => value.unwrap_or(f64::NAN),
+            other => panic!("ring.fragmentation: {other:?}"),
+        };
+    assert_eq!(m.staging_chunks(), 2);
+    assert_eq!(m.staging_fragmentation(), 0.0);
+    assert_eq!(ring_fragmentation(&m), 0.0);
+    // Uploads spread over both chunks: the figure follows the chunks' free ranges.
+    let b = m
+        .create_buffer(&BufferDesc::new(8192, RW, MemoryLocation::DeviceLocal))
+        .unwrap();
+    b.write(0, &[1; 3072]).unwrap();
+    b.write(4096, &[2; 2048]).unwrap();
+    let reports = m.staging_reports();
+    let free: u64 = reports.iter().map(|r| r.free).sum();
+    let largest = reports.iter().map(|r| r.largest_free).max().unwrap();
+    let want = 1.0 - largest as f64 / free.min(4096) as f64;
+    assert!(want > 0.0, "{reports:?}");
+    assert_eq!(m.staging_fragmentation(), want);
+    assert_eq!(ring_fragmentation(&m), want);
+    // Idle again after the GPU is done.
+    m.wait_idle().unwrap();
+    assert_eq!(m.staging_fragmentation(), 0.0);
+    assert_eq!(ring_fragmentation(&m), 0.0);
+    assert_eq!(m.staging_usage().used, 0);
+}
