@@ -303,6 +303,22 @@ impl<B: Backend> Inner<B> {
             }
             st.counters.dedicated += 1;
             st.event(StagingEvent::Dedicated { size });
+            if dst.location() != MemoryLocation::Upload {
+                // Around the ring, at once: what is queued goes first (program order), then
+                // `Device::write`, which the backend may pipeline or copy in place from
+                // imported host memory (gantry-vulkan's `HostMemory`). A dedicated staging
+                // buffer filled now and copied at the next flush would serialize the host
+                // copy and the DMA.
+                self.flush_locked(&mut st)?;
+                drop(st);
+                self.device.write(dst, offset, data)?;
+                let idx = self.device.last_submitted();
+                ticket.submission.store(idx.0, Ordering::Release);
+                if let Some(owner) = &owner {
+                    owner.last_submission.fetch_max(idx.0, Ordering::AcqRel);
+                }
+                return Ok(self.handle(ticket));
+            }
             drop(st);
             let staging =
                 self.pool
