@@ -34,6 +34,14 @@ pub struct VulkanOptions {
     /// are destroyed as they retire. Allocating large host-visible memory is expensive (the
     /// driver pins it), so keep at least the size of the largest regular transfer.
     pub staging_keep_bytes: u64,
+    /// Submit gantry's transfers to the device's dedicated transfer-only queue family when it
+    /// has one (family 1 on an H100), instead of the universal (graphics/compute) queue.
+    ///
+    /// Off by default: the transfer queue was measured no faster than the universal one for
+    /// copies (PERF.md), and it cannot dispatch compute, so with it on, batches of many small
+    /// writes stay copy regions instead of one scatter dispatch (`gantry_core::scatter`). Its
+    /// value is overlap with the engine's own work on the universal queue.
+    pub dedicated_transfer_queue: bool,
 }
 
 impl Default for VulkanOptions {
@@ -45,6 +53,7 @@ impl Default for VulkanOptions {
             adapter: AdapterPreference::default(),
             treat_memory_as_non_coherent: false,
             staging_keep_bytes: VulkanDevice::STAGING_KEEP_DEFAULT,
+            dedicated_transfer_queue: false,
         }
     }
 }
@@ -82,6 +91,12 @@ impl VulkanOptions {
         self
     }
 
+    /// Sets [`Self::dedicated_transfer_queue`].
+    pub fn with_dedicated_transfer_queue(mut self, on: bool) -> Self {
+        self.dedicated_transfer_queue = on;
+        self
+    }
+
     /// Sets [`Self::adapter`].
     pub fn with_adapter(mut self, adapter: AdapterPreference) -> Self {
         self.adapter = adapter;
@@ -108,7 +123,9 @@ pub struct RawVulkan {
     /// The queue gantry submits to when `transfer_queue` is `None`.
     pub queue: vk::Queue,
     /// A queue of another family (typically a dedicated transfer family) gantry submits to
-    /// instead; buffers are then shared concurrently between both families.
+    /// instead; buffers are then shared concurrently between both families. Batches of many
+    /// small writes become one compute dispatch only when the family gantry submits to
+    /// supports compute; otherwise they stay copies.
     pub transfer_queue: Option<(u32, vk::Queue)>,
     /// The optional features and extensions enabled on `device`.
     pub enabled: EnabledFeatures,
@@ -201,6 +218,14 @@ pub struct VulkanDevice {
     pub(crate) sharing_families: Vec<u32>,
     pub(crate) universal: (u32, vk::Queue),
     pub(crate) submit_family: u32,
+    /// Whether `submit_family` supports compute, so batches may scatter small writes with a
+    /// dispatch (and barriers may name the compute-shader stage).
+    pub(crate) submit_compute: bool,
+    /// The scatter pipeline, created on first use; `None` inside when creation failed (the
+    /// batches then keep copies).
+    pub(crate) scatter: std::sync::OnceLock<Option<crate::scatter::ScatterPipeline>>,
+    /// Scatter dispatches submitted so far.
+    pub(crate) scatter_dispatches: AtomicU64,
     pub(crate) debug_names: Option<ash::ext::debug_utils::Device>,
     pub(crate) external_memory_host: Option<ash::ext::external_memory_host::Device>,
     pub(crate) allocator: ManuallyDrop<Mutex<Allocator>>,
@@ -265,9 +290,10 @@ impl VulkanBackend {
     /// Wraps [`vkCreateDevice`](https://registry.khronos.org/vulkan/specs/1.3-extensions/man/html/vkCreateDevice.html).
     ///
     /// Enables Vulkan 1.2 timeline semaphores (required), `bufferDeviceAddress`,
-    /// `VK_EXT_memory_budget`, `VK_EXT_external_memory_host` and the ray-tracing buffer
-    /// extensions when supported, and creates a dedicated transfer queue when the device has a
-    /// transfer-only family (G14).
+    /// `VK_EXT_memory_budget`, `VK_EXT_external_memory_host`, `VK_KHR_push_descriptor` and the
+    /// ray-tracing buffer extensions when supported. Transfers go to the universal queue; with
+    /// [`VulkanOptions::dedicated_transfer_queue`], to a dedicated transfer queue when the
+    /// device has a transfer-only family (G14).
     ///
     /// # Errors
     /// [`Error::Loader`] without a Vulkan loader; [`Error::Unsupported`] when validation is
@@ -298,13 +324,14 @@ impl VulkanBackend {
                 return Err(e);
             }
         };
-        let (device, queues, enabled) = match context::create_device(&parts.instance, pd) {
-            Ok(x) => x,
-            Err(e) => {
-                destroy_instance(&parts);
-                return Err(e);
-            }
-        };
+        let (device, queues, enabled) =
+            match context::create_device(&parts.instance, pd, options.dedicated_transfer_queue) {
+                Ok(x) => x,
+                Err(e) => {
+                    destroy_instance(&parts);
+                    return Err(e);
+                }
+            };
         // SAFETY: the device was created with one queue in each of these families.
         let universal = unsafe { device.get_device_queue(queues.universal, 0) };
         let transfer = queues.transfer.map(|f| {
@@ -365,7 +392,8 @@ impl VulkanBackend {
     /// - `raw.enabled` is true only for what was enabled on the device: `bufferDeviceAddress`
     ///   (Vulkan 1.2 feature), the extensions `VK_EXT_memory_budget`,
     ///   `VK_EXT_external_memory_host`, `VK_KHR_acceleration_structure` (with its feature, and
-    ///   `VK_KHR_deferred_host_operations`), `VK_KHR_ray_tracing_pipeline` (with its feature).
+    ///   `VK_KHR_deferred_host_operations`), `VK_KHR_ray_tracing_pipeline` (with its feature),
+    ///   `VK_KHR_push_descriptor`.
     ///   `raw.debug_utils` is true only if `VK_EXT_debug_utils` is enabled on the instance.
     /// - `raw.queue` was obtained from `raw.device` in family `raw.queue_family_index`, whose
     ///   family supports transfer operations (any graphics, compute or transfer family does);
@@ -460,6 +488,9 @@ impl VulkanDevice {
         let (submit_family, submit_queue) = raw
             .transfer_queue
             .unwrap_or((raw.queue_family_index, raw.queue));
+        // SAFETY: `pd` belongs to `instance` (contract).
+        let families = unsafe { instance.get_physical_device_queue_family_properties(pd) };
+        let submit_compute = context::family_has_compute(&families, submit_family);
         let mut sharing_families = vec![raw.queue_family_index];
         if submit_family != raw.queue_family_index {
             sharing_families.push(submit_family);
@@ -507,6 +538,9 @@ impl VulkanDevice {
         let backend = Self {
             universal: (raw.queue_family_index, raw.queue),
             submit_family,
+            submit_compute,
+            scatter: std::sync::OnceLock::new(),
+            scatter_dispatches: AtomicU64::new(0),
             sharing_families,
             physical_device: pd,
             adapter,
@@ -593,10 +627,24 @@ impl VulkanDevice {
         self.enabled
     }
 
-    /// The queue family gantry submits its transfers to: the dedicated transfer family when
-    /// there is one, else the universal family.
+    /// The queue family gantry submits its transfers to: the universal family, or the
+    /// dedicated transfer family when one was asked for
+    /// ([`VulkanOptions::dedicated_transfer_queue`], `RawVulkan::transfer_queue`).
     pub fn transfer_queue_family(&self) -> u32 {
         self.submit_family
+    }
+
+    /// Whether batches may turn many small writes into one scatter compute dispatch: the
+    /// family gantry submits to supports compute (not a dedicated transfer queue). The
+    /// pipeline itself is created at first use; if that fails, batches keep copies.
+    pub fn scatter_supported(&self) -> bool {
+        self.submit_compute
+    }
+
+    /// How many scatter dispatches (see `gantry_core::scatter`) gantry has submitted: each
+    /// replaced at least [`gantry_core::scatter::MIN_WRITES`] copy regions of one batch.
+    pub fn scatter_dispatches(&self) -> u64 {
+        self.scatter_dispatches.load(Ordering::Relaxed)
     }
 
     /// Whether gantry submits to a dedicated transfer queue of its own family (G14).
@@ -707,8 +755,14 @@ impl Drop for VulkanDevice {
         // SAFETY: every submission is complete (waited above, or the device is lost and
         // nothing more will execute), so the command buffers and pool are unused; they belong
         // to `self.device`.
-        unsafe { submitter.destroy(&self.device) };
+        let pools = unsafe { submitter.destroy(&self.device) };
         drop(submitter);
+        if let Some(Some(scatter)) = self.scatter.take() {
+            // SAFETY: no submission is pending (as above), so neither the pipeline nor any
+            // descriptor pool (idle, or left by a submission) is in use; all are this
+            // device's.
+            unsafe { scatter.destroy(&self.device, pools) };
+        }
         // SAFETY: no pending submission signals or waits on the semaphore any more.
         unsafe { self.device.destroy_semaphore(self.timeline, None) };
         // SAFETY: dropped exactly once, here, before the device is destroyed; gpu-allocator

@@ -140,6 +140,7 @@ enum Memory {
 pub struct VulkanBuffer {
     raw: vk::Buffer,
     size: u64,
+    usage: vk::BufferUsageFlags,
     location: Location,
     memory: Memory,
     mapped: Option<MappedPtr>,
@@ -159,6 +160,12 @@ impl VulkanBuffer {
     /// The size asked for at creation.
     pub fn size(&self) -> u64 {
         self.size
+    }
+
+    /// The usage the buffer was created with: what was asked for plus what the backend adds
+    /// (see [`VulkanDevice::create_buffer`](crate::VulkanDevice::create_buffer)).
+    pub fn usage(&self) -> vk::BufferUsageFlags {
+        self.usage
     }
 
     /// Where the memory lives.
@@ -207,6 +214,18 @@ const AS_USAGE: vk::BufferUsageFlags = vk::BufferUsageFlags::from_raw(
 );
 
 impl VulkanDevice {
+    /// Usage added to every buffer [`Self::create_buffer`] creates: `TRANSFER_SRC` and
+    /// `TRANSFER_DST` (writes to and reads of device-local memory go through staging) and
+    /// `STORAGE_BUFFER` (a batch's small writes may be scattered into the buffer by a compute
+    /// dispatch, and the staging chunks are read by it). Imported host memory gets only the
+    /// transfer usages (external memory may not support storage use; writes to it stay
+    /// copies).
+    pub const ADDED_USAGE: vk::BufferUsageFlags = vk::BufferUsageFlags::from_raw(
+        vk::BufferUsageFlags::TRANSFER_SRC.as_raw()
+            | vk::BufferUsageFlags::TRANSFER_DST.as_raw()
+            | vk::BufferUsageFlags::STORAGE_BUFFER.as_raw(),
+    );
+
     /// Whether the device can create buffers with `usage` (G2): device addresses need
     /// `bufferDeviceAddress`, acceleration-structure usages `VK_KHR_acceleration_structure`,
     /// the shader-binding-table usage `VK_KHR_ray_tracing_pipeline`.
@@ -250,8 +269,10 @@ impl VulkanDevice {
         }
     }
 
-    /// Creates a buffer of `size` bytes with `usage` (plus transfer source and destination,
-    /// which the staging and readback paths need) in memory chosen for `location` (G1, G3).
+    /// Creates a buffer of `size` bytes with `usage` plus [`Self::ADDED_USAGE`] (transfer
+    /// source and destination, which the staging and readback paths need, and storage-buffer
+    /// usage, which the scatter dispatch of small batch writes needs) in memory chosen for
+    /// `location` (G1, G3).
     ///
     /// Wraps [`vkCreateBuffer`](https://registry.khronos.org/vulkan/specs/1.3-extensions/man/html/vkCreateBuffer.html).
     ///
@@ -308,7 +329,7 @@ impl VulkanDevice {
         label: &str,
     ) -> Result<VulkanBuffer> {
         self.check_usage(usage)?;
-        let usage = usage | vk::BufferUsageFlags::TRANSFER_SRC | vk::BufferUsageFlags::TRANSFER_DST;
+        let usage = usage | Self::ADDED_USAGE;
         let info = self.buffer_info(size, usage);
         // SAFETY: `size > 0` (contract), usage is supported (checked), the sharing families are
         // families of this device.
@@ -385,6 +406,7 @@ impl VulkanDevice {
         Ok(VulkanBuffer {
             raw,
             size,
+            usage,
             location,
             memory: Memory::Allocated(allocation),
             mapped,
@@ -868,6 +890,7 @@ impl VulkanDevice {
         Ok(VulkanBuffer {
             raw,
             size,
+            usage,
             location: Location::Upload,
             memory: Memory::Imported { memory, size },
             mapped: Some(MappedPtr(ptr)),

@@ -303,6 +303,9 @@ pub struct EnabledFeatures {
     pub acceleration_structure: bool,
     /// `VK_KHR_ray_tracing_pipeline` with its `rayTracingPipeline` feature is enabled.
     pub ray_tracing_pipeline: bool,
+    /// `VK_KHR_push_descriptor` is enabled: the scatter dispatch pushes its descriptors
+    /// instead of allocating them from a pool.
+    pub push_descriptor: bool,
 }
 
 /// The queue families gantry uses.
@@ -342,17 +345,30 @@ pub(crate) fn choose_queues(families: &[vk::QueueFamilyProperties]) -> Option<Qu
     })
 }
 
-/// Creates the logical device with one universal queue and one dedicated transfer queue when
-/// present; timeline semaphores are required, the rest is enabled when supported.
+/// Whether queue family `family` can dispatch compute work (the scatter path needs it; a
+/// transfer-only family cannot).
+pub(crate) fn family_has_compute(families: &[vk::QueueFamilyProperties], family: u32) -> bool {
+    families
+        .get(family as usize)
+        .is_some_and(|f| f.queue_flags.contains(vk::QueueFlags::COMPUTE))
+}
+
+/// Creates the logical device with one universal queue and, when `dedicated_transfer` is set
+/// and the device has one, one dedicated transfer queue; timeline semaphores are required, the
+/// rest is enabled when supported.
 pub(crate) fn create_device(
     instance: &ash::Instance,
     pd: vk::PhysicalDevice,
+    dedicated_transfer: bool,
 ) -> Result<(ash::Device, QueueChoice, EnabledFeatures)> {
     // SAFETY: `pd` belongs to `instance`.
     let families = unsafe { instance.get_physical_device_queue_family_properties(pd) };
-    let queues = choose_queues(&families).ok_or_else(|| Error::Unsupported {
+    let mut queues = choose_queues(&families).ok_or_else(|| Error::Unsupported {
         what: "a queue family with transfer support".to_owned(),
     })?;
+    if !dedicated_transfer {
+        queues.transfer = None;
+    }
     // SAFETY: as above.
     let exts = unsafe { instance.enumerate_device_extension_properties(pd) }
         .vk("vkEnumerateDeviceExtensionProperties")?;
@@ -391,6 +407,7 @@ pub(crate) fn create_device(
             && as_f.acceleration_structure == vk::TRUE
             && v12.descriptor_indexing == vk::TRUE,
         ray_tracing_pipeline: false,
+        push_descriptor: has_extension(&exts, ash::khr::push_descriptor::NAME),
     };
     let enabled = EnabledFeatures {
         ray_tracing_pipeline: enabled.acceleration_structure
@@ -412,6 +429,9 @@ pub(crate) fn create_device(
     }
     if enabled.ray_tracing_pipeline {
         ext_names.push(ash::khr::ray_tracing_pipeline::NAME.as_ptr());
+    }
+    if enabled.push_descriptor {
+        ext_names.push(ash::khr::push_descriptor::NAME.as_ptr());
     }
 
     let priorities = [1.0f32];
@@ -489,5 +509,11 @@ mod tests {
             })
         );
         assert_eq!(choose_queues(&[]), None);
+        // Scatter needs compute on the submission family: the universal one has it, the
+        // dedicated transfer family does not.
+        assert!(family_has_compute(&h100, 0));
+        assert!(!family_has_compute(&h100, 1));
+        assert!(family_has_compute(&h100, 2));
+        assert!(!family_has_compute(&h100, 7));
     }
 }

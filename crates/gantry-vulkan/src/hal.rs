@@ -4,7 +4,7 @@
 //! its types (usage flags, locations, submission indices, errors) and forwards to
 //! [`VulkanDevice`]'s methods.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -12,6 +12,8 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use ash::vk;
+use ash::vk::Handle;
+use gantry_core::scatter::{self, ScatterPlan, ScatterWrite};
 use gantry_core::{
     AdapterInfo, Backend, BufferUsage, DeviceError, DeviceType, Limits, MapMode, MemoryLocation,
     RawBufferDesc, SubmissionIndex, SubmittedWorkDoneCallback,
@@ -21,7 +23,8 @@ use crate::backend::{VulkanBackend, VulkanDevice, lock};
 use crate::buffer::VulkanBuffer;
 use crate::error::Error;
 use crate::memory::{Location, choose_memory_type};
-use crate::submit::{RawCopy, record_copies};
+use crate::scatter::{Binding, Dispatch};
+use crate::submit::{Op, RawCopy, record_copies, record_ops};
 
 impl From<Error> for DeviceError {
     /// The backend's errors in gantry-core's terms: out of memory and device loss keep their
@@ -164,12 +167,112 @@ const HOST_DIRECT_MIN: usize = 64 << 10;
 /// A batch of transfer commands: copies between raw handles, and writes staged in chunks the
 /// batch fills as it records. Recorded into one command buffer at submission, in order, with
 /// barriers only between commands that touch the same bytes.
+///
+/// Small writes (up to [`scatter::MAX_WRITE`] bytes) to a buffer with storage-buffer usage are
+/// deferred per destination while the batch records, when the device can dispatch compute on
+/// its submission queue ([`VulkanDevice::scatter_supported`]). A destination's deferred writes
+/// are emitted, in program order, before the next command that touches that buffer (a copy
+/// from or to it, a larger write) and at submission: each run of them staged in one chunk
+/// becomes one scatter dispatch where [`ScatterPlan::new`] accepts it (enough writes,
+/// disjoint, aligned), else copy regions as before. Deferring past commands on other buffers
+/// keeps program order, since those commands touch neither the destination nor the staging
+/// bytes (staging is only ever read by the device).
 pub struct VulkanBatch {
     device: Arc<VulkanDevice>,
-    ops: Vec<RawCopy>,
+    ops: Vec<BatchOp>,
     staging: Vec<VulkanBuffer>,
     /// Bytes used in the last staging buffer.
     cursor: u64,
+    /// Whether small writes are deferred for scattering.
+    scatter: bool,
+    /// Deferred small writes per destination (raw handle), and the order destinations were
+    /// first deferred in (so the recording order does not depend on hashing).
+    deferred: HashMap<u64, Deferred>,
+    deferred_order: Vec<u64>,
+}
+
+/// One command of a batch as recorded by `batch_*`.
+enum BatchOp {
+    Copy(RawCopy),
+    /// Small writes to one destination, for a scatter dispatch.
+    Writes(Deferred),
+}
+
+/// Small writes to one destination: offsets in the destination and in staging.
+struct Deferred {
+    dst: vk::Buffer,
+    writes: Vec<ScatterWrite>,
+    /// `(staging chunk, index of its first write in writes)`: the runs of writes staged in
+    /// one chunk (a dispatch reads its source bytes from one chunk).
+    runs: Vec<(usize, usize)>,
+}
+
+impl Deferred {
+    /// The runs of writes staged in one chunk: `(chunk, writes)`.
+    fn runs(&self) -> impl Iterator<Item = (usize, &[ScatterWrite])> {
+        self.runs.iter().enumerate().map(|(i, &(chunk, start))| {
+            let end = self.runs.get(i + 1).map_or(self.writes.len(), |r| r.1);
+            (chunk, &self.writes[start..end])
+        })
+    }
+}
+
+impl VulkanBatch {
+    /// Moves `dst`'s deferred writes into the command list, before a command that touches it.
+    fn emit_deferred(&mut self, dst: vk::Buffer) {
+        if let Some(d) = self.deferred.remove(&dst.as_raw()) {
+            self.ops.push(BatchOp::Writes(d));
+        }
+    }
+
+    /// Moves every deferred write into the command list (at submission).
+    fn emit_all_deferred(&mut self) {
+        for raw in std::mem::take(&mut self.deferred_order) {
+            if let Some(d) = self.deferred.remove(&raw) {
+                self.ops.push(BatchOp::Writes(d));
+            }
+        }
+    }
+
+    /// Writes a scatter plan's record table into staging (the current chunk, or a new one)
+    /// and returns its binding; `None` when no staging could be had (the writes then stay
+    /// copies).
+    fn stage_records(&mut self, plan: &ScatterPlan) -> Option<Binding> {
+        let bytes = plan.record_bytes();
+        let len = bytes.len() as u64;
+        let align = self
+            .device
+            .limits
+            .min_storage_buffer_offset_alignment
+            .max(16);
+        let mut at = self.cursor.next_multiple_of(align);
+        let room = self.staging.last().map_or(0, |s| s.size());
+        if self.staging.is_empty() || at.checked_add(len).is_none_or(|end| end > room) {
+            let chunk = self.device.staging_buffer(len, Location::Upload).ok()?;
+            self.staging.push(chunk);
+            at = 0;
+        }
+        let staging = self.staging.last()?;
+        let ptr = staging.mapped_ptr()?;
+        // SAFETY: the chunk is the batch's own (not submitted yet), mapped, and `at + len`
+        // fits in it (checked above, or a new chunk of at least `len` bytes); nothing else of
+        // the batch was staged at or after `at`.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                bytes.as_ptr(),
+                ptr.as_ptr().add(at as usize),
+                bytes.len(),
+            )
+        };
+        // SAFETY: the range was just written, lies inside the mapped chunk, not submitted.
+        unsafe { self.device.flush(staging, at, len) }.ok()?;
+        self.cursor = (at + len).next_multiple_of(16);
+        Some(Binding {
+            buffer: staging.raw(),
+            offset: at,
+            range: len,
+        })
+    }
 }
 
 impl Drop for VulkanBatch {
@@ -571,6 +674,9 @@ impl Backend for VulkanBackend {
             ops: Vec::new(),
             staging: Vec::new(),
             cursor: 0,
+            scatter: self.0.submit_compute,
+            deferred: HashMap::new(),
+            deferred_order: Vec::new(),
         })
     }
 
@@ -585,6 +691,18 @@ impl Backend for VulkanBackend {
         // several chunks (one copy region each) and no staging is allocated per call once
         // the pool holds enough chunks.
         let chunk = VulkanDevice::STAGING_CHUNK;
+        let len = data.len() as u64;
+        // Small, aligned writes to a storage-capable destination wait for a scatter dispatch
+        // (they fit one chunk, so they stay one piece); anything else is ordered after the
+        // destination's deferred writes.
+        let defer = batch.scatter
+            && len <= scatter::MAX_WRITE
+            && len.is_multiple_of(4)
+            && offset.is_multiple_of(4)
+            && dst.usage().contains(vk::BufferUsageFlags::STORAGE_BUFFER);
+        if !defer {
+            batch.emit_deferred(dst.raw());
+        }
         let mut pieces = Vec::new();
         let mut flushes = Vec::new();
         let mut done = 0usize;
@@ -622,13 +740,34 @@ impl Backend for VulkanBackend {
                     n,
                 )
             });
-            batch.ops.push(RawCopy {
-                src: staging.raw(),
-                src_offset: at,
-                dst: dst.raw(),
-                dst_offset: offset + done as u64,
-                size: take,
-            });
+            if defer {
+                let chunk_index = batch.staging.len() - 1;
+                let key = dst.raw().as_raw();
+                let d = batch.deferred.entry(key).or_insert_with(|| {
+                    batch.deferred_order.push(key);
+                    Deferred {
+                        dst: dst.raw(),
+                        writes: Vec::new(),
+                        runs: Vec::new(),
+                    }
+                });
+                if d.runs.last().is_none_or(|r| r.0 != chunk_index) {
+                    d.runs.push((chunk_index, d.writes.len()));
+                }
+                d.writes.push(ScatterWrite {
+                    dst_offset: offset + done as u64,
+                    src_offset: at,
+                    len: take,
+                });
+            } else {
+                batch.ops.push(BatchOp::Copy(RawCopy {
+                    src: staging.raw(),
+                    src_offset: at,
+                    dst: dst.raw(),
+                    dst_offset: offset + done as u64,
+                    size: take,
+                }));
+            }
             flushes.push((batch.staging.len() - 1, at, take));
             // Keep every staged write 16-byte aligned.
             batch.cursor = (at + take).next_multiple_of(16);
@@ -697,24 +836,126 @@ impl Backend for VulkanBackend {
         dst_offset: u64,
         size: u64,
     ) {
-        batch.ops.push(RawCopy {
+        // Deferred writes to either buffer come first: the copy may read what they write, or
+        // overwrite it.
+        batch.emit_deferred(src.raw());
+        batch.emit_deferred(dst.raw());
+        batch.ops.push(BatchOp::Copy(RawCopy {
             src: src.raw(),
             src_offset,
             dst: dst.raw(),
             dst_offset,
             size,
-        });
+        }));
     }
 
     unsafe fn submit(&self, mut batch: VulkanBatch) -> Result<SubmissionIndex, DeviceError> {
-        let ops = std::mem::take(&mut batch.ops);
+        batch.emit_all_deferred();
+        let batch_ops = std::mem::take(&mut batch.ops);
+        let pipeline = if batch_ops.iter().any(|op| matches!(op, BatchOp::Writes(_))) {
+            self.0.scatter_pipeline()
+        } else {
+            None
+        };
+        let limits = self.0.limits;
+        let mut ops: Vec<Op<'_>> = Vec::with_capacity(batch_ops.len());
+        let mut dispatches = 0u64;
+        for op in batch_ops {
+            let d = match op {
+                BatchOp::Copy(c) => {
+                    ops.push(Op::Copy(c));
+                    continue;
+                }
+                BatchOp::Writes(d) => d,
+            };
+            for (chunk, writes) in d.runs() {
+                let planned = pipeline.and_then(|p| {
+                    let plan = ScatterPlan::new(
+                        writes,
+                        limits.min_storage_buffer_offset_alignment,
+                        limits.max_storage_buffer_range,
+                    )?;
+                    if plan.record_bytes().len() as u64 > limits.max_storage_buffer_range {
+                        return None;
+                    }
+                    let records = batch.stage_records(&plan)?;
+                    let src = batch.staging.get(chunk)?.raw();
+                    Some(Op::Scatter(
+                        p,
+                        Dispatch {
+                            records,
+                            src: Binding {
+                                buffer: src,
+                                offset: plan.src_base,
+                                range: plan.src_size,
+                            },
+                            dst: Binding {
+                                buffer: d.dst,
+                                offset: plan.dst_base,
+                                range: plan.dst_size,
+                            },
+                            groups: plan.groups,
+                            set: vk::DescriptorSet::null(),
+                        },
+                    ))
+                });
+                match planned {
+                    Some(op) => {
+                        ops.push(op);
+                        dispatches += 1;
+                    }
+                    None => {
+                        let Some(src) = batch.staging.get(chunk).map(VulkanBuffer::raw) else {
+                            return Err(DeviceError::Internal("no staging buffer".to_owned()));
+                        };
+                        ops.extend(writes.iter().map(|w| {
+                            Op::Copy(RawCopy {
+                                src,
+                                src_offset: w.src_offset,
+                                dst: d.dst,
+                                dst_offset: w.dst_offset,
+                                size: w.len,
+                            })
+                        }));
+                    }
+                }
+            }
+        }
         let staging = std::mem::take(&mut batch.staging);
+        let mut pools = Vec::new();
+        if let Some(p) = pipeline
+            && dispatches > 0
+            && !p.pushes()
+        {
+            let mut sets: Vec<&mut Dispatch> = ops
+                .iter_mut()
+                .filter_map(|op| match op {
+                    Op::Scatter(_, d) => Some(d),
+                    Op::Copy(_) => None,
+                })
+                .collect();
+            // SAFETY: the bindings are live buffers with storage usage (destinations checked
+            // when the writes were deferred, staging chunks always have it), ranges inside
+            // them within the storage limits (the plan's and the table's checks above).
+            match unsafe { p.allocate_sets(&self.0.device, &mut sets) } {
+                Ok(p) => pools = p,
+                Err(e) => {
+                    lock(&self.0.orphans).extend(staging);
+                    return Err(e.into());
+                }
+            }
+        }
         // SAFETY: every buffer is valid and stays so until completion (trait contract; the
-        // staging buffers are retired with the submission); ranges are in bounds.
+        // staging buffers are retired with the submission, the descriptor pools reset after
+        // it); ranges are in bounds; dispatches exist only with a pipeline, which exists only
+        // on a compute-capable submission family.
         let index = unsafe {
             self.0
-                .submit_with(staging, |d, cmd| record_copies(d, cmd, ops))
+                .submit_with_pools(staging, pools, |d, cmd| record_ops(d, cmd, &ops))
         }?;
+        self.0
+            .scatter_dispatches
+            .fetch_add(dispatches, std::sync::atomic::Ordering::Relaxed);
         Ok(SubmissionIndex(index))
     }
 

@@ -3,8 +3,9 @@
 //! [`VulkanBackend`] owns (or, through [`VulkanBackend::from_raw`], adopts) a Vulkan device and
 //! provides gantry's raw backend operations on it: buffers in device-local, upload and
 //! readback memory ([`memory::Location`]); persistent mapping with flush/invalidate of
-//! non-coherent memory; writes and readback; batched buffer-to-buffer copies submitted to the
-//! dedicated transfer queue when there is one and tracked by a timeline semaphore; polling,
+//! non-coherent memory; writes and readback; batched buffer-to-buffer copies, with many small
+//! writes of a batch scattered by one compute dispatch, submitted to the universal queue (or,
+//! on request, a dedicated transfer queue) and tracked by a timeline semaphore; polling,
 //! waiting and completion callbacks; memory budgets; import of host memory.
 //!
 //! Like wgpu-hal, this layer does not validate its callers' arguments: the `unsafe` methods
@@ -45,6 +46,7 @@ pub mod error;
 pub mod hal;
 mod host;
 pub mod memory;
+mod scatter;
 mod submit;
 
 pub use ash;

@@ -3,10 +3,14 @@
 //!
 //! # Synchronization
 //! Every command buffer gantry records begins with a global memory barrier (all earlier
-//! commands' writes on the queue -> this buffer's transfer reads and writes) and ends with one
-//! (transfer writes -> host reads). Within one batch a barrier between two copies is recorded
-//! only when the later copy touches a range an earlier one wrote, or writes a range an earlier
-//! one read ([`Hazards`]). Each submission signals the timeline semaphore with the next
+//! commands' writes on the queue -> this buffer's transfer reads and writes, and the scatter
+//! shader's where the queue has compute) and ends with one (transfer and shader writes -> host
+//! reads). Within one batch a barrier between two copies is recorded only when the later copy
+//! touches a range an earlier one wrote, or writes a range an earlier one read ([`Hazards`]).
+//! A run of scatter dispatches (`crate::scatter`) opens with a barrier (transfer writes ->
+//! shader reads and writes) and closes with one (transfer and shader writes -> transfer and
+//! shader reads and writes), after which the hazard tracking starts afresh; two dispatches of
+//! one run into the same buffer get a shader -> shader barrier between them. Each submission signals the timeline semaphore with the next
 //! submission index; the host waits with `vkWaitSemaphores` on that value, never with
 //! `vkQueueWaitIdle` or `vkDeviceWaitIdle`. Host writes before a submission are made visible by
 //! `vkQueueSubmit`'s implicit host-write dependency.
@@ -70,6 +74,8 @@ struct InFlight {
     retire: Vec<VulkanBuffer>,
     /// New buffers this submission clears (see `VulkanDevice::create_buffer`).
     fills: Vec<vk::Buffer>,
+    /// Descriptor pools of its scatter dispatches, reset once it completes.
+    pools: Vec<vk::DescriptorPool>,
 }
 
 /// The command pool, its recycled command buffers and the submissions in flight, with the
@@ -107,11 +113,19 @@ impl Submitter {
         self.pool
     }
 
+    /// Frees the command buffers and the pool; returns the descriptor pools submissions still
+    /// held, for the caller to destroy.
+    ///
     /// # Safety
     /// No submission of this submitter is pending on the device.
-    pub(crate) unsafe fn destroy(&mut self, device: &ash::Device) {
+    pub(crate) unsafe fn destroy(&mut self, device: &ash::Device) -> Vec<vk::DescriptorPool> {
         let mut all: Vec<vk::CommandBuffer> = self.free.drain(..).collect();
         all.extend(self.in_flight.iter().map(|f| f.cmd));
+        let pools = self
+            .in_flight
+            .iter_mut()
+            .flat_map(|f| std::mem::take(&mut f.pools))
+            .collect();
         // SAFETY: no command buffer is pending (contract); all come from `self.pool`.
         unsafe {
             if !all.is_empty() {
@@ -120,6 +134,7 @@ impl Submitter {
             device.destroy_command_pool(self.pool, None);
         }
         self.pool = vk::CommandPool::null();
+        pools
     }
 }
 
@@ -206,8 +221,8 @@ fn global_barrier(
     let barrier = [vk::MemoryBarrier::default()
         .src_access_mask(src.1)
         .dst_access_mask(dst.1)];
-    // SAFETY: `cmd` is in the recording state (callers record between begin and end); the
-    // stages are valid on every queue family that supports transfers.
+    // SAFETY: `cmd` is in the recording state (callers record between begin and end); callers
+    // name the compute-shader stage only on compute-capable queue families.
     unsafe {
         device.cmd_pipeline_barrier(
             cmd,
@@ -221,16 +236,207 @@ fn global_barrier(
     };
 }
 
-const TRANSFER_RW: (vk::PipelineStageFlags, vk::AccessFlags) = (
-    vk::PipelineStageFlags::TRANSFER,
-    vk::AccessFlags::from_raw(
-        vk::AccessFlags::TRANSFER_READ.as_raw() | vk::AccessFlags::TRANSFER_WRITE.as_raw(),
+type Scope = (vk::PipelineStageFlags, vk::AccessFlags);
+
+const fn scope(stages: &[vk::PipelineStageFlags], access: &[vk::AccessFlags]) -> Scope {
+    let (mut s, mut a) = (0, 0);
+    let mut i = 0;
+    while i < stages.len() {
+        s |= stages[i].as_raw();
+        i += 1;
+    }
+    i = 0;
+    while i < access.len() {
+        a |= access[i].as_raw();
+        i += 1;
+    }
+    (
+        vk::PipelineStageFlags::from_raw(s),
+        vk::AccessFlags::from_raw(a),
+    )
+}
+
+const TRANSFER_RW: Scope = scope(
+    &[vk::PipelineStageFlags::TRANSFER],
+    &[
+        vk::AccessFlags::TRANSFER_READ,
+        vk::AccessFlags::TRANSFER_WRITE,
+    ],
+);
+const TRANSFER_W: Scope = scope(
+    &[vk::PipelineStageFlags::TRANSFER],
+    &[vk::AccessFlags::TRANSFER_WRITE],
+);
+/// What the scatter shader does: read records and source, read and write the destination.
+const SHADER_RW: Scope = scope(
+    &[vk::PipelineStageFlags::COMPUTE_SHADER],
+    &[vk::AccessFlags::SHADER_READ, vk::AccessFlags::SHADER_WRITE],
+);
+/// Transfers and the scatter shader, reading and writing.
+const ALL_RW: Scope = scope(
+    &[
+        vk::PipelineStageFlags::TRANSFER,
+        vk::PipelineStageFlags::COMPUTE_SHADER,
+    ],
+    &[
+        vk::AccessFlags::TRANSFER_READ,
+        vk::AccessFlags::TRANSFER_WRITE,
+        vk::AccessFlags::SHADER_READ,
+        vk::AccessFlags::SHADER_WRITE,
+    ],
+);
+/// Writes by transfers and by the scatter shader.
+const ALL_W: Scope = scope(
+    &[
+        vk::PipelineStageFlags::TRANSFER,
+        vk::PipelineStageFlags::COMPUTE_SHADER,
+    ],
+    &[
+        vk::AccessFlags::TRANSFER_WRITE,
+        vk::AccessFlags::SHADER_WRITE,
+    ],
+);
+
+/// One command of a batch, as recorded.
+#[derive(Clone, Copy)]
+pub(crate) enum Op<'a> {
+    /// A buffer-to-buffer copy region.
+    Copy(RawCopy),
+    /// A scatter dispatch with the device's pipeline.
+    Scatter(
+        &'a crate::scatter::ScatterPipeline,
+        crate::scatter::Dispatch,
     ),
-);
-const TRANSFER_W: (vk::PipelineStageFlags, vk::AccessFlags) = (
-    vk::PipelineStageFlags::TRANSFER,
-    vk::AccessFlags::TRANSFER_WRITE,
-);
+}
+
+/// Records copies and scatter dispatches in order: copies merged into few `vkCmdCopyBuffer`
+/// calls with barriers only where [`Hazards`] finds one is needed; dispatches with the
+/// barriers around them.
+struct Recorder<'a> {
+    device: &'a ash::Device,
+    cmd: vk::CommandBuffer,
+    hazards: Hazards,
+    pending: Vec<vk::BufferCopy>,
+    pair: (vk::Buffer, vk::Buffer),
+    /// Destinations written by dispatches since the barrier that opened the current run of
+    /// dispatches; `None` outside such a run.
+    scatter_run: Option<Vec<vk::Buffer>>,
+}
+
+impl<'a> Recorder<'a> {
+    fn new(device: &'a ash::Device, cmd: vk::CommandBuffer) -> Self {
+        Self {
+            device,
+            cmd,
+            hazards: Hazards::default(),
+            pending: Vec::new(),
+            pair: (vk::Buffer::null(), vk::Buffer::null()),
+            scatter_run: None,
+        }
+    }
+
+    /// Records the pending regions.
+    ///
+    /// # Safety
+    /// As for [`record_copies`].
+    unsafe fn flush(&mut self) {
+        if !self.pending.is_empty() {
+            // SAFETY: recording state and in-bounds regions (contract).
+            unsafe {
+                self.device
+                    .cmd_copy_buffer(self.cmd, self.pair.0, self.pair.1, &self.pending)
+            };
+            self.pending.clear();
+        }
+    }
+
+    /// Closes a run of dispatches: their writes (and the transfers' before them) -> every
+    /// later transfer or dispatch. Everything touched so far is ordered, so the hazard
+    /// tracking starts afresh.
+    fn end_scatter_run(&mut self) {
+        if self.scatter_run.take().is_some() {
+            global_barrier(self.device, self.cmd, ALL_W, ALL_RW);
+            self.hazards.clear();
+        }
+    }
+
+    /// # Safety
+    /// As for [`record_copies`].
+    unsafe fn copy(&mut self, c: RawCopy) {
+        self.end_scatter_run();
+        let (s, d) = (c.src, c.dst);
+        let sr = (c.src_offset, c.src_offset + c.size);
+        let dr = (c.dst_offset, c.dst_offset + c.size);
+        if self.hazards.conflicts(s, sr, d, dr) {
+            // SAFETY: forwarded.
+            unsafe { self.flush() };
+            global_barrier(self.device, self.cmd, TRANSFER_W, TRANSFER_RW);
+            self.hazards.clear();
+        }
+        if (s, d) != self.pair {
+            // SAFETY: forwarded.
+            unsafe { self.flush() };
+            self.pair = (s, d);
+        }
+        // Adjacent in both buffers: one region (each region costs GPU time of its own).
+        match self.pending.last_mut() {
+            Some(last)
+                if last.src_offset + last.size == c.src_offset
+                    && last.dst_offset + last.size == c.dst_offset =>
+            {
+                last.size += c.size;
+            }
+            _ => self.pending.push(vk::BufferCopy {
+                src_offset: c.src_offset,
+                dst_offset: c.dst_offset,
+                size: c.size,
+            }),
+        }
+        self.hazards.add(s, sr, d, dr);
+    }
+
+    /// # Safety
+    /// As for [`record_ops`].
+    unsafe fn scatter(
+        &mut self,
+        p: &crate::scatter::ScatterPipeline,
+        d: &crate::scatter::Dispatch,
+    ) {
+        // SAFETY: forwarded.
+        unsafe { self.flush() };
+        match &mut self.scatter_run {
+            None => {
+                // Earlier transfers (copies, clears) -> the shader's reads and writes; the
+                // staging bytes are host writes, visible through vkQueueSubmit.
+                global_barrier(self.device, self.cmd, TRANSFER_W, SHADER_RW);
+                // SAFETY: recording on a compute-capable family (contract). Copies do not
+                // disturb the binding, so binding again for a later run is only for clarity.
+                unsafe { p.bind(self.device, self.cmd) };
+                self.scatter_run = Some(Vec::new());
+            }
+            Some(dsts) if dsts.contains(&d.dst.buffer) => {
+                // Two dispatches into one buffer (one batch's writes spanning two staging
+                // chunks): their windows may overlap, so order them.
+                global_barrier(self.device, self.cmd, SHADER_RW, SHADER_RW);
+                dsts.clear();
+            }
+            Some(_) => {}
+        }
+        if let Some(dsts) = &mut self.scatter_run {
+            dsts.push(d.dst.buffer);
+        }
+        // SAFETY: forwarded; the pipeline is bound above (or by the run's first dispatch).
+        unsafe { p.record(self.device, self.cmd, d) };
+    }
+
+    /// # Safety
+    /// As for [`record_copies`].
+    unsafe fn finish(mut self) {
+        // SAFETY: forwarded.
+        unsafe { self.flush() };
+        self.end_scatter_run();
+    }
+}
 
 /// Records the copies, merging consecutive regions between the same pair of buffers into one
 /// `vkCmdCopyBuffer`, with barriers only where [`Hazards`] finds one is needed.
@@ -243,46 +449,33 @@ pub(crate) unsafe fn record_copies(
     cmd: vk::CommandBuffer,
     copies: impl IntoIterator<Item = RawCopy>,
 ) {
-    let mut hazards = Hazards::default();
-    let mut pending: Vec<vk::BufferCopy> = Vec::new();
-    let mut pair = (vk::Buffer::null(), vk::Buffer::null());
-    let flush = |pair: (vk::Buffer, vk::Buffer), pending: &mut Vec<vk::BufferCopy>| {
-        if !pending.is_empty() {
-            // SAFETY: recording state and in-bounds regions (contract).
-            unsafe { device.cmd_copy_buffer(cmd, pair.0, pair.1, pending) };
-            pending.clear();
-        }
-    };
+    let mut r = Recorder::new(device, cmd);
     for c in copies {
-        let (s, d) = (c.src, c.dst);
-        let sr = (c.src_offset, c.src_offset + c.size);
-        let dr = (c.dst_offset, c.dst_offset + c.size);
-        if hazards.conflicts(s, sr, d, dr) {
-            flush(pair, &mut pending);
-            global_barrier(device, cmd, TRANSFER_W, TRANSFER_RW);
-            hazards.clear();
-        }
-        if (s, d) != pair {
-            flush(pair, &mut pending);
-            pair = (s, d);
-        }
-        // Adjacent in both buffers: one region (each region costs GPU time of its own).
-        match pending.last_mut() {
-            Some(last)
-                if last.src_offset + last.size == c.src_offset
-                    && last.dst_offset + last.size == c.dst_offset =>
-            {
-                last.size += c.size;
-            }
-            _ => pending.push(vk::BufferCopy {
-                src_offset: c.src_offset,
-                dst_offset: c.dst_offset,
-                size: c.size,
-            }),
-        }
-        hazards.add(s, sr, d, dr);
+        // SAFETY: forwarded.
+        unsafe { r.copy(c) };
     }
-    flush(pair, &mut pending);
+    // SAFETY: forwarded.
+    unsafe { r.finish() };
+}
+
+/// Records a batch's copies and scatter dispatches in order (see [`Recorder`]).
+///
+/// # Safety
+/// As for [`record_copies`] for the copies; with a dispatch, `cmd` records for a
+/// compute-capable queue family and the dispatch's bindings are valid (as for
+/// `ScatterPipeline::record`).
+pub(crate) unsafe fn record_ops(device: &ash::Device, cmd: vk::CommandBuffer, ops: &[Op<'_>]) {
+    let mut r = Recorder::new(device, cmd);
+    for op in ops {
+        match op {
+            // SAFETY: forwarded.
+            Op::Copy(c) => unsafe { r.copy(*c) },
+            // SAFETY: forwarded.
+            Op::Scatter(p, d) => unsafe { r.scatter(p, d) },
+        }
+    }
+    // SAFETY: forwarded.
+    unsafe { r.finish() };
 }
 
 impl VulkanDevice {
@@ -298,6 +491,28 @@ impl VulkanDevice {
         retire: Vec<VulkanBuffer>,
         record: impl FnOnce(&ash::Device, vk::CommandBuffer),
     ) -> Result<SubmissionIndex> {
+        // SAFETY: forwarded.
+        unsafe { self.submit_with_pools(retire, Vec::new(), record) }
+    }
+
+    /// [`Self::submit_with`], also resetting descriptor pools `pools` (of the scatter
+    /// pipeline) once the submission completes, or at once if it fails.
+    ///
+    /// # Safety
+    /// As for [`Self::submit_with`]; `pools` come from the scatter pipeline and are used by
+    /// nothing but this submission.
+    pub(crate) unsafe fn submit_with_pools(
+        &self,
+        retire: Vec<VulkanBuffer>,
+        pools: Vec<vk::DescriptorPool>,
+        record: impl FnOnce(&ash::Device, vk::CommandBuffer),
+    ) -> Result<SubmissionIndex> {
+        let release_pools = |pools: Vec<vk::DescriptorPool>| {
+            if let Some(Some(p)) = self.scatter.get() {
+                // SAFETY: never submitted, so unused by the device.
+                unsafe { p.release_pools(&self.device, pools) };
+            }
+        };
         let destroy_retired = |retire: Vec<VulkanBuffer>| {
             for b in retire {
                 // SAFETY: never submitted, so unused by the device.
@@ -305,6 +520,7 @@ impl VulkanDevice {
             }
         };
         if let Err(e) = self.maintain() {
+            release_pools(pools);
             destroy_retired(retire);
             return Err(e);
         }
@@ -324,6 +540,7 @@ impl VulkanDevice {
                     }
                     Err(e) => {
                         drop(s);
+                        release_pools(pools);
                         destroy_retired(retire);
                         return Err(crate::error::map_vk("vkAllocateCommandBuffers", e));
                     }
@@ -338,6 +555,13 @@ impl VulkanDevice {
             // SAFETY: `cmd` is not pending (fresh, or recycled after its submission completed);
             // its pool is externally synchronized by the submitter lock held here.
             unsafe { self.device.begin_command_buffer(cmd, &begin) }.vk("vkBeginCommandBuffer")?;
+            // With compute on the queue, batches may dispatch the scatter shader, so earlier
+            // work is made visible to it too.
+            let (ours_rw, ours_w) = if self.submit_compute {
+                (ALL_RW, ALL_W)
+            } else {
+                (TRANSFER_RW, TRANSFER_W)
+            };
             global_barrier(
                 &self.device,
                 cmd,
@@ -345,7 +569,7 @@ impl VulkanDevice {
                     vk::PipelineStageFlags::ALL_COMMANDS,
                     vk::AccessFlags::MEMORY_WRITE,
                 ),
-                TRANSFER_RW,
+                ours_rw,
             );
             if !fills.is_empty() {
                 for &buffer in &fills {
@@ -363,7 +587,7 @@ impl VulkanDevice {
             global_barrier(
                 &self.device,
                 cmd,
-                TRANSFER_W,
+                ours_w,
                 (vk::PipelineStageFlags::HOST, vk::AccessFlags::HOST_READ),
             );
             // SAFETY: `cmd` is recording.
@@ -396,6 +620,7 @@ impl VulkanDevice {
                     cmd,
                     retire,
                     fills,
+                    pools,
                 });
                 Ok(value)
             }
@@ -409,6 +634,7 @@ impl VulkanDevice {
                 };
                 s.free.push(cmd);
                 drop(s);
+                release_pools(pools);
                 destroy_retired(retire);
                 Err(e)
             }
@@ -466,6 +692,7 @@ impl VulkanDevice {
     pub(crate) fn maintain(&self) -> Result<SubmissionIndex> {
         let done = self.completed_index()?;
         let mut retired = Vec::new();
+        let mut pools = Vec::new();
         {
             let mut s = lock(&self.submitter);
             while s.in_flight.front().is_some_and(|f| f.value <= done) {
@@ -481,7 +708,14 @@ impl VulkanDevice {
                 .vk("vkResetCommandBuffer")?;
                 s.free.push(f.cmd);
                 retired.extend(f.retire);
+                pools.extend(f.pools);
             }
+        }
+        if !pools.is_empty()
+            && let Some(Some(p)) = self.scatter.get()
+        {
+            // SAFETY: their submissions completed.
+            unsafe { p.release_pools(&self.device, pools) };
         }
         let orphans: Vec<VulkanBuffer> = std::mem::take(&mut *lock(&self.orphans));
         for b in retired.into_iter().chain(orphans) {

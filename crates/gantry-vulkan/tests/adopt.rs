@@ -188,3 +188,75 @@ fn adopts_an_existing_device_and_round_trips() {
     let engine = ENGINE_MESSAGES.lock().unwrap().clone();
     assert!(engine.is_empty(), "engine saw: {engine:#?}");
 }
+
+/// An adopted device without `VK_KHR_push_descriptor`: the scatter dispatch takes its
+/// descriptors from pools (reset when the submission completes), validated.
+#[test]
+fn adopted_device_without_push_descriptors_scatters_from_pools() {
+    use gantry_core::{BufferDesc, BufferUsage, Device, MemoryLocation};
+    common::init_tracing();
+    let Some(e) = engine() else {
+        eprintln!(
+            "SKIPPED adopted_device_without_push_descriptors_scatters_from_pools: no Vulkan device"
+        );
+        return;
+    };
+    let raw = RawVulkan {
+        entry: e.entry.clone(),
+        instance: e.instance.clone(),
+        physical_device: e.pd,
+        device: e.device.clone(),
+        queue_family_index: e.family,
+        queue: e.queue,
+        transfer_queue: None,
+        enabled: EnabledFeatures {
+            buffer_device_address: e.bda,
+            push_descriptor: false,
+            ..EnabledFeatures::default()
+        },
+        debug_utils: true,
+        install_messenger: true,
+        debug_names: true,
+    };
+    // SAFETY: as in `adopts_an_existing_device_and_round_trips`.
+    let backend = unsafe { VulkanBackend::from_raw(raw) }.expect("from_raw");
+    let counter = backend.validation_counter();
+    assert!(backend.scatter_supported());
+    let d = Device::new(backend.clone());
+    let size = 1u64 << 20;
+    let buf = d
+        .create_buffer(&BufferDesc::new(
+            size,
+            BufferUsage::TRANSFER_SRC | BufferUsage::TRANSFER_DST,
+            MemoryLocation::DeviceLocal,
+        ))
+        .unwrap();
+    let mut model = vec![0u8; size as usize];
+    // Three batches, so the pool is reset and reused.
+    for round in 0..3u8 {
+        let mut batch = d.batch().unwrap();
+        for i in 0..1000usize {
+            let data = common::pattern(128, round.wrapping_add(i as u8));
+            let at = (i * 1024 + usize::from(round) * 256) as u64;
+            batch.write(&buf, at, &data).unwrap();
+            model[at as usize..at as usize + 128].copy_from_slice(&data);
+        }
+        batch.submit().unwrap();
+    }
+    assert_eq!(backend.scatter_dispatches(), 3);
+    assert!(d.read(&buf, 0, size).unwrap() == model);
+    drop(buf);
+    d.wait_idle().unwrap();
+    drop(d);
+    drop(backend);
+    let report = counter.report();
+    assert!(report.is_clean(), "{report:?}");
+    // SAFETY: gantry is gone and waited for its work; the engine destroys its objects.
+    unsafe {
+        e.device
+            .device_wait_idle()
+            .expect("engine's device still valid");
+        e.device.destroy_device(None);
+        e.instance.destroy_instance(None);
+    }
+}
