@@ -4,8 +4,10 @@
 //! 2.7 µs on an H100, `../shared/PERF.md`), so 10,000 scattered 256-byte writes recorded as
 //! copy regions take 27-30 ms. A backend instead puts the writes' bytes in staging, as usual,
 //! plus one table of *records* (destination offset, source offset, length, in 4-byte words),
-//! and records one dispatch of [`WGSL`]: workgroup `r` copies record `r`'s words, 64 lanes at
-//! a time. The whole frame then costs one dispatch.
+//! and records one dispatch of [`WGSL`]: each workgroup copies records `r`, `r + groups`,
+//! `r + 2 * groups` ... (a grid-stride loop), 64 lanes per record. The whole frame then costs
+//! one dispatch of at most [`MAX_GROUPS`] workgroups: enough to fill a large GPU, few enough
+//! that a CPU implementation (lavapipe) does not pay a per-workgroup cost per record.
 //!
 //! This module holds what both backends share: the shader, the record layout, and the
 //! planning ([`ScatterPlan::new`]) that decides whether a set of writes may be scattered at
@@ -41,7 +43,7 @@
 /// The scatter shader (WGSL). Bindings of group 0: `0` the record table (read-only
 /// storage), `1` the source bytes (read-only storage), `2` the destination window
 /// (read-write storage). Dispatch [`ScatterPlan::groups`] workgroups.
-pub const WGSL: &str = r"// gantry scatter: workgroup r copies record r (see gantry_core::scatter).
+pub const WGSL: &str = r"// gantry scatter: workgroups take records in turn (see gantry_core::scatter).
 @group(0) @binding(0) var<storage, read> records: array<u32>;
 @group(0) @binding(1) var<storage, read> src: array<u32>;
 @group(0) @binding(2) var<storage, read_write> dst: array<u32>;
@@ -52,16 +54,16 @@ fn main(
     @builtin(num_workgroups) groups: vec3<u32>,
     @builtin(local_invocation_index) lane: u32,
 ) {
-    let r = wg.x + wg.y * groups.x;
-    if (r >= records[0]) {
-        return;
-    }
-    let base = 1u + 3u * r;
-    let d = records[base];
-    let s = records[base + 1u];
-    let n = records[base + 2u];
-    for (var i = lane; i < n; i = i + 64u) {
-        dst[d + i] = src[s + i];
+    let count = records[0];
+    let stride = groups.x * groups.y;
+    for (var r = wg.x + wg.y * groups.x; r < count; r = r + stride) {
+        let base = 1u + 3u * r;
+        let d = records[base];
+        let s = records[base + 1u];
+        let n = records[base + 2u];
+        for (var i = lane; i < n; i = i + 64u) {
+            dst[d + i] = src[s + i];
+        }
     }
 }
 ";
@@ -88,8 +90,8 @@ pub const MIN_WRITES: usize = 16;
 /// Words per record in the table (after the leading count).
 pub const RECORD_WORDS: usize = 3;
 
-/// Largest number of workgroups in one dispatch dimension (WebGPU's and Vulkan's minimum).
-const MAX_GROUPS_X: u32 = 65_535;
+/// Most workgroups one dispatch uses (records are shared out in a grid-stride loop).
+pub const MAX_GROUPS: u32 = 1024;
 
 /// One deferred write: `len` bytes from `src_offset` in staging to `dst_offset` in the
 /// destination buffer.
@@ -116,7 +118,8 @@ pub struct ScatterPlan {
     pub src_size: u64,
     /// The record table, offsets relative to the two bindings (see the module docs).
     pub records: Vec<u32>,
-    /// Workgroups to dispatch, `[x, y]` (`z` is 1).
+    /// Workgroups to dispatch, `[x, y]` (`z` is 1; `y` is 1 from [`ScatterPlan::new`], the
+    /// shader accepts any grid).
     pub groups: [u32; 2],
 }
 
@@ -173,11 +176,7 @@ impl ScatterPlan {
             records.push(word(w.src_offset - src_base)?);
             records.push(word(w.len)?);
         }
-        let groups = if count <= MAX_GROUPS_X {
-            [count, 1]
-        } else {
-            [MAX_GROUPS_X, count.div_ceil(MAX_GROUPS_X)]
-        };
+        let groups = [count.min(MAX_GROUPS), 1];
         Some(Self {
             dst_base,
             dst_size,
@@ -321,11 +320,13 @@ mod tests {
     }
 
     #[test]
-    fn more_than_65535_writes_use_two_dimensions() {
+    fn many_writes_share_a_bounded_grid() {
         let ws = writes(70_000, 4, 4);
         let plan = ScatterPlan::new(&ws, 256, 1 << 30).expect("plan");
-        assert_eq!(plan.groups, [65_535, 2]);
-        assert!(u64::from(plan.groups[0]) * u64::from(plan.groups[1]) >= 70_000);
+        assert_eq!(plan.groups, [MAX_GROUPS, 1]);
+        assert_eq!(plan.records[0], 70_000);
+        let few = ScatterPlan::new(&writes(20, 512, 256), 256, 1 << 30).expect("plan");
+        assert_eq!(few.groups, [20, 1]);
     }
 
     /// The WGSL is valid and the checked-in SPIR-V is what naga makes of it.

@@ -189,6 +189,9 @@ pub struct VulkanBatch {
     /// first deferred in (so the recording order does not depend on hashing).
     deferred: HashMap<u64, Deferred>,
     deferred_order: Vec<u64>,
+    /// The destination written last, kept out of `deferred` so that a run of writes to one
+    /// buffer costs no hash lookup per write.
+    current: Option<Deferred>,
 }
 
 /// One command of a batch as recorded by `batch_*`.
@@ -220,13 +223,45 @@ impl Deferred {
 impl VulkanBatch {
     /// Moves `dst`'s deferred writes into the command list, before a command that touches it.
     fn emit_deferred(&mut self, dst: vk::Buffer) {
-        if let Some(d) = self.deferred.remove(&dst.as_raw()) {
+        if self.current.as_ref().is_some_and(|c| c.dst == dst) {
+            if let Some(d) = self.current.take() {
+                self.ops.push(BatchOp::Writes(d));
+            }
+        } else if let Some(d) = self.deferred.remove(&dst.as_raw()) {
             self.ops.push(BatchOp::Writes(d));
+        }
+    }
+
+    /// Defers a small write to `dst` whose bytes are staged in chunk `chunk`.
+    fn defer(&mut self, dst: vk::Buffer, chunk: usize, write: ScatterWrite) {
+        if self.current.as_ref().is_none_or(|c| c.dst != dst) {
+            if let Some(prev) = self.current.take() {
+                self.deferred.insert(prev.dst.as_raw(), prev);
+            }
+            let key = dst.as_raw();
+            let d = self.deferred.remove(&key).unwrap_or_else(|| {
+                self.deferred_order.push(key);
+                Deferred {
+                    dst,
+                    writes: Vec::new(),
+                    runs: Vec::new(),
+                }
+            });
+            self.current = Some(d);
+        }
+        if let Some(d) = self.current.as_mut() {
+            if d.runs.last().is_none_or(|r| r.0 != chunk) {
+                d.runs.push((chunk, d.writes.len()));
+            }
+            d.writes.push(write);
         }
     }
 
     /// Moves every deferred write into the command list (at submission).
     fn emit_all_deferred(&mut self) {
+        if let Some(c) = self.current.take() {
+            self.deferred.insert(c.dst.as_raw(), c);
+        }
         for raw in std::mem::take(&mut self.deferred_order) {
             if let Some(d) = self.deferred.remove(&raw) {
                 self.ops.push(BatchOp::Writes(d));
@@ -677,6 +712,7 @@ impl Backend for VulkanBackend {
             scatter: self.0.submit_compute,
             deferred: HashMap::new(),
             deferred_order: Vec::new(),
+            current: None,
         })
     }
 
@@ -702,6 +738,38 @@ impl Backend for VulkanBackend {
             && dst.usage().contains(vk::BufferUsageFlags::STORAGE_BUFFER);
         if !defer {
             batch.emit_deferred(dst.raw());
+        } else if let Some(staging) = batch.staging.last()
+            && staging.size().saturating_sub(batch.cursor) >= len
+            && let Some(ptr) = staging.mapped_ptr()
+        {
+            // The common case, without the general path's bookkeeping: one small write that
+            // fits the current chunk.
+            let at = batch.cursor;
+            // SAFETY: the staging chunk is the batch's own (not submitted yet), mapped, and
+            // `at + len` fits in it (checked); `data` is host memory that is not this mapping.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    data.as_ptr(),
+                    ptr.as_ptr().add(at as usize),
+                    data.len(),
+                );
+            }
+            if !staging.is_coherent() {
+                // SAFETY: the range was just written and lies inside the mapped chunk.
+                unsafe { self.0.flush(staging, at, len) }?;
+            }
+            let chunk_index = batch.staging.len() - 1;
+            batch.defer(
+                dst.raw(),
+                chunk_index,
+                ScatterWrite {
+                    dst_offset: offset,
+                    src_offset: at,
+                    len,
+                },
+            );
+            batch.cursor = (at + len).next_multiple_of(16);
+            return Ok(());
         }
         let mut pieces = Vec::new();
         let mut flushes = Vec::new();
@@ -742,23 +810,15 @@ impl Backend for VulkanBackend {
             });
             if defer {
                 let chunk_index = batch.staging.len() - 1;
-                let key = dst.raw().as_raw();
-                let d = batch.deferred.entry(key).or_insert_with(|| {
-                    batch.deferred_order.push(key);
-                    Deferred {
-                        dst: dst.raw(),
-                        writes: Vec::new(),
-                        runs: Vec::new(),
-                    }
-                });
-                if d.runs.last().is_none_or(|r| r.0 != chunk_index) {
-                    d.runs.push((chunk_index, d.writes.len()));
-                }
-                d.writes.push(ScatterWrite {
-                    dst_offset: offset + done as u64,
-                    src_offset: at,
-                    len: take,
-                });
+                batch.defer(
+                    dst.raw(),
+                    chunk_index,
+                    ScatterWrite {
+                        dst_offset: offset + done as u64,
+                        src_offset: at,
+                        len: take,
+                    },
+                );
             } else {
                 batch.ops.push(BatchOp::Copy(RawCopy {
                     src: staging.raw(),

@@ -149,7 +149,7 @@ fn writes_spanning_two_staging_chunks_take_two_dispatches() {
 }
 
 #[test]
-fn more_writes_than_one_dispatch_dimension_holds() {
+fn many_more_writes_than_workgroups_in_one_dispatch() {
     common::with_backend("scatter 70,000 writes", |backend| {
         let d = Device::new(backend.clone());
         let mut rng = Rng(5);
@@ -171,7 +171,7 @@ fn more_writes_than_one_dispatch_dimension_holds() {
         assert_eq!(
             backend.scatter_dispatches(),
             before + 1,
-            "groups [65535, 2]"
+            "one dispatch, records shared out over the workgroups"
         );
         assert!(d.read(&buf, 0, size).unwrap() == model);
         drop(buf);
