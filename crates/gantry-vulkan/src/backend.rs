@@ -1,7 +1,7 @@
 //! [`VulkanBackend`]: construction (own device or adopted), device facts, teardown.
 
 use std::mem::ManuallyDrop;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use ash::vk;
@@ -42,6 +42,12 @@ pub struct VulkanOptions {
     /// writes stay copy regions instead of one scatter dispatch (`gantry_core::scatter`). Its
     /// value is overlap with the engine's own work on the universal queue.
     pub dedicated_transfer_queue: bool,
+    /// Whether batches turn many small writes into one scatter compute dispatch
+    /// (`gantry_core::scatter`): `None` (the default) decides per device: on for GPUs, off for
+    /// CPU implementations (lavapipe), where a copy region is a `memcpy` and the dispatch
+    /// measured slower than the copies (docs/bench/vulkan.md). `Some(true)` forces it on
+    /// wherever the submission queue can dispatch compute (tests use it on lavapipe).
+    pub scatter: Option<bool>,
 }
 
 impl Default for VulkanOptions {
@@ -54,6 +60,7 @@ impl Default for VulkanOptions {
             treat_memory_as_non_coherent: false,
             staging_keep_bytes: VulkanDevice::STAGING_KEEP_DEFAULT,
             dedicated_transfer_queue: false,
+            scatter: None,
         }
     }
 }
@@ -88,6 +95,12 @@ impl VulkanOptions {
     /// Sets [`Self::staging_keep_bytes`].
     pub fn with_staging_keep_bytes(mut self, bytes: u64) -> Self {
         self.staging_keep_bytes = bytes;
+        self
+    }
+
+    /// Sets [`Self::scatter`].
+    pub fn with_scatter(mut self, on: Option<bool>) -> Self {
+        self.scatter = on;
         self
     }
 
@@ -221,6 +234,8 @@ pub struct VulkanDevice {
     /// Whether `submit_family` supports compute, so batches may scatter small writes with a
     /// dispatch (and barriers may name the compute-shader stage).
     pub(crate) submit_compute: bool,
+    /// Whether batches defer small writes for scattering ([`VulkanOptions::scatter`]).
+    pub(crate) scatter_enabled: AtomicBool,
     /// The scatter pipeline, created on first use; `None` inside when creation failed (the
     /// batches then keep copies).
     pub(crate) scatter: std::sync::OnceLock<Option<crate::scatter::ScatterPipeline>>,
@@ -363,6 +378,8 @@ impl VulkanBackend {
                 backend.debug_utils_instance = parts.debug_utils;
                 backend.force_non_coherent = options.treat_memory_as_non_coherent;
                 backend.staging_keep_bytes = options.staging_keep_bytes;
+                let auto = backend.adapter.device_type != vk::PhysicalDeviceType::CPU;
+                backend.set_scatter(options.scatter.unwrap_or(auto));
                 Ok(Self(Arc::new(backend)))
             }
             Err(e) => {
@@ -539,6 +556,9 @@ impl VulkanDevice {
             universal: (raw.queue_family_index, raw.queue),
             submit_family,
             submit_compute,
+            scatter_enabled: AtomicBool::new(
+                submit_compute && adapter.device_type != vk::PhysicalDeviceType::CPU,
+            ),
             scatter: std::sync::OnceLock::new(),
             scatter_dispatches: AtomicU64::new(0),
             sharing_families,
@@ -634,11 +654,20 @@ impl VulkanDevice {
         self.submit_family
     }
 
-    /// Whether batches may turn many small writes into one scatter compute dispatch: the
-    /// family gantry submits to supports compute (not a dedicated transfer queue). The
-    /// pipeline itself is created at first use; if that fails, batches keep copies.
+    /// Whether batches turn many small writes into one scatter compute dispatch: the family
+    /// gantry submits to supports compute (not a dedicated transfer queue) and
+    /// [`VulkanOptions::scatter`] allows it (by default: not on CPU devices). The pipeline
+    /// itself is created at first use; if that fails, batches keep copies.
     pub fn scatter_supported(&self) -> bool {
-        self.submit_compute
+        self.scatter_enabled.load(Ordering::Relaxed)
+    }
+
+    /// Turns the scatter dispatch on or off for batches begun from now on (see
+    /// [`VulkanOptions::scatter`]; devices adopted with `from_raw` default to on for GPUs and
+    /// off for CPU devices). Stays off when the submission queue has no compute.
+    pub fn set_scatter(&self, on: bool) {
+        self.scatter_enabled
+            .store(on && self.submit_compute, Ordering::Relaxed);
     }
 
     /// How many scatter dispatches (see `gantry_core::scatter`) gantry has submitted: each

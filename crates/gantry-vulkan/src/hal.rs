@@ -63,14 +63,16 @@ pub fn list_adapters(validation: bool) -> Vec<AdapterInfo> {
 }
 
 /// Opens adapter `index` of [`list_adapters`], with the Khronos validation layer and
-/// synchronization validation when `validation` is set.
+/// synchronization validation when `validation` is set. Validated devices (the conformance
+/// suite) also have the scatter dispatch forced on, so it is exercised on CPU devices too.
 ///
 /// # Errors
 /// [`gantry_core::Error::NoDevice`] when the adapter cannot be opened.
 pub fn open(index: usize, validation: bool) -> Result<VulkanBackend, gantry_core::Error> {
     let options = crate::VulkanOptions::default()
         .with_validation(validation)
-        .with_adapter(crate::AdapterPreference::Index(index));
+        .with_adapter(crate::AdapterPreference::Index(index))
+        .with_scatter(validation.then_some(true));
     VulkanBackend::new(&options).map_err(Into::into)
 }
 
@@ -709,7 +711,7 @@ impl Backend for VulkanBackend {
             ops: Vec::new(),
             staging: Vec::new(),
             cursor: 0,
-            scatter: self.0.submit_compute,
+            scatter: self.0.scatter_supported(),
             deferred: HashMap::new(),
             deferred_order: Vec::new(),
             current: None,

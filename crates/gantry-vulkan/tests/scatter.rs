@@ -181,7 +181,9 @@ fn many_more_writes_than_workgroups_in_one_dispatch() {
 
 #[test]
 fn dedicated_transfer_queue_keeps_copies() {
-    let options = VulkanOptions::validated().with_dedicated_transfer_queue(true);
+    let options = VulkanOptions::validated()
+        .with_scatter(Some(true))
+        .with_dedicated_transfer_queue(true);
     common::with_backend_options("scatter on the transfer queue", &options, |backend| {
         // lavapipe has no transfer-only family: there the option changes nothing.
         if backend.has_dedicated_transfer_queue() {

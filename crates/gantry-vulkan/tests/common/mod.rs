@@ -18,7 +18,12 @@ pub fn init_tracing() {
 ///
 /// No Vulkan loader or device is a loud, named skip (printed), never a silent pass.
 pub fn with_backend(name: &str, f: impl FnOnce(&VulkanBackend)) {
-    with_backend_options(name, &VulkanOptions::validated(), f);
+    // The scatter dispatch forced on: exercised on CPU devices (lavapipe) too.
+    with_backend_options(
+        name,
+        &VulkanOptions::validated().with_scatter(Some(true)),
+        f,
+    );
 }
 
 /// [`with_backend`] with other options (validation stays on).
