@@ -556,14 +556,14 @@ fn scatter_small_writes<B: Backend>(d: &Device<B>) -> R {
         Ok(())
     };
 
-    // 1. 4096 disjoint writes of 4..=512 bytes in shuffled slots of one buffer.
+    // 1. 4096 disjoint writes of 4..=256 bytes in shuffled 256-byte slots of one buffer.
     let mut slots: Vec<u64> = (0..4096).collect();
     for i in (1..slots.len()).rev() {
         slots.swap(i, usize_of(rng.below(i as u64 + 1)));
     }
     let mut batch = d.batch().step("batch")?;
     for &slot in &slots {
-        let len = (rng.below(128) + 1) * 4;
+        let len = (rng.below(64) + 1) * 4;
         let data = rng.bytes(usize_of(len));
         write(&mut batch, &mut models, 0, slot * 256, &data)?;
     }
