@@ -263,11 +263,18 @@ fn small_writes(c: &mut Criterion) {
     // When the row ran: every frame was one scatter dispatch, and the bytes landed.
     let stats = gantry.raw().scatter_stats();
     if stats.scattered_writes > 0 {
-        assert_eq!(stats.copied_writes, 0, "gantry_batch fell back to copies: {stats}");
+        assert_eq!(
+            stats.copied_writes, 0,
+            "gantry_batch fell back to copies: {stats}"
+        );
         assert_eq!(stats.scattered_writes, stats.dispatches * WRITES, "{stats}");
         let got = gantry.read(&gbuf, 0, size).expect("read");
         for &o in &offsets {
-            assert_eq!(&got[o as usize..(o + SMALL) as usize], &record[..], "at {o}");
+            assert_eq!(
+                &got[o as usize..(o + SMALL) as usize],
+                &record[..],
+                "at {o}"
+            );
         }
     }
     // The same batch with the scatter path off: every write a copy region (the path before
