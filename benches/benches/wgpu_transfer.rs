@@ -2,7 +2,8 @@
 //! - upload 256 MiB from a host slice into device-local memory: gantry `Device::write`
 //!   vs `queue.write_buffer` (4 MiB chunks) vs `wgpu::util::StagingBelt`;
 //! - readback 256 MiB into a host slice: gantry `Device::read_into` vs copy + `map_async`;
-//! - 10,000 scattered 256-byte writes per frame: a gantry batch vs `write_buffer` each vs
+//! - 10,000 scattered 256-byte writes per frame: a gantry batch (one scatter dispatch; and
+//!   with the scatter path off, one copy region per write) vs `write_buffer` each vs
 //!   `StagingBelt`, and the same bytes as one write for reference.
 //!
 //! The same gantry operations on the Vulkan backend (gantry-vulkan) run in the same groups,
@@ -19,6 +20,7 @@ use std::hint::black_box;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use gantry_core::{BufferDesc, BufferUsage, Device, MemoryLocation};
 use gantry_vulkan::{VulkanBackend, VulkanOptions};
+use gantry_wgpu::{WgpuBackend, WgpuOptions};
 
 use common::{SMALL, WRITES, configure, open, scattered_offsets, target, wait};
 
@@ -222,12 +224,29 @@ fn small_writes(c: &mut Criterion) {
     let all: Vec<u8> = record.repeat(WRITES as usize);
     let gbuf = gantry
         .create_buffer(
-            &BufferDesc::new(size, BufferUsage::TRANSFER_DST, MemoryLocation::DeviceLocal)
-                .with_label("bench gantry small writes"),
+            &BufferDesc::new(
+                size,
+                BufferUsage::TRANSFER_DST | BufferUsage::TRANSFER_SRC,
+                MemoryLocation::DeviceLocal,
+            )
+            .with_label("bench gantry small writes"),
         )
         .expect("buffer");
     let wbuf = target(&device, size);
     let mut belt = wgpu::util::StagingBelt::new(device.clone(), 4 << 20);
+    let copies = Device::new(
+        WgpuBackend::new(&WgpuOptions {
+            scatter: false,
+            ..WgpuOptions::default()
+        })
+        .expect("a wgpu adapter"),
+    );
+    let cbuf = copies
+        .create_buffer(
+            &BufferDesc::new(size, BufferUsage::TRANSFER_DST, MemoryLocation::DeviceLocal)
+                .with_label("bench gantry small writes, scatter off"),
+        )
+        .expect("buffer");
     let vulkan = open_vulkan();
     let vbuf = vulkan
         .create_buffer(
@@ -246,6 +265,35 @@ fn small_writes(c: &mut Criterion) {
             }
             let index = batch.submit().expect("submit");
             gantry.wait(index, None).expect("wait");
+        });
+    });
+    // When the row ran: every frame was one scatter dispatch, and the bytes landed.
+    let stats = gantry.raw().scatter_stats();
+    if stats.scattered_writes > 0 {
+        assert_eq!(
+            stats.copied_writes, 0,
+            "gantry_batch fell back to copies: {stats}"
+        );
+        assert_eq!(stats.scattered_writes, stats.dispatches * WRITES, "{stats}");
+        let got = gantry.read(&gbuf, 0, size).expect("read");
+        for &o in &offsets {
+            assert_eq!(
+                &got[o as usize..(o + SMALL) as usize],
+                &record[..],
+                "at {o}"
+            );
+        }
+    }
+    // The same batch with the scatter path off: every write a copy region (the path before
+    // gantry_core::scatter), on its own device, in the same run.
+    group.bench_function("gantry_batch_scatter_off", |b| {
+        b.iter(|| {
+            let mut batch = copies.batch().expect("batch");
+            for &o in &offsets {
+                batch.write(&cbuf, o, black_box(&record)).expect("write");
+            }
+            let index = batch.submit().expect("submit");
+            copies.wait(index, None).expect("wait");
         });
     });
     group.bench_function("gantry_vulkan_batch", |b| {

@@ -6,6 +6,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use gantry_core::DeviceError;
+use gantry_core::scatter::{self, ScatterPlan, ScatterWrite};
+
+use crate::WgpuBackend;
+use crate::scatter::Scatter;
 
 const MAP_ALIGN: u64 = wgpu::MAP_ALIGNMENT;
 
@@ -310,7 +314,24 @@ struct PendingCopy {
     size: u64,
 }
 
+/// Small writes to one destination from one staging chunk, deferred to become one scatter
+/// dispatch (or, when [`ScatterPlan::new`] refuses them, copy regions in program order).
+#[derive(Debug)]
+struct Group {
+    dst: wgpu::Buffer,
+    chunk: usize,
+    writes: Vec<ScatterWrite>,
+}
+
 /// A batch: one command encoder and the staging chunks its writes use.
+///
+/// Ordering: commands reach the encoder in program order *per buffer*. Small writes to a
+/// `STORAGE` destination are deferred in [`Group`]s; before anything else touching that
+/// destination is recorded (a write that is not deferred, a copy from or to it) its groups
+/// are emitted, and `finish` emits the rest. The pending (coalescing) copy and the groups
+/// never share a destination: deferring a write to the pending copy's destination records
+/// that copy first, and a pending copy is only started after its destination's groups were
+/// emitted. Commands on different buffers may be reordered; nothing can observe that.
 #[derive(Debug)]
 pub struct WgpuBatch {
     encoder: Option<wgpu::CommandEncoder>,
@@ -322,13 +343,25 @@ pub struct WgpuBatch {
     /// A write view of the whole last chunk, held while recording so that small writes do
     /// not each ask wgpu for a view; dropped before the chunk is unmapped.
     view: Option<wgpu::BufferViewMut>,
+    /// Deferred small writes, one group per (destination, chunk), in creation order.
+    groups: Vec<Group>,
+    /// The group the last deferred write joined (checked first: consecutive writes to one
+    /// buffer cost one handle comparison each).
+    current: usize,
+    scatter: Arc<Scatter>,
+    /// Scratch buffers the batch's dispatches read, returned to the pool after submission.
+    scratch: Vec<wgpu::Buffer>,
     /// An error from recording (a temporary buffer that could not be created), returned by
     /// submit.
     pub(crate) error: Option<DeviceError>,
 }
 
 impl WgpuBatch {
-    pub(crate) fn new(device: &wgpu::Device, pool: Arc<StagingPool>) -> Self {
+    pub(crate) fn new(
+        device: &wgpu::Device,
+        pool: Arc<StagingPool>,
+        scatter: Arc<Scatter>,
+    ) -> Self {
         Self {
             encoder: Some(
                 device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
@@ -340,6 +373,10 @@ impl WgpuBatch {
             used: 0,
             pending: None,
             view: None,
+            groups: Vec::new(),
+            current: 0,
+            scatter,
+            scratch: Vec::new(),
             error: None,
         }
     }
@@ -358,30 +395,32 @@ impl WgpuBatch {
         }
     }
 
-    /// Copies `data` into staging and records (or extends) the copy to `dst`.
-    pub(crate) fn write(
+    /// Copies `data` into staging at an offset that is a multiple of `align` (a power of
+    /// two, at least `MAP_ALIGNMENT`); returns the chunk's index and the offset.
+    fn stage(
         &mut self,
-        dst: &wgpu::Buffer,
-        offset: u64,
+        ctx: &WgpuBackend,
         data: &[u8],
-        create: &dyn Fn(u64) -> Result<wgpu::Buffer, DeviceError>,
-    ) -> Result<(), DeviceError> {
+        align: u64,
+    ) -> Result<(usize, u64), DeviceError> {
         let len = data.len() as u64;
+        let start = gantry_core::align_up(self.used, align).unwrap_or(u64::MAX);
         let fits = self
             .chunks
             .last()
-            .is_some_and(|c| c.size - self.used >= len);
-        if !fits {
+            .is_some_and(|c| start <= c.size && c.size - start >= len);
+        let start = if fits {
+            start
+        } else {
             self.view = None;
-            let chunk = self.pool.acquire(len, create)?;
+            let chunk = self.pool.acquire(len, &|size| ctx.create_staging(size))?;
             self.chunks.push(chunk);
-            self.used = 0;
-        }
+            0
+        };
         let index = self.chunks.len() - 1;
-        let src_offset = self.used;
         if data.len() >= PARALLEL_COPY_MIN {
             self.view = None;
-            write_mapped_range(&self.chunks[index].buffer, src_offset, data)?;
+            write_mapped_range(&self.chunks[index].buffer, start, data)?;
         } else {
             if self.view.is_none() {
                 let view = self.chunks[index]
@@ -391,13 +430,40 @@ impl WgpuBatch {
                 self.view = Some(view);
             }
             if let Some(view) = self.view.as_mut() {
-                let start = usize::try_from(src_offset).unwrap_or(usize::MAX);
-                view.slice(start..start + data.len()).copy_from_slice(data);
+                let at = usize::try_from(start).unwrap_or(usize::MAX);
+                view.slice(at..at + data.len()).copy_from_slice(data);
             }
         }
-        self.used = gantry_core::align_up(src_offset + len, MAP_ALIGN)
+        self.used = gantry_core::align_up(start + len, MAP_ALIGN)
             .unwrap_or(u64::MAX)
             .min(self.chunks[index].size);
+        Ok((index, start))
+    }
+
+    /// Copies `data` into staging and defers it for a scatter dispatch, or records (or
+    /// extends) the copy to `dst`.
+    pub(crate) fn write(
+        &mut self,
+        ctx: &WgpuBackend,
+        dst: &wgpu::Buffer,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<(), DeviceError> {
+        let len = data.len() as u64;
+        let (index, src_offset) = self.stage(ctx, data, MAP_ALIGN)?;
+        let scatterable = self.scatter.enabled
+            && len > 0
+            && len <= scatter::MAX_WRITE
+            && (offset | len).is_multiple_of(4)
+            && dst.usage().contains(wgpu::BufferUsages::STORAGE);
+        if scatterable {
+            if self.pending.as_ref().is_some_and(|p| p.dst == *dst) {
+                self.flush();
+            }
+            self.defer(dst, index, offset, src_offset, len);
+            return Ok(());
+        }
+        self.emit_for(ctx, dst)?;
         if let Some(p) = &mut self.pending
             && p.chunk == index
             && p.src_offset + p.size == src_offset
@@ -418,9 +484,190 @@ impl WgpuBatch {
         Ok(())
     }
 
+    fn defer(
+        &mut self,
+        dst: &wgpu::Buffer,
+        chunk: usize,
+        dst_offset: u64,
+        src_offset: u64,
+        len: u64,
+    ) {
+        let write = ScatterWrite {
+            dst_offset,
+            src_offset,
+            len,
+        };
+        let hit = |g: &Group| g.chunk == chunk && g.dst == *dst;
+        if let Some(g) = self.groups.get_mut(self.current)
+            && hit(g)
+        {
+            g.writes.push(write);
+            return;
+        }
+        // Groups of older chunks stay behind their destination's newer group: search from
+        // the newest.
+        if let Some(i) = self.groups.iter().rposition(hit) {
+            self.current = i;
+            self.groups[i].writes.push(write);
+            return;
+        }
+        self.current = self.groups.len();
+        self.groups.push(Group {
+            dst: dst.clone(),
+            chunk,
+            writes: vec![write],
+        });
+    }
+
+    /// Emits the deferred groups that write `buffer`, in their order.
+    fn emit_for(&mut self, ctx: &WgpuBackend, buffer: &wgpu::Buffer) -> Result<(), DeviceError> {
+        if !self.groups.iter().any(|g| g.dst == *buffer) {
+            return Ok(());
+        }
+        let (emit, keep): (Vec<Group>, Vec<Group>) = std::mem::take(&mut self.groups)
+            .into_iter()
+            .partition(|g| g.dst == *buffer);
+        self.groups = keep;
+        self.current = 0;
+        self.emit(ctx, emit)
+    }
+
+    /// Emits every deferred group.
+    fn emit_all(&mut self, ctx: &WgpuBackend) -> Result<(), DeviceError> {
+        let groups = std::mem::take(&mut self.groups);
+        self.current = 0;
+        self.emit(ctx, groups)
+    }
+
+    fn emit(&mut self, ctx: &WgpuBackend, groups: Vec<Group>) -> Result<(), DeviceError> {
+        let mut result = Ok(());
+        for group in groups {
+            // After a failure the rest are dropped: the batch fails at submit.
+            if result.is_ok() {
+                result = self.emit_group(ctx, group);
+            }
+        }
+        if let Err(e) = &result {
+            self.error.get_or_insert_with(|| e.clone());
+        }
+        result
+    }
+
+    /// Records one group: one scatter dispatch when it may be scattered, else its copies.
+    fn emit_group(&mut self, ctx: &WgpuBackend, group: Group) -> Result<(), DeviceError> {
+        let shared = Arc::clone(&self.scatter);
+        let plan = if group.writes.len() >= scatter::MIN_WRITES {
+            ScatterPlan::new(&group.writes, shared.storage_align, shared.max_binding)
+                .filter(|p| p.record_bytes().len() as u64 <= shared.max_binding)
+        } else {
+            None
+        };
+        let pipeline = plan.as_ref().and_then(|_| ctx.scatter_pipeline());
+        let (Some(plan), Some(pipeline)) = (plan, pipeline) else {
+            shared.count_copied(group.writes.len());
+            self.record_copies(&group);
+            return Ok(());
+        };
+        let align = shared.storage_align;
+        // The record table goes into staging like the data; on the same chunk, at an offset
+        // aligned for a storage binding, one copy takes the source window and the table.
+        let (rec_chunk, rec_offset) = self.stage(ctx, plan.record_bytes(), align.max(MAP_ALIGN))?;
+        let rec_len = plan.record_bytes().len() as u64;
+        let one_copy = rec_chunk == group.chunk && rec_offset >= plan.src_base;
+        let (rec_at, scratch_size) = if one_copy {
+            let at = rec_offset - plan.src_base;
+            (at, at + rec_len)
+        } else {
+            let at = gantry_core::align_up(plan.src_size, align).ok_or(DeviceError::OutOfMemory)?;
+            (at, at + rec_len)
+        };
+        let scratch = shared.acquire_scratch(scratch_size, |size| ctx.create_scratch(size))?;
+        let src = self.chunks[group.chunk].buffer.clone();
+        let records = self.chunks[rec_chunk].buffer.clone();
+        let encoder = self.encoder();
+        if one_copy {
+            encoder.copy_buffer_to_buffer(&src, plan.src_base, &scratch, 0, scratch_size);
+        } else {
+            encoder.copy_buffer_to_buffer(&src, plan.src_base, &scratch, 0, plan.src_size);
+            encoder.copy_buffer_to_buffer(&records, rec_offset, &scratch, rec_at, rec_len);
+        }
+        let binding = |buffer, offset, size| {
+            wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                buffer,
+                offset,
+                size: wgpu::BufferSize::new(size),
+            })
+        };
+        let bind_group = ctx.scoped(|| {
+            ctx.wgpu_device()
+                .create_bind_group(&wgpu::BindGroupDescriptor {
+                    label: Some("gantry-wgpu scatter"),
+                    layout: &pipeline.layout,
+                    entries: &[
+                        wgpu::BindGroupEntry {
+                            binding: 0,
+                            resource: binding(&scratch, rec_at, rec_len),
+                        },
+                        wgpu::BindGroupEntry {
+                            binding: 1,
+                            resource: binding(&scratch, 0, plan.src_size),
+                        },
+                        wgpu::BindGroupEntry {
+                            binding: 2,
+                            resource: binding(&group.dst, plan.dst_base, plan.dst_size),
+                        },
+                    ],
+                })
+        });
+        let bind_group = match bind_group {
+            Ok(b) => b,
+            Err(e) => {
+                shared.release_scratch([scratch]);
+                return Err(e);
+            }
+        };
+        {
+            let mut pass = self
+                .encoder()
+                .begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some("gantry-wgpu scatter"),
+                    timestamp_writes: None,
+                });
+            pass.set_pipeline(&pipeline.pipeline);
+            pass.set_bind_group(0, &bind_group, &[]);
+            pass.dispatch_workgroups(plan.groups[0], plan.groups[1], 1);
+        }
+        self.scratch.push(scratch);
+        shared.count_dispatch(group.writes.len());
+        Ok(())
+    }
+
+    /// Records a group's writes as copy regions in program order, adjacent ones merged.
+    fn record_copies(&mut self, group: &Group) {
+        let src = self.chunks[group.chunk].buffer.clone();
+        let encoder = self.encoder();
+        let mut run: Option<ScatterWrite> = None;
+        for w in &group.writes {
+            if let Some(r) = &mut run
+                && r.src_offset + r.len == w.src_offset
+                && r.dst_offset + r.len == w.dst_offset
+            {
+                r.len += w.len;
+                continue;
+            }
+            if let Some(r) = run.replace(*w) {
+                encoder.copy_buffer_to_buffer(&src, r.src_offset, &group.dst, r.dst_offset, r.len);
+            }
+        }
+        if let Some(r) = run {
+            encoder.copy_buffer_to_buffer(&src, r.src_offset, &group.dst, r.dst_offset, r.len);
+        }
+    }
+
     /// Records a buffer-to-buffer copy.
     pub(crate) fn copy(
         &mut self,
+        ctx: &WgpuBackend,
         src: &wgpu::Buffer,
         src_offset: u64,
         dst: &wgpu::Buffer,
@@ -428,32 +675,45 @@ impl WgpuBatch {
         size: u64,
     ) {
         self.flush();
+        // Errors are kept in `self.error` for submit.
+        if self.emit_for(ctx, src).is_err() || self.emit_for(ctx, dst).is_err() {
+            return;
+        }
         self.encoder()
             .copy_buffer_to_buffer(src, src_offset, dst, dst_offset, size);
     }
 
-    /// Ends recording: the command buffer and the chunks to recycle after the submission.
-    pub(crate) fn finish(mut self) -> (wgpu::CommandBuffer, Vec<Chunk>) {
+    /// Ends recording: the command buffer, the chunks to recycle after the submission and
+    /// the scratch buffers to give back to the pool.
+    pub(crate) fn finish(
+        mut self,
+        ctx: &WgpuBackend,
+    ) -> Result<(wgpu::CommandBuffer, Vec<Chunk>, Vec<wgpu::Buffer>), DeviceError> {
+        self.emit_all(ctx)?;
         self.flush();
         self.view = None;
         let chunks = std::mem::take(&mut self.chunks);
         for chunk in &chunks {
             chunk.buffer.unmap();
         }
+        let scratch = std::mem::take(&mut self.scratch);
         let encoder = self
             .encoder
             .take()
             .expect("the encoder is only taken by finish");
-        (encoder.finish(), chunks)
+        Ok((encoder.finish(), chunks, scratch))
     }
 }
 
 impl Drop for WgpuBatch {
     fn drop(&mut self) {
-        // A batch dropped unsubmitted: its chunks are still mapped and unused by the GPU.
+        // A batch dropped unsubmitted: its chunks are still mapped and unused by the GPU, and
+        // its scratch buffers were never used either.
         self.view = None;
         for chunk in std::mem::take(&mut self.chunks) {
             self.pool.give_back(chunk);
         }
+        self.scatter
+            .release_scratch(std::mem::take(&mut self.scratch));
     }
 }

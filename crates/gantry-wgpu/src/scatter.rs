@@ -1,0 +1,234 @@
+//! The scatter path of batched writes: many small writes into one buffer as one compute
+//! dispatch of [`gantry_core::scatter::WGSL`] instead of one copy region each.
+//!
+//! What lives here: the pipeline (created once per device, on the first batch that needs
+//! it), the pool of scratch buffers the dispatch reads from, and the counters behind
+//! [`crate::WgpuBackend::scatter_stats`]. The batch (`staging.rs`) decides what to defer
+//! and when to emit; [`gantry_core::scatter::ScatterPlan`] decides whether a group of writes
+//! may be scattered at all.
+//!
+//! Why a scratch buffer: the writes' bytes sit in a `MAP_WRITE | COPY_SRC` staging chunk,
+//! and wgpu refuses `STORAGE` on `MAP_WRITE` buffers (without `MAPPABLE_PRIMARY_BUFFERS`), so
+//! one copy moves the group's source window (and its record table) into a device-local
+//! `STORAGE | COPY_DST` buffer the shader binds.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock, PoisonError};
+
+use gantry_core::DeviceError;
+use gantry_core::scatter;
+
+/// The scatter pipeline and its bind group layout (0: records, 1: source, 2: destination).
+#[derive(Debug)]
+pub(crate) struct ScatterPipeline {
+    pub(crate) layout: wgpu::BindGroupLayout,
+    pub(crate) pipeline: wgpu::ComputePipeline,
+}
+
+impl ScatterPipeline {
+    /// Creates the pipeline; the caller captures wgpu's errors (error scopes). `None` if the
+    /// WGSL does not parse (it always does: gantry-core's tests parse and validate it).
+    ///
+    /// The shader goes to wgpu as a parsed naga module, not as WGSL text: with
+    /// `InstanceFlags::DEBUG` wgpu embeds WGSL source text in the SPIR-V (`OpSource` with
+    /// source language 10), which the Khronos validation layer of the dev machine
+    /// (Vulkan SDK 1.3.239) rejects as invalid SPIR-V. A naga module carries no source text.
+    pub(crate) fn new(device: &wgpu::Device) -> Option<Self> {
+        let parsed = wgpu::naga::front::wgsl::parse_str(scatter::WGSL).ok()?;
+        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some("gantry-wgpu scatter"),
+            source: wgpu::ShaderSource::Naga(std::borrow::Cow::Owned(parsed)),
+        });
+        let entry = |binding: u32, read_only: bool| wgpu::BindGroupLayoutEntry {
+            binding,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: wgpu::BindingType::Buffer {
+                ty: wgpu::BufferBindingType::Storage { read_only },
+                has_dynamic_offset: false,
+                min_binding_size: wgpu::BufferSize::new(4),
+            },
+            count: None,
+        };
+        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some("gantry-wgpu scatter"),
+            entries: &[entry(0, true), entry(1, true), entry(2, false)],
+        });
+        let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some("gantry-wgpu scatter"),
+            bind_group_layouts: &[Some(&layout)],
+            immediate_size: 0,
+        });
+        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some("gantry-wgpu scatter"),
+            layout: Some(&pipeline_layout),
+            module: &module,
+            entry_point: Some(scatter::ENTRY_POINT),
+            compilation_options: wgpu::PipelineCompilationOptions::default(),
+            cache: None,
+        });
+        Some(Self { layout, pipeline })
+    }
+}
+
+/// Counters of the scatter path, from [`crate::WgpuBackend::scatter_stats`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ScatterStats {
+    /// Scatter dispatches recorded.
+    pub dispatches: u64,
+    /// Writes those dispatches carried.
+    pub scattered_writes: u64,
+    /// Groups of deferred writes that stayed copy regions (too few, overlapping, a window
+    /// over the binding limit, or no pipeline).
+    pub copied_groups: u64,
+    /// Writes in those groups.
+    pub copied_writes: u64,
+}
+
+impl core::fmt::Display for ScatterStats {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "{} scatter dispatches ({} writes); {} groups kept as copies ({} writes)",
+            self.dispatches, self.scattered_writes, self.copied_groups, self.copied_writes
+        )
+    }
+}
+
+/// What the backend shares with its batches for scattering.
+#[derive(Debug)]
+pub(crate) struct Scatter {
+    /// Whether small writes are deferred at all ([`crate::WgpuOptions::scatter`]).
+    pub(crate) enabled: bool,
+    /// The device's `min_storage_buffer_offset_alignment`.
+    pub(crate) storage_align: u64,
+    /// The device's `max_storage_buffer_binding_size`.
+    pub(crate) max_binding: u64,
+    /// `None` inside once creation failed: every group then stays copies.
+    pipeline: OnceLock<Option<ScatterPipeline>>,
+    /// Idle scratch buffers (`STORAGE | COPY_DST`, device-local).
+    free: Mutex<Vec<wgpu::Buffer>>,
+    idle: AtomicU64,
+    keep_bytes: u64,
+    dispatches: AtomicU64,
+    scattered_writes: AtomicU64,
+    copied_groups: AtomicU64,
+    copied_writes: AtomicU64,
+}
+
+/// Smallest scratch buffer created (sizes are rounded up to a power of two from here, so
+/// that frames of slightly different sizes reuse the same buffers).
+const MIN_SCRATCH: u64 = 64 << 10;
+
+impl Scatter {
+    pub(crate) fn new(enabled: bool, limits: &wgpu::Limits, keep_bytes: u64) -> Self {
+        Self {
+            enabled,
+            storage_align: u64::from(limits.min_storage_buffer_offset_alignment).max(4),
+            max_binding: limits.max_storage_buffer_binding_size,
+            pipeline: OnceLock::new(),
+            free: Mutex::new(Vec::new()),
+            idle: AtomicU64::new(0),
+            keep_bytes,
+            dispatches: AtomicU64::new(0),
+            scattered_writes: AtomicU64::new(0),
+            copied_groups: AtomicU64::new(0),
+            copied_writes: AtomicU64::new(0),
+        }
+    }
+
+    /// The pipeline, created by `create` on first use; `None` if that failed.
+    pub(crate) fn pipeline(
+        &self,
+        create: impl FnOnce() -> Option<ScatterPipeline>,
+    ) -> Option<&ScatterPipeline> {
+        self.pipeline.get_or_init(create).as_ref()
+    }
+
+    pub(crate) fn stats(&self) -> ScatterStats {
+        ScatterStats {
+            dispatches: self.dispatches.load(Ordering::Relaxed),
+            scattered_writes: self.scattered_writes.load(Ordering::Relaxed),
+            copied_groups: self.copied_groups.load(Ordering::Relaxed),
+            copied_writes: self.copied_writes.load(Ordering::Relaxed),
+        }
+    }
+
+    pub(crate) fn count_dispatch(&self, writes: usize) {
+        self.dispatches.fetch_add(1, Ordering::Relaxed);
+        self.scattered_writes
+            .fetch_add(writes as u64, Ordering::Relaxed);
+    }
+
+    pub(crate) fn count_copied(&self, writes: usize) {
+        self.copied_groups.fetch_add(1, Ordering::Relaxed);
+        self.copied_writes
+            .fetch_add(writes as u64, Ordering::Relaxed);
+    }
+
+    /// A scratch buffer of at least `size` bytes (at most four times that): an idle one or a
+    /// new one from `create`.
+    pub(crate) fn acquire_scratch(
+        &self,
+        size: u64,
+        create: impl Fn(u64) -> Result<wgpu::Buffer, DeviceError>,
+    ) -> Result<wgpu::Buffer, DeviceError> {
+        {
+            let mut free = self.free.lock().unwrap_or_else(PoisonError::into_inner);
+            let best = free
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| b.size() >= size && b.size() / 4 <= size)
+                .min_by_key(|(_, b)| b.size())
+                .map(|(i, _)| i);
+            if let Some(i) = best {
+                let buffer = free.swap_remove(i);
+                self.idle.fetch_sub(buffer.size(), Ordering::Relaxed);
+                return Ok(buffer);
+            }
+        }
+        let rounded = size
+            .max(MIN_SCRATCH)
+            .checked_next_power_of_two()
+            .unwrap_or(size);
+        // A rounded size the device refuses is retried exact.
+        create(rounded).or_else(|_| create(size))
+    }
+
+    /// Takes back scratch buffers once their batch is submitted (or dropped unsubmitted).
+    ///
+    /// No wait for the GPU is needed before a later batch records a copy into one of them:
+    /// wgpu-core keeps each buffer's last use in the device's tracker, and at every
+    /// `queue.submit` prepends a "Transit" command buffer with the barriers from that state to
+    /// the submission's first use (`Queue::submit` in wgpu-core's `device/queue.rs`,
+    /// `insert_barriers_from_device_tracker`). The later copy (`COPY_DST`) therefore follows
+    /// a barrier from the earlier dispatch's `STORAGE_READ_ONLY`; a pipeline barrier orders
+    /// against everything submitted earlier on the same queue, and gantry-wgpu submits on one
+    /// queue. A buffer handed out again is submitted again only after the batch that held it
+    /// was submitted, so the submission order is the order of use.
+    pub(crate) fn release_scratch(&self, buffers: impl IntoIterator<Item = wgpu::Buffer>) {
+        let mut free = self.free.lock().unwrap_or_else(PoisonError::into_inner);
+        for buffer in buffers {
+            if self.idle.load(Ordering::Relaxed) + buffer.size() <= self.keep_bytes {
+                self.idle.fetch_add(buffer.size(), Ordering::Relaxed);
+                free.push(buffer);
+            } else {
+                // wgpu frees it once the submissions that use it are done.
+                buffer.destroy();
+            }
+        }
+    }
+}
+
+impl Drop for Scatter {
+    fn drop(&mut self) {
+        for buffer in self
+            .free
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain(..)
+        {
+            buffer.destroy();
+        }
+    }
+}
