@@ -265,3 +265,34 @@ fn scatter_can_be_turned_off() {
         );
     });
 }
+
+#[test]
+fn writes_spread_over_staging_chunks_scatter_per_chunk() {
+    // 64 KiB chunks: 300 writes of 256 bytes fill the first chunk (256 writes) and spill
+    // into a second (44). Two groups, two dispatches; the first group's record table lands
+    // in the second chunk (the two-copy path), the second's beside its data (one copy).
+    let options = WgpuOptions {
+        staging_chunk_bytes: 64 << 10,
+        ..WgpuOptions::default()
+    };
+    with_device("chunks", options, |d| {
+        let buf = buffer(d, "chunks");
+        // wgpu zeroes new buffers; no initial write, whose staging chunk could serve the
+        // batch (1 MiB, as large as the write) if it were back in the pool in time.
+        let mut model = vec![0u8; SIZE as usize];
+        let before = d.raw().scatter_stats();
+        let mut batch = d.batch().expect("batch");
+        for (i, slot) in shuffled(300, 13).into_iter().enumerate() {
+            let data = pattern(256, 500 + i as u32);
+            let at = slot * 2048 + 512;
+            batch.write(&buf, at, &data).expect("write");
+            model[at as usize..at as usize + 256].copy_from_slice(&data);
+        }
+        batch.submit().expect("submit");
+        assert_eq!(stats_since(d, before), (2, 0), "one dispatch per chunk");
+        assert!(
+            d.read(&buf, 0, SIZE).expect("read") == model,
+            "bytes differ"
+        );
+    });
+}
