@@ -12,10 +12,12 @@
 //! one copy moves the group's source window (and its record table) into a device-local
 //! `STORAGE | COPY_DST` buffer the shader binds.
 
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock, PoisonError};
 
 use gantry_core::DeviceError;
+
+use crate::staging::ReadbackPool;
 use gantry_core::scatter;
 
 /// The scatter pipeline and its bind group layout (0: records, 1: source, 2: destination).
@@ -106,10 +108,9 @@ pub(crate) struct Scatter {
     pub(crate) max_binding: u64,
     /// `None` inside once creation failed: every group then stays copies.
     pipeline: OnceLock<Option<ScatterPipeline>>,
-    /// Idle scratch buffers (`STORAGE | COPY_DST`, device-local).
-    free: Mutex<Vec<wgpu::Buffer>>,
-    idle: AtomicU64,
-    keep_bytes: u64,
+    /// Idle scratch buffers (`STORAGE | COPY_DST`, device-local), served down to a quarter of
+    /// their size.
+    scratch: ReadbackPool,
     dispatches: AtomicU64,
     scattered_writes: AtomicU64,
     copied_groups: AtomicU64,
@@ -127,9 +128,7 @@ impl Scatter {
             storage_align: u64::from(limits.min_storage_buffer_offset_alignment).max(4),
             max_binding: limits.max_storage_buffer_binding_size,
             pipeline: OnceLock::new(),
-            free: Mutex::new(Vec::new()),
-            idle: AtomicU64::new(0),
-            keep_bytes,
+            scratch: ReadbackPool::with_slack(keep_bytes, 4),
             dispatches: AtomicU64::new(0),
             scattered_writes: AtomicU64::new(0),
             copied_groups: AtomicU64::new(0),
@@ -173,19 +172,8 @@ impl Scatter {
         size: u64,
         create: impl Fn(u64) -> Result<wgpu::Buffer, DeviceError>,
     ) -> Result<wgpu::Buffer, DeviceError> {
-        {
-            let mut free = self.free.lock().unwrap_or_else(PoisonError::into_inner);
-            let best = free
-                .iter()
-                .enumerate()
-                .filter(|(_, b)| b.size() >= size && b.size() / 4 <= size)
-                .min_by_key(|(_, b)| b.size())
-                .map(|(i, _)| i);
-            if let Some(i) = best {
-                let buffer = free.swap_remove(i);
-                self.idle.fetch_sub(buffer.size(), Ordering::Relaxed);
-                return Ok(buffer);
-            }
+        if let Some(buffer) = self.scratch.take(size) {
+            return Ok(buffer);
         }
         let rounded = size
             .max(MIN_SCRATCH)
@@ -207,28 +195,9 @@ impl Scatter {
     /// queue. A buffer handed out again is submitted again only after the batch that held it
     /// was submitted, so the submission order is the order of use.
     pub(crate) fn release_scratch(&self, buffers: impl IntoIterator<Item = wgpu::Buffer>) {
-        let mut free = self.free.lock().unwrap_or_else(PoisonError::into_inner);
         for buffer in buffers {
-            if self.idle.load(Ordering::Relaxed) + buffer.size() <= self.keep_bytes {
-                self.idle.fetch_add(buffer.size(), Ordering::Relaxed);
-                free.push(buffer);
-            } else {
-                // wgpu frees it once the submissions that use it are done.
-                buffer.destroy();
-            }
-        }
-    }
-}
-
-impl Drop for Scatter {
-    fn drop(&mut self) {
-        for buffer in self
-            .free
-            .get_mut()
-            .unwrap_or_else(PoisonError::into_inner)
-            .drain(..)
-        {
-            buffer.destroy();
+            // Beyond the bound it is destroyed; wgpu frees it once its submissions are done.
+            self.scratch.release(buffer);
         }
     }
 }

@@ -236,49 +236,61 @@ impl Drop for StagingPool {
     }
 }
 
-/// Idle `MAP_READ | COPY_DST` buffers for readback, reused instead of created per read (a
-/// new buffer's pages are faulted in on first use), up to a bound on idle bytes.
+/// Idle buffers of one kind, reused instead of created per use (a new buffer's pages are
+/// faulted in on first use), up to a bound on idle bytes: `MAP_READ | COPY_DST` buffers for
+/// readback, and the scatter path's scratch buffers.
 #[derive(Debug)]
 pub(crate) struct ReadbackPool {
     keep_bytes: u64,
+    /// A buffer serves requests down to `1 / slack` of its size, so small uses do not hold
+    /// big buffers.
+    slack: u64,
     free: Mutex<Vec<wgpu::Buffer>>,
     idle: AtomicU64,
 }
 
 impl ReadbackPool {
+    /// Readback buffers: served down to half their size.
     pub(crate) fn new(keep_bytes: u64) -> Self {
+        Self::with_slack(keep_bytes, 2)
+    }
+
+    pub(crate) fn with_slack(keep_bytes: u64, slack: u64) -> Self {
         Self {
             keep_bytes,
+            slack: slack.max(1),
             free: Mutex::new(Vec::new()),
             idle: AtomicU64::new(0),
         }
     }
 
-    /// An unmapped readback buffer of at least `size` bytes (at most twice that, so small
-    /// reads do not hold big buffers).
+    /// An idle buffer of at least `size` bytes (at most `slack` times that), if there is one.
+    pub(crate) fn take(&self, size: u64) -> Option<wgpu::Buffer> {
+        let mut free = self.free.lock().unwrap_or_else(PoisonError::into_inner);
+        let best = free
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b.size() >= size && b.size() / self.slack <= size)
+            .min_by_key(|(_, b)| b.size())
+            .map(|(i, _)| i)?;
+        let buffer = free.swap_remove(best);
+        self.idle.fetch_sub(buffer.size(), Ordering::Relaxed);
+        Some(buffer)
+    }
+
+    /// An idle buffer of at least `size` bytes (see [`Self::take`]), else one from `create`.
     pub(crate) fn acquire(
         &self,
         size: u64,
         create: impl FnOnce(u64) -> Result<wgpu::Buffer, DeviceError>,
     ) -> Result<wgpu::Buffer, DeviceError> {
-        {
-            let mut free = self.free.lock().unwrap_or_else(PoisonError::into_inner);
-            let best = free
-                .iter()
-                .enumerate()
-                .filter(|(_, b)| b.size() >= size && b.size() / 2 <= size)
-                .min_by_key(|(_, b)| b.size())
-                .map(|(i, _)| i);
-            if let Some(i) = best {
-                let buffer = free.swap_remove(i);
-                self.idle.fetch_sub(buffer.size(), Ordering::Relaxed);
-                return Ok(buffer);
-            }
+        match self.take(size) {
+            Some(buffer) => Ok(buffer),
+            None => create(size),
         }
-        create(size)
     }
 
-    /// Takes back an unmapped readback buffer, or frees it when the bound is reached.
+    /// Takes back an unmapped buffer, or frees it when the bound is reached.
     pub(crate) fn release(&self, buffer: wgpu::Buffer) {
         let mut free = self.free.lock().unwrap_or_else(PoisonError::into_inner);
         if self.idle.load(Ordering::Relaxed) + buffer.size() <= self.keep_bytes {
