@@ -306,6 +306,30 @@ fn small_writes(c: &mut Criterion) {
             vulkan.wait(index, None).expect("wait");
         });
     });
+    // The Vulkan backend with the scatter dispatch off: one copy region per write.
+    let vcopies = Device::new(
+        VulkanBackend::new(&VulkanOptions {
+            scatter: Some(false),
+            ..VulkanOptions::default()
+        })
+        .expect("a Vulkan device"),
+    );
+    let vcbuf = vcopies
+        .create_buffer(
+            &BufferDesc::new(size, BufferUsage::TRANSFER_DST, MemoryLocation::DeviceLocal)
+                .with_label("bench gantry-vulkan small writes, scatter off"),
+        )
+        .expect("buffer");
+    group.bench_function("gantry_vulkan_batch_scatter_off", |b| {
+        b.iter(|| {
+            let mut batch = vcopies.batch().expect("batch");
+            for &o in &offsets {
+                batch.write(&vcbuf, o, black_box(&record)).expect("write");
+            }
+            let index = batch.submit().expect("submit");
+            vcopies.wait(index, None).expect("wait");
+        });
+    });
     group.bench_function("wgpu_write_buffer_each", |b| {
         b.iter(|| {
             for &o in &offsets {

@@ -612,8 +612,28 @@ fn scatter_small_writes<B: Backend>(d: &Device<B>) -> R {
     }
     batch.submit().step("submit")?;
     check_all(&models, "66,000 4-byte writes")?;
+
+    // 5. Offsets and lengths in 16-byte multiples (the wide shader): 2000 writes of
+    //    16..=1024 bytes in shuffled 1 KiB slots, to the odd-sized buffer up to its last
+    //    16-byte-aligned byte, and to the first buffer, both in one batch.
+    let mut slots: Vec<u64> = (0..1023).collect();
+    for i in (1..slots.len()).rev() {
+        slots.swap(i, usize_of(rng.below(i as u64 + 1)));
+    }
+    let mut batch = d.batch().step("batch")?;
+    for (i, &slot) in slots.iter().chain(&slots[..977]).enumerate() {
+        let len = (rng.below(64) + 1) * 16;
+        let data = rng.bytes(usize_of(len));
+        let which = if i < 1023 { 2 } else { 0 };
+        write(&mut batch, &mut models, which, slot * 1024, &data)?;
+    }
+    let last = rng.bytes(16);
+    write(&mut batch, &mut models, 2, size - 16, &last)?;
+    batch.submit().step("submit")?;
+    check_all(&models, "2000 writes in 16-byte multiples")?;
     pass(
-        "4096 shuffled, 3000 overlapping, interleaved copies over 3 buffers, 66,000 tiny writes: exact",
+        "4096 shuffled, 3000 overlapping, interleaved copies over 3 buffers, 66,000 tiny writes, \
+         2000 in 16-byte multiples: exact",
     )
 }
 

@@ -43,10 +43,12 @@ pub struct VulkanOptions {
     /// value is overlap with the engine's own work on the universal queue.
     pub dedicated_transfer_queue: bool,
     /// Whether batches turn many small writes into one scatter compute dispatch
-    /// (`gantry_core::scatter`): `None` (the default) decides per device: on for GPUs, off for
-    /// CPU implementations (lavapipe), where a copy region is a `memcpy` and the dispatch
-    /// measured slower than the copies (docs/bench/vulkan.md). `Some(true)` forces it on
-    /// wherever the submission queue can dispatch compute (tests use it on lavapipe).
+    /// (`gantry_core::scatter`): `None` (the default) decides per device: on for GPUs; on CPU
+    /// implementations (lavapipe) only for writes in 16-byte multiples (the wide shader),
+    /// because there a copy region is a `memcpy` and the word shader measured slower than the
+    /// copies, the wide one 2x faster (docs/bench/vulkan.md). `Some(true)` forces it on for
+    /// every write wherever the submission queue can dispatch compute (tests use it on
+    /// lavapipe); `Some(false)` turns it off.
     pub scatter: Option<bool>,
 }
 
@@ -236,6 +238,9 @@ pub struct VulkanDevice {
     pub(crate) submit_compute: bool,
     /// Whether batches defer small writes for scattering ([`VulkanOptions::scatter`]).
     pub(crate) scatter_enabled: AtomicBool,
+    /// Whether groups that need the word shader (not all in 16-byte multiples) are scattered
+    /// too, or stay copies (the default on CPU devices).
+    pub(crate) scatter_words: AtomicBool,
     /// The scatter pipeline, created on first use; `None` inside when creation failed (the
     /// batches then keep copies).
     pub(crate) scatter: std::sync::OnceLock<Option<crate::scatter::ScatterPipeline>>,
@@ -378,8 +383,10 @@ impl VulkanBackend {
                 backend.debug_utils_instance = parts.debug_utils;
                 backend.force_non_coherent = options.treat_memory_as_non_coherent;
                 backend.staging_keep_bytes = options.staging_keep_bytes;
-                let auto = backend.adapter.device_type != vk::PhysicalDeviceType::CPU;
-                backend.set_scatter(options.scatter.unwrap_or(auto));
+                match options.scatter {
+                    Some(on) => backend.set_scatter(on),
+                    None => backend.set_scatter_auto(),
+                }
                 Ok(Self(Arc::new(backend)))
             }
             Err(e) => {
@@ -556,9 +563,8 @@ impl VulkanDevice {
             universal: (raw.queue_family_index, raw.queue),
             submit_family,
             submit_compute,
-            scatter_enabled: AtomicBool::new(
-                submit_compute && adapter.device_type != vk::PhysicalDeviceType::CPU,
-            ),
+            scatter_enabled: AtomicBool::new(submit_compute),
+            scatter_words: AtomicBool::new(adapter.device_type != vk::PhysicalDeviceType::CPU),
             scatter: std::sync::OnceLock::new(),
             scatter_dispatches: AtomicU64::new(0),
             sharing_families,
@@ -656,18 +662,32 @@ impl VulkanDevice {
 
     /// Whether batches turn many small writes into one scatter compute dispatch: the family
     /// gantry submits to supports compute (not a dedicated transfer queue) and
-    /// [`VulkanOptions::scatter`] allows it (by default: not on CPU devices). The pipeline
-    /// itself is created at first use; if that fails, batches keep copies.
+    /// [`VulkanOptions::scatter`] allows it (by default on CPU devices only for writes in
+    /// 16-byte multiples). The pipeline itself is created at first use; if that fails,
+    /// batches keep copies.
     pub fn scatter_supported(&self) -> bool {
         self.scatter_enabled.load(Ordering::Relaxed)
     }
 
-    /// Turns the scatter dispatch on or off for batches begun from now on (see
-    /// [`VulkanOptions::scatter`]; devices adopted with `from_raw` default to on for GPUs and
-    /// off for CPU devices). Stays off when the submission queue has no compute.
+    /// Turns the scatter dispatch on for every write (`true`) or off (`false`) for batches
+    /// submitted from now on (see [`VulkanOptions::scatter`]; devices adopted with
+    /// `from_raw` start as [`Self::set_scatter_auto`] leaves them). Stays off when the
+    /// submission queue has no compute.
     pub fn set_scatter(&self, on: bool) {
         self.scatter_enabled
             .store(on && self.submit_compute, Ordering::Relaxed);
+        self.scatter_words.store(on, Ordering::Relaxed);
+    }
+
+    /// The default of [`VulkanOptions::scatter`]: on for GPUs; on CPU devices only for groups
+    /// of writes in 16-byte multiples.
+    pub fn set_scatter_auto(&self) {
+        self.scatter_enabled
+            .store(self.submit_compute, Ordering::Relaxed);
+        self.scatter_words.store(
+            self.adapter.device_type != vk::PhysicalDeviceType::CPU,
+            Ordering::Relaxed,
+        );
     }
 
     /// How many scatter dispatches (see `gantry_core::scatter`) gantry has submitted: each

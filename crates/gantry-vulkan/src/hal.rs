@@ -920,6 +920,10 @@ impl Backend for VulkanBackend {
             None
         };
         let limits = self.0.limits;
+        let words = self
+            .0
+            .scatter_words
+            .load(std::sync::atomic::Ordering::Relaxed);
         let mut ops: Vec<Op<'_>> = Vec::with_capacity(batch_ops.len());
         let mut dispatches = 0u64;
         for op in batch_ops {
@@ -936,7 +940,8 @@ impl Backend for VulkanBackend {
                         writes,
                         limits.min_storage_buffer_offset_alignment,
                         limits.max_storage_buffer_range,
-                    )?;
+                    )
+                    .filter(|plan| plan.wide || words)?;
                     if plan.record_bytes().len() as u64 > limits.max_storage_buffer_range {
                         return None;
                     }
@@ -957,6 +962,7 @@ impl Backend for VulkanBackend {
                                 range: plan.dst_size,
                             },
                             groups: plan.groups,
+                            wide: plan.wide,
                             set: vk::DescriptorSet::null(),
                         },
                     ))

@@ -53,16 +53,19 @@ pub(crate) struct Dispatch {
     pub(crate) dst: Binding,
     /// Workgroups `[x, y]`.
     pub(crate) groups: [u32; 2],
+    /// Whether the plan is wide (the 16-byte-unit shader).
+    pub(crate) wide: bool,
     /// The descriptor set to bind, when descriptors are not pushed (null until allocated).
     pub(crate) set: vk::DescriptorSet,
 }
 
-/// The compute pipeline of the scatter shader, its layouts and (without push descriptors)
-/// its idle descriptor pools.
+/// The compute pipelines of the two scatter shaders (word and wide), their shared layouts and
+/// (without push descriptors) the idle descriptor pools.
 pub(crate) struct ScatterPipeline {
     set_layout: vk::DescriptorSetLayout,
     layout: vk::PipelineLayout,
-    pipeline: vk::Pipeline,
+    /// `[word, wide]`: `gantry_core::scatter::SPIRV` and `SPIRV_WIDE`.
+    pipelines: [vk::Pipeline; 2],
     /// `VK_KHR_push_descriptor`'s functions, when the extension is enabled.
     push: Option<ash::khr::push_descriptor::Device>,
     /// Reset descriptor pools, for reuse.
@@ -70,17 +73,22 @@ pub(crate) struct ScatterPipeline {
 }
 
 impl ScatterPipeline {
-    /// Creates the shader module (from `gantry_core::scatter::SPIRV`), the descriptor set
-    /// layout (three storage buffers: records and source read-only, destination), the
-    /// pipeline layout and the compute pipeline.
+    /// Creates the descriptor set layout (three storage buffers: records and source
+    /// read-only, destination), the pipeline layout and the two compute pipelines (from
+    /// `gantry_core::scatter::SPIRV` and `SPIRV_WIDE`).
     ///
     /// Wraps [`vkCreateComputePipelines`](https://registry.khronos.org/vulkan/specs/1.3-extensions/man/html/vkCreateComputePipelines.html).
     fn new(d: &VulkanDevice) -> Result<Self> {
         let device = &d.device;
-        let code = ash::util::read_spv(&mut std::io::Cursor::new(gantry_core::scatter::SPIRV))
-            .map_err(|e| Error::Unsupported {
+        let read = |spirv: &[u8]| {
+            ash::util::read_spv(&mut std::io::Cursor::new(spirv)).map_err(|e| Error::Unsupported {
                 what: format!("the scatter shader's SPIR-V: {e}"),
-            })?;
+            })
+        };
+        let codes = [
+            read(gantry_core::scatter::SPIRV)?,
+            read(gantry_core::scatter::SPIRV_WIDE)?,
+        ];
         let push = d
             .enabled
             .push_descriptor
@@ -123,44 +131,28 @@ impl ScatterPipeline {
                 device.destroy_descriptor_set_layout(set_layout, None);
             }
         };
-        let module_info = vk::ShaderModuleCreateInfo::default().code(&code);
-        // SAFETY: `code` is the naga-generated SPIR-V of a valid WGSL module (gantry-core
-        // tests that it matches), as 32-bit words.
-        let module = match unsafe { device.create_shader_module(&module_info, None) } {
-            Ok(m) => m,
-            Err(e) => {
-                destroy_layouts();
-                return Err(crate::error::map_vk("vkCreateShaderModule", e));
+        let mut pipelines = [vk::Pipeline::null(); 2];
+        for (i, code) in codes.iter().enumerate() {
+            match create_pipeline(device, layout, code) {
+                Ok(p) => pipelines[i] = p,
+                Err(e) => {
+                    // SAFETY: created above, used by nothing recorded yet.
+                    unsafe {
+                        for p in &pipelines[..i] {
+                            device.destroy_pipeline(*p, None);
+                        }
+                    }
+                    destroy_layouts();
+                    return Err(e);
+                }
             }
-        };
-        let entry = c"main";
-        debug_assert_eq!(entry.to_str().ok(), Some(gantry_core::scatter::ENTRY_POINT));
-        let stage = vk::PipelineShaderStageCreateInfo::default()
-            .stage(vk::ShaderStageFlags::COMPUTE)
-            .module(module)
-            .name(entry);
-        let info = [vk::ComputePipelineCreateInfo::default()
-            .stage(stage)
-            .layout(layout)];
-        // SAFETY: the module's entry point `main` is a compute shader whose three storage
-        // bindings of set 0 match `layout`; everything the info points to lives across the
-        // call.
-        let created =
-            unsafe { device.create_compute_pipelines(vk::PipelineCache::null(), &info, None) };
-        // SAFETY: the module is needed only during pipeline creation.
-        unsafe { device.destroy_shader_module(module, None) };
-        let pipeline = match created {
-            Ok(p) => p[0],
-            Err((_, e)) => {
-                destroy_layouts();
-                return Err(crate::error::map_vk("vkCreateComputePipelines", e));
-            }
-        };
-        d.set_name(pipeline, "gantry scatter pipeline");
+        }
+        d.set_name(pipelines[0], "gantry scatter pipeline");
+        d.set_name(pipelines[1], "gantry wide scatter pipeline");
         Ok(Self {
             set_layout,
             layout,
-            pipeline,
+            pipelines,
             push,
             free_pools: Mutex::new(Vec::new()),
         })
@@ -256,14 +248,13 @@ impl ScatterPipeline {
         }
     }
 
-    /// Records one dispatch: its descriptors (pushed, or the set allocated for it) and
-    /// `vkCmdDispatch`. The pipeline must be bound ([`Self::bind`]).
+    /// Records one dispatch: binds the pipeline of its shader (word or wide), its
+    /// descriptors (pushed, or the set allocated for it) and `vkCmdDispatch`.
     ///
     /// Wraps [`vkCmdDispatch`](https://registry.khronos.org/vulkan/specs/1.3-extensions/man/html/vkCmdDispatch.html).
     ///
     /// # Safety
-    /// `cmd` is recording on a compute-capable queue family with this pipeline bound; the
-    /// bindings are valid (as for [`Self::allocate_sets`]) and, without push descriptors,
+    /// `cmd` is recording on a compute-capable queue family; the bindings are valid (as for [`Self::allocate_sets`]) and, without push descriptors,
     /// `dispatch.set` was allocated by [`Self::allocate_sets`]; the buffers outlive the
     /// submission.
     pub(crate) unsafe fn record(
@@ -272,6 +263,10 @@ impl ScatterPipeline {
         cmd: vk::CommandBuffer,
         dispatch: &Dispatch,
     ) {
+        let pipeline = self.pipelines[usize::from(dispatch.wide)];
+        // SAFETY: recording on a compute-capable family (contract). Both pipelines share the
+        // layout, so descriptors pushed or bound below match either.
+        unsafe { device.cmd_bind_pipeline(cmd, vk::PipelineBindPoint::COMPUTE, pipeline) };
         match &self.push {
             Some(push) => {
                 let infos = [
@@ -312,15 +307,6 @@ impl ScatterPipeline {
         unsafe { device.cmd_dispatch(cmd, dispatch.groups[0], dispatch.groups[1], 1) };
     }
 
-    /// Binds the pipeline.
-    ///
-    /// # Safety
-    /// `cmd` is recording on a compute-capable queue family.
-    pub(crate) unsafe fn bind(&self, device: &ash::Device, cmd: vk::CommandBuffer) {
-        // SAFETY: contract.
-        unsafe { device.cmd_bind_pipeline(cmd, vk::PipelineBindPoint::COMPUTE, self.pipeline) };
-    }
-
     /// Destroys the pipeline, its layouts and every descriptor pool (idle ones and `extra`).
     ///
     /// # Safety
@@ -339,10 +325,44 @@ impl ScatterPipeline {
             for pool in pools.into_iter().chain(extra) {
                 device.destroy_descriptor_pool(pool, None);
             }
-            device.destroy_pipeline(self.pipeline, None);
+            for pipeline in self.pipelines {
+                device.destroy_pipeline(pipeline, None);
+            }
             device.destroy_pipeline_layout(self.layout, None);
             device.destroy_descriptor_set_layout(self.set_layout, None);
         }
+    }
+}
+
+/// Creates the compute pipeline of one scatter shader (`code`, SPIR-V words) with `layout`.
+fn create_pipeline(
+    device: &ash::Device,
+    layout: vk::PipelineLayout,
+    code: &[u32],
+) -> Result<vk::Pipeline> {
+    let module_info = vk::ShaderModuleCreateInfo::default().code(code);
+    // SAFETY: `code` is the naga-generated SPIR-V of a valid WGSL module (gantry-core tests
+    // that it matches), as 32-bit words.
+    let module =
+        unsafe { device.create_shader_module(&module_info, None) }.vk("vkCreateShaderModule")?;
+    let entry = c"main";
+    debug_assert_eq!(entry.to_str().ok(), Some(gantry_core::scatter::ENTRY_POINT));
+    let stage = vk::PipelineShaderStageCreateInfo::default()
+        .stage(vk::ShaderStageFlags::COMPUTE)
+        .module(module)
+        .name(entry);
+    let info = [vk::ComputePipelineCreateInfo::default()
+        .stage(stage)
+        .layout(layout)];
+    // SAFETY: the module's entry point `main` is a compute shader whose three storage
+    // bindings of set 0 match `layout`; everything the info points to lives across the call.
+    let created =
+        unsafe { device.create_compute_pipelines(vk::PipelineCache::null(), &info, None) };
+    // SAFETY: the module is needed only during pipeline creation.
+    unsafe { device.destroy_shader_module(module, None) };
+    match created {
+        Ok(p) => Ok(p[0]),
+        Err((_, e)) => Err(crate::error::map_vk("vkCreateComputePipelines", e)),
     }
 }
 

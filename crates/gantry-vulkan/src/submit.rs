@@ -409,9 +409,6 @@ impl<'a> Recorder<'a> {
                 // Earlier transfers (copies, clears) -> the shader's reads and writes; the
                 // staging bytes are host writes, visible through vkQueueSubmit.
                 global_barrier(self.device, self.cmd, TRANSFER_W, SHADER_RW);
-                // SAFETY: recording on a compute-capable family (contract). Copies do not
-                // disturb the binding, so binding again for a later run is only for clarity.
-                unsafe { p.bind(self.device, self.cmd) };
                 self.scatter_run = Some(Vec::new());
             }
             Some(dsts) if dsts.contains(&d.dst.buffer) => {
@@ -425,7 +422,7 @@ impl<'a> Recorder<'a> {
         if let Some(dsts) = &mut self.scatter_run {
             dsts.push(d.dst.buffer);
         }
-        // SAFETY: forwarded; the pipeline is bound above (or by the run's first dispatch).
+        // SAFETY: forwarded (`record` binds the dispatch's pipeline).
         unsafe { p.record(self.device, self.cmd, d) };
     }
 

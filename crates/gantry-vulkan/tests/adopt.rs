@@ -221,7 +221,7 @@ fn adopted_device_without_push_descriptors_scatters_from_pools() {
     // SAFETY: as in `adopts_an_existing_device_and_round_trips`.
     let backend = unsafe { VulkanBackend::from_raw(raw) }.expect("from_raw");
     let counter = backend.validation_counter();
-    backend.set_scatter(true); // on CPU devices (lavapipe) it defaults to off
+    backend.set_scatter(true); // on CPU devices (lavapipe) it defaults to wide groups only
     assert!(backend.scatter_supported());
     let d = Device::new(backend.clone());
     let size = 1u64 << 20;

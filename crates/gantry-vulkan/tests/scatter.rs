@@ -207,3 +207,52 @@ fn dedicated_transfer_queue_keeps_copies() {
         d.wait_idle().unwrap();
     });
 }
+
+/// The default (`scatter: None`): GPUs scatter every group; CPU devices (lavapipe) only groups
+/// in 16-byte multiples (the wide shader), and keep copies for the rest. Both land exactly.
+#[test]
+fn auto_scatter_takes_wide_groups_everywhere_and_word_groups_on_gpus() {
+    let options = VulkanOptions::validated();
+    common::with_backend_options("auto scatter", &options, |backend| {
+        assert!(backend.scatter_supported());
+        let cpu = backend.adapter_info().device_type == ash::vk::PhysicalDeviceType::CPU;
+        let d = Device::new(backend.clone());
+        let mut rng = Rng(0xD1B5_4A32_D192_ED03);
+        let size: u64 = 1 << 20;
+        let buf = device_local(&d, size, "auto scatter");
+        let mut model = rng.bytes(size as usize);
+        d.write(&buf, 0, &model).unwrap();
+        for (len, scattered) in [(256usize, true), (260, !cpu)] {
+            let mut batch = d.batch().unwrap();
+            for i in 0..500usize {
+                let data = rng.bytes(len);
+                let at = (499 - i) * 1024;
+                batch.write(&buf, at as u64, &data).unwrap();
+                model[at..at + len].copy_from_slice(&data);
+            }
+            let before = backend.scatter_dispatches();
+            batch.submit().unwrap();
+            assert_eq!(
+                backend.scatter_dispatches(),
+                before + u64::from(scattered),
+                "{len}-byte writes on a {} device",
+                if cpu { "CPU" } else { "GPU" }
+            );
+            assert!(d.read(&buf, 0, size).unwrap() == model, "{len}-byte writes");
+        }
+        // Forced on: the word group scatters on every device.
+        backend.set_scatter(true);
+        let mut batch = d.batch().unwrap();
+        for i in 0..100usize {
+            let data = rng.bytes(20);
+            batch.write(&buf, (i * 64) as u64, &data).unwrap();
+            model[i * 64..i * 64 + 20].copy_from_slice(&data);
+        }
+        let before = backend.scatter_dispatches();
+        batch.submit().unwrap();
+        assert_eq!(backend.scatter_dispatches(), before + 1);
+        assert!(d.read(&buf, 0, size).unwrap() == model);
+        drop(buf);
+        d.wait_idle().unwrap();
+    });
+}

@@ -405,9 +405,11 @@ impl WgpuBackend {
 
     /// The scatter pipeline, created on first use; `None` when wgpu refused it (every group
     /// then stays copies).
-    fn scatter_pipeline(&self) -> Option<&ScatterPipeline> {
-        self.scatter.pipeline(|| {
-            self.scoped(|| ScatterPipeline::new(&self.device))
+    /// The pipeline of the word (`wide == false`) or wide scatter shader, created at first
+    /// use; `None` if creation failed.
+    fn scatter_pipeline(&self, wide: bool) -> Option<&ScatterPipeline> {
+        self.scatter.pipeline(wide, || {
+            self.scoped(|| ScatterPipeline::new(&self.device, wide))
                 .ok()
                 .flatten()
         })

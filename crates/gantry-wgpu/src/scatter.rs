@@ -1,5 +1,6 @@
 //! The scatter path of batched writes: many small writes into one buffer as one compute
-//! dispatch of [`gantry_core::scatter::WGSL`] instead of one copy region each.
+//! dispatch of [`gantry_core::scatter::WGSL`] (or, for writes in 16-byte multiples,
+//! [`gantry_core::scatter::WGSL_WIDE`]) instead of one copy region each.
 //!
 //! What lives here: the pipeline (created once per device, on the first batch that needs
 //! it), the pool of scratch buffers the dispatch reads from, and the counters behind
@@ -28,32 +29,51 @@ pub(crate) struct ScatterPipeline {
 }
 
 impl ScatterPipeline {
-    /// Creates the pipeline; the caller captures wgpu's errors (error scopes). `None` if the
-    /// WGSL does not parse (it always does: gantry-core's tests parse and validate it).
+    /// Creates the pipeline of the word or (`wide`) wide shader; the caller captures wgpu's
+    /// errors (error scopes). `None` if the WGSL does not parse (it always does: gantry-core's
+    /// tests parse and validate it).
     ///
     /// The shader goes to wgpu as a parsed naga module, not as WGSL text: with
     /// `InstanceFlags::DEBUG` wgpu embeds WGSL source text in the SPIR-V (`OpSource` with
     /// source language 10), which the Khronos validation layer of the dev machine
     /// (Vulkan SDK 1.3.239) rejects as invalid SPIR-V. A naga module carries no source text.
-    pub(crate) fn new(device: &wgpu::Device) -> Option<Self> {
-        let parsed = wgpu::naga::front::wgsl::parse_str(scatter::WGSL).ok()?;
-        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+    pub(crate) fn new(device: &wgpu::Device, wide: bool) -> Option<Self> {
+        let (wgsl, unit) = if wide {
+            (scatter::WGSL_WIDE, scatter::WIDE_UNIT)
+        } else {
+            (scatter::WGSL, 4)
+        };
+        let parsed = wgpu::naga::front::wgsl::parse_str(wgsl).ok()?;
+        let desc = wgpu::ShaderModuleDescriptor {
             label: Some("gantry-wgpu scatter"),
             source: wgpu::ShaderSource::Naga(std::borrow::Cow::Owned(parsed)),
-        });
-        let entry = |binding: u32, read_only: bool| wgpu::BindGroupLayoutEntry {
+        };
+        // SAFETY: the shaders index only inside their bindings for every record table
+        // `ScatterPlan::new` makes (each record lies inside both windows, which the binding
+        // ranges are; the record count is the table's), and their loops end (each step adds
+        // a positive stride to a counter bounded by a record count or length). Those are
+        // what the runtime checks guard; without them a CPU implementation (llvmpipe) runs
+        // each lane's access without a bounds test.
+        let module = unsafe {
+            device.create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked())
+        };
+        let entry = |binding: u32, read_only: bool, min: u64| wgpu::BindGroupLayoutEntry {
             binding,
             visibility: wgpu::ShaderStages::COMPUTE,
             ty: wgpu::BindingType::Buffer {
                 ty: wgpu::BufferBindingType::Storage { read_only },
                 has_dynamic_offset: false,
-                min_binding_size: wgpu::BufferSize::new(4),
+                min_binding_size: wgpu::BufferSize::new(min),
             },
             count: None,
         };
         let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
             label: Some("gantry-wgpu scatter"),
-            entries: &[entry(0, true), entry(1, true), entry(2, false)],
+            entries: &[
+                entry(0, true, 4),
+                entry(1, true, unit),
+                entry(2, false, unit),
+            ],
         });
         let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
             label: Some("gantry-wgpu scatter"),
@@ -106,8 +126,8 @@ pub(crate) struct Scatter {
     pub(crate) storage_align: u64,
     /// The device's `max_storage_buffer_binding_size`.
     pub(crate) max_binding: u64,
-    /// `None` inside once creation failed: every group then stays copies.
-    pipeline: OnceLock<Option<ScatterPipeline>>,
+    /// `[word, wide]`; `None` inside once creation failed: such groups then stay copies.
+    pipelines: [OnceLock<Option<ScatterPipeline>>; 2],
     /// Idle scratch buffers (`STORAGE | COPY_DST`, device-local), served down to a quarter of
     /// their size.
     scratch: ReadbackPool,
@@ -127,7 +147,7 @@ impl Scatter {
             enabled,
             storage_align: u64::from(limits.min_storage_buffer_offset_alignment).max(4),
             max_binding: limits.max_storage_buffer_binding_size,
-            pipeline: OnceLock::new(),
+            pipelines: [OnceLock::new(), OnceLock::new()],
             scratch: ReadbackPool::with_slack(keep_bytes, 4),
             dispatches: AtomicU64::new(0),
             scattered_writes: AtomicU64::new(0),
@@ -136,12 +156,16 @@ impl Scatter {
         }
     }
 
-    /// The pipeline, created by `create` on first use; `None` if that failed.
+    /// The word or (`wide`) wide pipeline, created by `create` on first use; `None` if that
+    /// failed.
     pub(crate) fn pipeline(
         &self,
+        wide: bool,
         create: impl FnOnce() -> Option<ScatterPipeline>,
     ) -> Option<&ScatterPipeline> {
-        self.pipeline.get_or_init(create).as_ref()
+        self.pipelines[usize::from(wide)]
+            .get_or_init(create)
+            .as_ref()
     }
 
     pub(crate) fn stats(&self) -> ScatterStats {

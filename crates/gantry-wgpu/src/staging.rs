@@ -462,12 +462,19 @@ impl WgpuBatch {
         data: &[u8],
     ) -> Result<(), DeviceError> {
         let len = data.len() as u64;
-        let (index, src_offset) = self.stage(ctx, data, MAP_ALIGN)?;
         let scatterable = self.scatter.enabled
             && len > 0
             && len <= scatter::MAX_WRITE
             && (offset | len).is_multiple_of(4)
             && dst.usage().contains(wgpu::BufferUsages::STORAGE);
+        // Writes in 16-byte multiples keep their source 16-byte aligned too, so that their
+        // group can take the wide scatter shader.
+        let align = if scatterable && (offset | len).is_multiple_of(scatter::WIDE_UNIT) {
+            scatter::WIDE_UNIT.max(MAP_ALIGN)
+        } else {
+            MAP_ALIGN
+        };
+        let (index, src_offset) = self.stage(ctx, data, align)?;
         if scatterable {
             if self.pending.as_ref().is_some_and(|p| p.dst == *dst) {
                 self.flush();
@@ -574,7 +581,7 @@ impl WgpuBatch {
         } else {
             None
         };
-        let pipeline = plan.as_ref().and_then(|_| ctx.scatter_pipeline());
+        let pipeline = plan.as_ref().and_then(|p| ctx.scatter_pipeline(p.wide));
         let (Some(plan), Some(pipeline)) = (plan, pipeline) else {
             shared.count_copied(group.writes.len());
             self.record_copies(&group);
