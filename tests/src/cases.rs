@@ -38,6 +38,7 @@ pub fn all<B: Backend>() -> Vec<Case<B>> {
         case!(copy_with_offsets),
         case!(batch_order_and_coalescing),
         case!(scatter_small_writes),
+        case!(scatter_small_copies),
         case!(read_async),
         case!(submissions_wait_poll_callbacks),
         case!(cpu_gpu_hazards),
@@ -634,6 +635,171 @@ fn scatter_small_writes<B: Backend>(d: &Device<B>) -> R {
     pass(
         "4096 shuffled, 3000 overlapping, interleaved copies over 3 buffers, 66,000 tiny writes, \
          2000 in 16-byte multiples: exact",
+    )
+}
+
+/// Many small copies in one batch, which backends may defer and scatter like small writes
+/// (reading the bytes from the copy's source): from an upload buffer and from device-local
+/// buffers, in shuffled order, with writes and copies to a source between copies that read
+/// it, and chains (a copy's destination is the next copy's source). Every byte must land as
+/// program order says.
+fn scatter_small_copies<B: Backend>(d: &Device<B>) -> R {
+    let size: u64 = 256 << 10;
+    let storage = RW | BufferUsage::STORAGE;
+    let upload = create(
+        d,
+        "copies upload",
+        size,
+        BufferUsage::TRANSFER_SRC,
+        MemoryLocation::Upload,
+    )?;
+    let bufs = [
+        create(d, "copies x", size, storage, MemoryLocation::DeviceLocal)?,
+        create(d, "copies a", size, storage, MemoryLocation::DeviceLocal)?,
+        create(d, "copies b", size, storage, MemoryLocation::DeviceLocal)?,
+    ];
+    let mut rng = Rng::new(7);
+    let up_model = rng.bytes(usize_of(size));
+    d.write(&upload, 0, &up_model).step("upload contents")?;
+    let mut models: Vec<Vec<u8>> = Vec::new();
+    for b in &bufs {
+        let init = rng.bytes(usize_of(size));
+        d.write(b, 0, &init).step("initial contents")?;
+        models.push(init);
+    }
+    let copy = |batch: &mut gantry_core::Batch<B>,
+                models: &mut Vec<Vec<u8>>,
+                (src, so): (usize, u64),
+                (dst, dof): (usize, u64),
+                len: u64|
+     -> Result<(), String> {
+        batch
+            .copy(&bufs[src], so, &bufs[dst], dof, len)
+            .step("copy")?;
+        let bytes = models[src][usize_of(so)..usize_of(so + len)].to_vec();
+        models[dst][usize_of(dof)..usize_of(dof + len)].copy_from_slice(&bytes);
+        Ok(())
+    };
+    let shuffled = |rng: &mut Rng, n: u64| {
+        let mut v: Vec<u64> = (0..n).collect();
+        for i in (1..v.len()).rev() {
+            v.swap(i, usize_of(rng.below(i as u64 + 1)));
+        }
+        v
+    };
+    let check_all = |models: &Vec<Vec<u8>>, what: &str| -> Result<(), String> {
+        for (b, model) in bufs.iter().zip(models) {
+            compare(what, &d.read(b, 0, size).step("read")?, model)?;
+        }
+        Ok(())
+    };
+
+    // 1. 1000 copies of 4..=256 bytes from the upload buffer into shuffled 256-byte slots
+    //    of x (a manager's staged uploads), then 1000 in 16-byte multiples into a.
+    let mut batch = d.batch().step("batch")?;
+    for (i, slot) in shuffled(&mut rng, 1000).into_iter().enumerate() {
+        let len = (rng.below(64) + 1) * 4;
+        let (dst, unit) = if i % 2 == 0 { (0, 4) } else { (1, 16) };
+        let len = len / unit * unit + unit;
+        let len = len.min(256);
+        let from = rng.below((size - len) / 4) * 4;
+        batch
+            .copy(&upload, from, &bufs[dst], slot * 256, len)
+            .step("copy from upload")?;
+        models[dst][usize_of(slot * 256)..usize_of(slot * 256 + len)]
+            .copy_from_slice(&up_model[usize_of(from)..usize_of(from + len)]);
+    }
+    batch.submit().step("submit")?;
+    check_all(&models, "1000 copies from an upload buffer")?;
+
+    // 2. Copies x -> a, then writes and a large copy over the x bytes they read, then
+    //    copies x -> b of the new bytes; chains a -> b -> x.
+    let mut batch = d.batch().step("batch")?;
+    for slot in shuffled(&mut rng, 200) {
+        copy(
+            &mut batch,
+            &mut models,
+            (0, slot * 256),
+            (1, slot * 512),
+            256,
+        )?;
+    }
+    for slot in 0..50u64 {
+        let data = rng.bytes(128);
+        batch.write(&bufs[0], slot * 1024, &data).step("write x")?;
+        models[0][usize_of(slot * 1024)..usize_of(slot * 1024 + 128)].copy_from_slice(&data);
+    }
+    copy(&mut batch, &mut models, (2, 0), (0, 100 << 10), 64 << 10)?;
+    for slot in shuffled(&mut rng, 200) {
+        copy(
+            &mut batch,
+            &mut models,
+            (0, slot * 512),
+            (2, slot * 512 + 256),
+            128,
+        )?;
+    }
+    for slot in shuffled(&mut rng, 100) {
+        copy(
+            &mut batch,
+            &mut models,
+            (1, slot * 1024),
+            (2, slot * 1024),
+            64,
+        )?;
+        copy(
+            &mut batch,
+            &mut models,
+            (2, slot * 1024),
+            (0, slot * 2048 + 4),
+            64,
+        )?;
+    }
+    batch.submit().step("submit")?;
+    check_all(&models, "copies around writes to their source, and chains")?;
+
+    // 3. Groups of one destination from two sources, with another buffer's group emitted in
+    //    between: writes to a, copies x -> a over the same bytes, writes to b and a large
+    //    write to b (emitting b's group), then writes to a again that must land last.
+    let mut batch = d.batch().step("batch")?;
+    let write = |batch: &mut gantry_core::Batch<B>,
+                 models: &mut Vec<Vec<u8>>,
+                 which: usize,
+                 at: u64,
+                 rng: &mut Rng|
+     -> Result<(), String> {
+        let data = rng.bytes(64);
+        batch.write(&bufs[which], at, &data).step("write")?;
+        models[which][usize_of(at)..usize_of(at) + 64].copy_from_slice(&data);
+        Ok(())
+    };
+    for slot in 0..32u64 {
+        write(&mut batch, &mut models, 1, slot * 128, &mut rng)?;
+    }
+    for slot in 0..32u64 {
+        copy(
+            &mut batch,
+            &mut models,
+            (0, slot * 256),
+            (1, slot * 128),
+            64,
+        )?;
+    }
+    for slot in 0..32u64 {
+        write(&mut batch, &mut models, 2, slot * 128, &mut rng)?;
+    }
+    // A write too large to defer emits b's group, and only b's.
+    let big = rng.bytes(20 << 10);
+    batch.write(&bufs[2], 100 << 10, &big).step("large write")?;
+    models[2][100 << 10..120 << 10].copy_from_slice(&big);
+    for slot in 0..32u64 {
+        write(&mut batch, &mut models, 1, slot * 128, &mut rng)?;
+    }
+    batch.submit().step("submit")?;
+    check_all(&models, "one destination's groups from two sources")?;
+    pass(
+        "2000 copies from an upload buffer, 800 between buffers with hazards, groups from two \
+         sources: exact",
     )
 }
 

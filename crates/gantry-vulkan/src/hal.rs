@@ -179,6 +179,11 @@ const HOST_DIRECT_MIN: usize = 64 << 10;
 /// disjoint, aligned), else copy regions as before. Deferring past commands on other buffers
 /// keeps program order, since those commands touch neither the destination nor the staging
 /// bytes (staging is only ever read by the device).
+///
+/// Small copies between two different buffers with storage usage (a manager's uploads from
+/// its staging ring) are deferred the same way, as writes whose bytes the dispatch reads from
+/// the copy's source. A command that writes such a source first emits every deferred group,
+/// so that the deferred reads keep their place before it.
 pub struct VulkanBatch {
     device: Arc<VulkanDevice>,
     ops: Vec<BatchOp>,
@@ -194,6 +199,17 @@ pub struct VulkanBatch {
     /// The destination written last, kept out of `deferred` so that a run of writes to one
     /// buffer costs no hash lookup per write.
     current: Option<Deferred>,
+    /// Buffers that deferred copies read (not staging): a command writing one of them first
+    /// emits every deferred group.
+    deferred_srcs: Vec<vk::Buffer>,
+}
+
+/// Where the bytes of a run of deferred writes are: a staging chunk of the batch, or (for
+/// deferred copies) another buffer with storage usage.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Source {
+    Chunk(usize),
+    Buffer(vk::Buffer),
 }
 
 /// One command of a batch as recorded by `batch_*`.
@@ -207,17 +223,17 @@ enum BatchOp {
 struct Deferred {
     dst: vk::Buffer,
     writes: Vec<ScatterWrite>,
-    /// `(staging chunk, index of its first write in writes)`: the runs of writes staged in
-    /// one chunk (a dispatch reads its source bytes from one chunk).
-    runs: Vec<(usize, usize)>,
+    /// `(source, index of its first write in writes)`: the runs of writes whose bytes are in
+    /// one source (a dispatch reads its source bytes from one binding).
+    runs: Vec<(Source, usize)>,
 }
 
 impl Deferred {
-    /// The runs of writes staged in one chunk: `(chunk, writes)`.
-    fn runs(&self) -> impl Iterator<Item = (usize, &[ScatterWrite])> {
-        self.runs.iter().enumerate().map(|(i, &(chunk, start))| {
+    /// The runs of writes with their bytes in one source: `(source, writes)`.
+    fn runs(&self) -> impl Iterator<Item = (Source, &[ScatterWrite])> {
+        self.runs.iter().enumerate().map(|(i, &(source, start))| {
             let end = self.runs.get(i + 1).map_or(self.writes.len(), |r| r.1);
-            (chunk, &self.writes[start..end])
+            (source, &self.writes[start..end])
         })
     }
 }
@@ -234,8 +250,16 @@ impl VulkanBatch {
         }
     }
 
-    /// Defers a small write to `dst` whose bytes are staged in chunk `chunk`.
-    fn defer(&mut self, dst: vk::Buffer, chunk: usize, write: ScatterWrite) {
+    /// Before a command that writes `buffer`: if a deferred copy reads it, emits every
+    /// deferred group (in order), so that those reads are recorded before the write.
+    fn before_writing(&mut self, buffer: vk::Buffer) {
+        if self.deferred_srcs.contains(&buffer) {
+            self.emit_all_deferred();
+        }
+    }
+
+    /// Defers a small write to `dst` whose bytes are in `source`.
+    fn defer(&mut self, dst: vk::Buffer, source: Source, write: ScatterWrite) {
         if self.current.as_ref().is_none_or(|c| c.dst != dst) {
             if let Some(prev) = self.current.take() {
                 self.deferred.insert(prev.dst.as_raw(), prev);
@@ -252,8 +276,8 @@ impl VulkanBatch {
             self.current = Some(d);
         }
         if let Some(d) = self.current.as_mut() {
-            if d.runs.last().is_none_or(|r| r.0 != chunk) {
-                d.runs.push((chunk, d.writes.len()));
+            if d.runs.last().is_none_or(|r| r.0 != source) {
+                d.runs.push((source, d.writes.len()));
             }
             d.writes.push(write);
         }
@@ -269,6 +293,7 @@ impl VulkanBatch {
                 self.ops.push(BatchOp::Writes(d));
             }
         }
+        self.deferred_srcs.clear();
     }
 
     /// Writes a scatter plan's record table into staging (the current chunk, or a new one)
@@ -715,6 +740,7 @@ impl Backend for VulkanBackend {
             deferred: HashMap::new(),
             deferred_order: Vec::new(),
             current: None,
+            deferred_srcs: Vec::new(),
         })
     }
 
@@ -738,6 +764,7 @@ impl Backend for VulkanBackend {
             && len.is_multiple_of(4)
             && offset.is_multiple_of(4)
             && dst.usage().contains(vk::BufferUsageFlags::STORAGE_BUFFER);
+        batch.before_writing(dst.raw());
         if !defer {
             batch.emit_deferred(dst.raw());
         } else if let Some(staging) = batch.staging.last()
@@ -763,7 +790,7 @@ impl Backend for VulkanBackend {
             let chunk_index = batch.staging.len() - 1;
             batch.defer(
                 dst.raw(),
-                chunk_index,
+                Source::Chunk(chunk_index),
                 ScatterWrite {
                     dst_offset: offset,
                     src_offset: at,
@@ -814,7 +841,7 @@ impl Backend for VulkanBackend {
                 let chunk_index = batch.staging.len() - 1;
                 batch.defer(
                     dst.raw(),
-                    chunk_index,
+                    Source::Chunk(chunk_index),
                     ScatterWrite {
                         dst_offset: offset + done as u64,
                         src_offset: at,
@@ -899,8 +926,33 @@ impl Backend for VulkanBackend {
         size: u64,
     ) {
         // Deferred writes to either buffer come first: the copy may read what they write, or
-        // overwrite it.
+        // overwrite it; so do deferred copies that read the destination.
+        batch.before_writing(dst.raw());
         batch.emit_deferred(src.raw());
+        let storage = vk::BufferUsageFlags::STORAGE_BUFFER;
+        if batch.scatter
+            && size <= scatter::MAX_WRITE
+            && (src_offset | dst_offset | size).is_multiple_of(4)
+            && src.raw() != dst.raw()
+            && src.usage().contains(storage)
+            && dst.usage().contains(storage)
+        {
+            // A small copy (a manager's staged upload, typically) joins the destination's
+            // deferred writes: the scatter dispatch reads its bytes straight from `src`.
+            if !batch.deferred_srcs.contains(&src.raw()) {
+                batch.deferred_srcs.push(src.raw());
+            }
+            batch.defer(
+                dst.raw(),
+                Source::Buffer(src.raw()),
+                ScatterWrite {
+                    dst_offset,
+                    src_offset,
+                    len: size,
+                },
+            );
+            return;
+        }
         batch.emit_deferred(dst.raw());
         batch.ops.push(BatchOp::Copy(RawCopy {
             src: src.raw(),
@@ -934,7 +986,14 @@ impl Backend for VulkanBackend {
                 }
                 BatchOp::Writes(d) => d,
             };
-            for (chunk, writes) in d.runs() {
+            for (source, writes) in d.runs() {
+                let src = match source {
+                    Source::Chunk(chunk) => batch.staging.get(chunk).map(VulkanBuffer::raw),
+                    Source::Buffer(b) => Some(b),
+                };
+                let Some(src) = src else {
+                    return Err(DeviceError::Internal("no staging buffer".to_owned()));
+                };
                 let planned = pipeline.and_then(|p| {
                     let plan = ScatterPlan::new(
                         writes,
@@ -946,7 +1005,6 @@ impl Backend for VulkanBackend {
                         return None;
                     }
                     let records = batch.stage_records(&plan)?;
-                    let src = batch.staging.get(chunk)?.raw();
                     Some(Op::Scatter(
                         p,
                         Dispatch {
@@ -973,9 +1031,6 @@ impl Backend for VulkanBackend {
                         dispatches += 1;
                     }
                     None => {
-                        let Some(src) = batch.staging.get(chunk).map(VulkanBuffer::raw) else {
-                            return Err(DeviceError::Internal("no staging buffer".to_owned()));
-                        };
                         ops.extend(writes.iter().map(|w| {
                             Op::Copy(RawCopy {
                                 src,

@@ -318,9 +318,9 @@ struct Recorder<'a> {
     hazards: Hazards,
     pending: Vec<vk::BufferCopy>,
     pair: (vk::Buffer, vk::Buffer),
-    /// Destinations written by dispatches since the barrier that opened the current run of
-    /// dispatches; `None` outside such a run.
-    scatter_run: Option<Vec<vk::Buffer>>,
+    /// `(destination, source)` of the dispatches since the barrier that opened the current
+    /// run of dispatches; `None` outside such a run.
+    scatter_run: Option<Vec<(vk::Buffer, vk::Buffer)>>,
 }
 
 impl<'a> Recorder<'a> {
@@ -411,16 +411,21 @@ impl<'a> Recorder<'a> {
                 global_barrier(self.device, self.cmd, TRANSFER_W, SHADER_RW);
                 self.scatter_run = Some(Vec::new());
             }
-            Some(dsts) if dsts.contains(&d.dst.buffer) => {
-                // Two dispatches into one buffer (one batch's writes spanning two staging
-                // chunks): their windows may overlap, so order them.
+            Some(run)
+                if run.iter().any(|&(dst, src)| {
+                    dst == d.dst.buffer || dst == d.src.buffer || src == d.dst.buffer
+                }) =>
+            {
+                // A dispatch into a buffer an earlier dispatch of the run wrote (one batch's
+                // writes spanning two sources) or read (a deferred copy's source), or reading
+                // one it wrote: order them.
                 global_barrier(self.device, self.cmd, SHADER_RW, SHADER_RW);
-                dsts.clear();
+                run.clear();
             }
             Some(_) => {}
         }
-        if let Some(dsts) = &mut self.scatter_run {
-            dsts.push(d.dst.buffer);
+        if let Some(run) = &mut self.scatter_run {
+            run.push((d.dst.buffer, d.src.buffer));
         }
         // SAFETY: forwarded (`record` binds the dispatch's pipeline).
         unsafe { p.record(self.device, self.cmd, d) };

@@ -256,3 +256,76 @@ fn auto_scatter_takes_wide_groups_everywhere_and_word_groups_on_gpus() {
         d.wait_idle().unwrap();
     });
 }
+
+/// Small copies between buffers with storage usage join the destination's deferred writes:
+/// 100 copies from an upload buffer are one dispatch; a dispatch that writes a buffer right
+/// after one that read it (deferred copies from `x`, then deferred writes to `x`) is ordered
+/// by a barrier (synchronization validation is on), and every byte lands.
+#[test]
+fn small_copies_are_scattered_from_their_source() {
+    let options = VulkanOptions::validated().with_scatter(Some(true));
+    common::with_backend_options("scatter copies", &options, |backend| {
+        let d = Device::new(backend.clone());
+        let mut rng = Rng(0x2545_F491_4F6C_DD1D);
+        let size: u64 = 1 << 20;
+        let upload = d
+            .create_buffer(&BufferDesc::new(
+                size,
+                BufferUsage::TRANSFER_SRC,
+                MemoryLocation::Upload,
+            ))
+            .unwrap();
+        let up = rng.bytes(size as usize);
+        d.write(&upload, 0, &up).unwrap();
+        let x = device_local(&d, size, "scatter copies x");
+        let a = device_local(&d, size, "scatter copies a");
+        let mut xm = rng.bytes(size as usize);
+        let mut am = rng.bytes(size as usize);
+        d.write(&x, 0, &xm).unwrap();
+        d.write(&a, 0, &am).unwrap();
+
+        let before = backend.scatter_dispatches();
+        let mut batch = d.batch().unwrap();
+        for i in (0..100usize).rev() {
+            batch
+                .copy(&upload, (i * 512) as u64, &x, (i * 1024) as u64, 256)
+                .unwrap();
+            xm[i * 1024..i * 1024 + 256].copy_from_slice(&up[i * 512..i * 512 + 256]);
+        }
+        batch.submit().unwrap();
+        assert_eq!(
+            backend.scatter_dispatches(),
+            before + 1,
+            "100 copies, one dispatch"
+        );
+        assert!(d.read(&x, 0, size).unwrap() == xm);
+
+        let before = backend.scatter_dispatches();
+        let mut batch = d.batch().unwrap();
+        for i in (0..100usize).rev() {
+            batch
+                .copy(&x, (i * 1024) as u64, &a, (i * 2048) as u64, 512)
+                .unwrap();
+            am[i * 2048..i * 2048 + 512].copy_from_slice(&xm[i * 1024..i * 1024 + 512]);
+        }
+        // Writes over the bytes those copies read: the copies' dispatch comes first.
+        for i in 0..100usize {
+            let data = rng.bytes(256);
+            batch.write(&x, (i * 1024 + 256) as u64, &data).unwrap();
+            xm[i * 1024 + 256..i * 1024 + 512].copy_from_slice(&data);
+        }
+        batch.submit().unwrap();
+        assert_eq!(
+            backend.scatter_dispatches(),
+            before + 2,
+            "copies, then writes"
+        );
+        assert!(
+            d.read(&a, 0, size).unwrap() == am,
+            "a: the bytes x had before the writes"
+        );
+        assert!(d.read(&x, 0, size).unwrap() == xm);
+        drop((upload, x, a));
+        d.wait_idle().unwrap();
+    });
+}

@@ -326,14 +326,26 @@ struct PendingCopy {
     size: u64,
 }
 
-/// Small writes to one destination from one staging chunk, deferred to become one scatter
-/// dispatch (or, when [`ScatterPlan::new`] refuses them, copy regions in program order).
+/// Small writes to one destination from one source (a staging chunk, or the source of
+/// deferred small copies), deferred to become one scatter dispatch (or, when
+/// [`ScatterPlan::new`] refuses them, copy regions in program order).
 #[derive(Debug)]
 struct Group {
     dst: wgpu::Buffer,
-    chunk: usize,
+    src: Source,
     writes: Vec<ScatterWrite>,
 }
+
+/// Where a group's bytes are: a staging chunk of the batch, or (deferred copies) the copies'
+/// source buffer.
+#[derive(Debug, Clone, PartialEq)]
+enum Source {
+    Chunk(usize),
+    Buffer(wgpu::Buffer),
+}
+
+/// [`WgpuBatch::current`] when no group is current.
+const NO_GROUP: usize = usize::MAX;
 
 /// A batch: one command encoder and the staging chunks its writes use.
 ///
@@ -344,6 +356,9 @@ struct Group {
 /// never share a destination: deferring a write to the pending copy's destination records
 /// that copy first, and a pending copy is only started after its destination's groups were
 /// emitted. Commands on different buffers may be reordered; nothing can observe that.
+/// Small copies into a `STORAGE` buffer are deferred too, as writes whose bytes are in the
+/// copy's source; a command that writes such a source first emits every group, so the
+/// deferred reads keep their place before it.
 #[derive(Debug)]
 pub struct WgpuBatch {
     encoder: Option<wgpu::CommandEncoder>,
@@ -358,7 +373,8 @@ pub struct WgpuBatch {
     /// Deferred small writes, one group per (destination, chunk), in creation order.
     groups: Vec<Group>,
     /// The group the last deferred write joined (checked first: consecutive writes to one
-    /// buffer cost one handle comparison each).
+    /// buffer cost one handle comparison each); [`NO_GROUP`] after groups were emitted, when
+    /// it may no longer be its destination's newest group.
     current: usize,
     scatter: Arc<Scatter>,
     /// Scratch buffers the batch's dispatches read, returned to the pool after submission.
@@ -386,7 +402,7 @@ impl WgpuBatch {
             pending: None,
             view: None,
             groups: Vec::new(),
-            current: 0,
+            current: NO_GROUP,
             scatter,
             scratch: Vec::new(),
             error: None,
@@ -462,6 +478,7 @@ impl WgpuBatch {
         data: &[u8],
     ) -> Result<(), DeviceError> {
         let len = data.len() as u64;
+        self.before_writing(ctx, dst)?;
         let scatterable = self.scatter.enabled
             && len > 0
             && len <= scatter::MAX_WRITE
@@ -479,7 +496,7 @@ impl WgpuBatch {
             if self.pending.as_ref().is_some_and(|p| p.dst == *dst) {
                 self.flush();
             }
-            self.defer(dst, index, offset, src_offset, len);
+            self.defer(dst, Source::Chunk(index), offset, src_offset, len);
             return Ok(());
         }
         self.emit_for(ctx, dst)?;
@@ -506,7 +523,7 @@ impl WgpuBatch {
     fn defer(
         &mut self,
         dst: &wgpu::Buffer,
-        chunk: usize,
+        src: Source,
         dst_offset: u64,
         src_offset: u64,
         len: u64,
@@ -516,16 +533,18 @@ impl WgpuBatch {
             src_offset,
             len,
         };
-        let hit = |g: &Group| g.chunk == chunk && g.dst == *dst;
         if let Some(g) = self.groups.get_mut(self.current)
-            && hit(g)
+            && g.src == src
+            && g.dst == *dst
         {
             g.writes.push(write);
             return;
         }
-        // Groups of older chunks stay behind their destination's newer group: search from
-        // the newest.
-        if let Some(i) = self.groups.iter().rposition(hit) {
+        // A write joins its destination's newest group when that group has the same source;
+        // else it opens a new group, emitted after the older ones (program order).
+        if let Some(i) = self.groups.iter().rposition(|g| g.dst == *dst)
+            && self.groups[i].src == src
+        {
             self.current = i;
             self.groups[i].writes.push(write);
             return;
@@ -533,9 +552,26 @@ impl WgpuBatch {
         self.current = self.groups.len();
         self.groups.push(Group {
             dst: dst.clone(),
-            chunk,
+            src,
             writes: vec![write],
         });
+    }
+
+    /// Before a command that writes `buffer`: if a deferred copy reads it, emits every group
+    /// (in order), so that those reads are recorded before the write.
+    fn before_writing(
+        &mut self,
+        ctx: &WgpuBackend,
+        buffer: &wgpu::Buffer,
+    ) -> Result<(), DeviceError> {
+        if self
+            .groups
+            .iter()
+            .any(|g| matches!(&g.src, Source::Buffer(b) if b == buffer))
+        {
+            self.emit_all(ctx)?;
+        }
+        Ok(())
     }
 
     /// Emits the deferred groups that write `buffer`, in their order.
@@ -547,14 +583,14 @@ impl WgpuBatch {
             .into_iter()
             .partition(|g| g.dst == *buffer);
         self.groups = keep;
-        self.current = 0;
+        self.current = NO_GROUP;
         self.emit(ctx, emit)
     }
 
     /// Emits every deferred group.
     fn emit_all(&mut self, ctx: &WgpuBackend) -> Result<(), DeviceError> {
         let groups = std::mem::take(&mut self.groups);
-        self.current = 0;
+        self.current = NO_GROUP;
         self.emit(ctx, groups)
     }
 
@@ -592,7 +628,7 @@ impl WgpuBatch {
         // aligned for a storage binding, one copy takes the source window and the table.
         let (rec_chunk, rec_offset) = self.stage(ctx, plan.record_bytes(), align.max(MAP_ALIGN))?;
         let rec_len = plan.record_bytes().len() as u64;
-        let one_copy = rec_chunk == group.chunk && rec_offset >= plan.src_base;
+        let one_copy = group.src == Source::Chunk(rec_chunk) && rec_offset >= plan.src_base;
         let (rec_at, scratch_size) = if one_copy {
             let at = rec_offset - plan.src_base;
             (at, at + rec_len)
@@ -601,7 +637,7 @@ impl WgpuBatch {
             (at, at + rec_len)
         };
         let scratch = shared.acquire_scratch(scratch_size, |size| ctx.create_scratch(size))?;
-        let src = self.chunks[group.chunk].buffer.clone();
+        let src = self.source(&group.src);
         let records = self.chunks[rec_chunk].buffer.clone();
         let encoder = self.encoder();
         if one_copy {
@@ -663,7 +699,7 @@ impl WgpuBatch {
 
     /// Records a group's writes as copy regions in program order, adjacent ones merged.
     fn record_copies(&mut self, group: &Group) {
-        let src = self.chunks[group.chunk].buffer.clone();
+        let src = self.source(&group.src);
         let encoder = self.encoder();
         let mut run: Option<ScatterWrite> = None;
         for w in &group.writes {
@@ -683,7 +719,17 @@ impl WgpuBatch {
         }
     }
 
-    /// Records a buffer-to-buffer copy.
+    /// The buffer a group's bytes are in.
+    fn source(&self, src: &Source) -> wgpu::Buffer {
+        match src {
+            Source::Chunk(i) => self.chunks[*i].buffer.clone(),
+            Source::Buffer(b) => b.clone(),
+        }
+    }
+
+    /// Records a buffer-to-buffer copy: a small one into a `STORAGE` buffer joins the
+    /// destination's deferred writes (the scatter dispatch then reads its bytes from a
+    /// scratch copy of the source window), any other one goes to the encoder.
     pub(crate) fn copy(
         &mut self,
         ctx: &WgpuBackend,
@@ -695,7 +741,25 @@ impl WgpuBatch {
     ) {
         self.flush();
         // Errors are kept in `self.error` for submit.
-        if self.emit_for(ctx, src).is_err() || self.emit_for(ctx, dst).is_err() {
+        if self.before_writing(ctx, dst).is_err() || self.emit_for(ctx, src).is_err() {
+            return;
+        }
+        if self.scatter.enabled
+            && size <= scatter::MAX_WRITE
+            && (src_offset | dst_offset | size).is_multiple_of(4)
+            && src != dst
+            && dst.usage().contains(wgpu::BufferUsages::STORAGE)
+        {
+            self.defer(
+                dst,
+                Source::Buffer(src.clone()),
+                dst_offset,
+                src_offset,
+                size,
+            );
+            return;
+        }
+        if self.emit_for(ctx, dst).is_err() {
             return;
         }
         self.encoder()
