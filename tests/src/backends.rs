@@ -22,6 +22,8 @@ pub fn entries() -> Vec<Box<dyn Entry>> {
     out.push(entry(reference_hooks()));
     #[cfg(feature = "vulkan")]
     out.push(entry(vulkan_backend::hooks()));
+    #[cfg(feature = "vulkan")]
+    out.push(entry(vulkan_backend::direct_hooks()));
     out
 }
 
@@ -131,6 +133,17 @@ mod vulkan_backend {
 
     use super::BackendHooks;
     use crate::{Case, Outcome};
+
+    /// The same backend with direct writes on (`gantry_vulkan::hal::open_direct`): on a
+    /// UMA device (lavapipe) idle batches write device-local memory on the host.
+    pub(super) fn direct_hooks() -> BackendHooks<VulkanBackend> {
+        BackendHooks {
+            name: "vulkan-direct",
+            open: gantry_vulkan::hal::open_direct,
+            extra_cases: Vec::new,
+            ..hooks()
+        }
+    }
 
     /// gantry-vulkan's own messenger counts every warning or error of the Khronos layer
     /// (synchronization validation on); the suite reads them after every case.

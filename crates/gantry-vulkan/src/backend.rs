@@ -50,6 +50,14 @@ pub struct VulkanOptions {
     /// every write wherever the submission queue can dispatch compute (tests use it on
     /// lavapipe); `Some(false)` turns it off.
     pub scatter: Option<bool>,
+    /// Whether a batch's small writes (and small copies) to a device-local buffer whose
+    /// memory the host can reach are carried out on the host at submission, when every
+    /// earlier submission has completed and nothing earlier in the batch touches that buffer
+    /// (otherwise they take the scatter dispatch or copies as usual). `None` (the default):
+    /// on for UMA devices (CPU implementations such as lavapipe, integrated GPUs), where
+    /// device-local memory is host memory and a `memcpy` beats any command; off for
+    /// discrete GPUs. Writes counted by [`VulkanBackend::direct_writes`].
+    pub direct_writes: Option<bool>,
 }
 
 impl Default for VulkanOptions {
@@ -63,6 +71,7 @@ impl Default for VulkanOptions {
             staging_keep_bytes: VulkanDevice::STAGING_KEEP_DEFAULT,
             dedicated_transfer_queue: false,
             scatter: None,
+            direct_writes: None,
         }
     }
 }
@@ -97,6 +106,12 @@ impl VulkanOptions {
     /// Sets [`Self::staging_keep_bytes`].
     pub fn with_staging_keep_bytes(mut self, bytes: u64) -> Self {
         self.staging_keep_bytes = bytes;
+        self
+    }
+
+    /// Sets [`Self::direct_writes`].
+    pub fn with_direct_writes(mut self, on: Option<bool>) -> Self {
+        self.direct_writes = on;
         self
     }
 
@@ -241,6 +256,11 @@ pub struct VulkanDevice {
     /// Whether groups that need the word shader (not all in 16-byte multiples) are scattered
     /// too, or stay copies (the default on CPU devices).
     pub(crate) scatter_words: AtomicBool,
+    /// Whether batches may write host-reachable device-local buffers directly
+    /// ([`VulkanOptions::direct_writes`]).
+    pub(crate) direct_enabled: AtomicBool,
+    /// Writes carried out directly so far.
+    pub(crate) direct_count: AtomicU64,
     /// The scatter pipeline, created on first use; `None` inside when creation failed (the
     /// batches then keep copies).
     pub(crate) scatter: std::sync::OnceLock<Option<crate::scatter::ScatterPipeline>>,
@@ -386,6 +406,9 @@ impl VulkanBackend {
                 match options.scatter {
                     Some(on) => backend.set_scatter(on),
                     None => backend.set_scatter_auto(),
+                }
+                if let Some(on) = options.direct_writes {
+                    backend.set_direct_writes(on);
                 }
                 Ok(Self(Arc::new(backend)))
             }
@@ -565,6 +588,11 @@ impl VulkanDevice {
             submit_compute,
             scatter_enabled: AtomicBool::new(submit_compute),
             scatter_words: AtomicBool::new(adapter.device_type != vk::PhysicalDeviceType::CPU),
+            direct_enabled: AtomicBool::new(matches!(
+                adapter.device_type,
+                vk::PhysicalDeviceType::CPU | vk::PhysicalDeviceType::INTEGRATED_GPU
+            )),
+            direct_count: AtomicU64::new(0),
             scatter: std::sync::OnceLock::new(),
             scatter_dispatches: AtomicU64::new(0),
             sharing_families,
@@ -688,6 +716,24 @@ impl VulkanDevice {
             self.adapter.device_type != vk::PhysicalDeviceType::CPU,
             Ordering::Relaxed,
         );
+    }
+
+    /// Turns direct writes ([`VulkanOptions::direct_writes`]) on or off for batches
+    /// submitted from now on.
+    pub fn set_direct_writes(&self, on: bool) {
+        self.direct_enabled.store(on, Ordering::Relaxed);
+    }
+
+    /// Whether batches may write host-reachable device-local buffers directly
+    /// ([`VulkanOptions::direct_writes`]).
+    pub fn direct_writes_enabled(&self) -> bool {
+        self.direct_enabled.load(Ordering::Relaxed)
+    }
+
+    /// How many batched writes and copies were carried out directly on the host so far
+    /// ([`VulkanOptions::direct_writes`]).
+    pub fn direct_writes(&self) -> u64 {
+        self.direct_count.load(Ordering::Relaxed)
     }
 
     /// How many scatter dispatches (see `gantry_core::scatter`) gantry has submitted: each

@@ -21,8 +21,8 @@ use crate::submit::{RawCopy, SubmissionIndex, record_copies};
 /// move while the buffer lives, and the type gives no access to the bytes by itself; every
 /// access goes through `unsafe` code whose callers guarantee the absence of data races (the
 /// backend's preconditions on mapped ranges).
-#[derive(Clone, Copy, Debug)]
-struct MappedPtr(NonNull<u8>);
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct MappedPtr(pub(crate) NonNull<u8>);
 // SAFETY: see the type's documentation: an address, never dereferenced without a caller's
 // guarantee of exclusive or read-only access.
 unsafe impl Send for MappedPtr {}
@@ -31,7 +31,7 @@ unsafe impl Sync for MappedPtr {}
 
 impl MappedPtr {
     /// The address (a method, so closures capture the `Send` wrapper, not the raw pointer).
-    fn get(self) -> *mut u8 {
+    pub(crate) fn get(self) -> *mut u8 {
         self.0.as_ptr()
     }
 }
@@ -144,6 +144,9 @@ pub struct VulkanBuffer {
     location: Location,
     memory: Memory,
     mapped: Option<MappedPtr>,
+    /// The mapping of a device-local buffer whose memory is host-visible and coherent (a UMA
+    /// device), for the backend's direct writes only; never handed out.
+    uma: Option<MappedPtr>,
     coherent: bool,
     heap: u32,
     device_address: Option<u64>,
@@ -179,6 +182,13 @@ impl VulkanBuffer {
     /// host-visible (lavapipe, BAR): writes to them go through staging (G6).
     pub fn mapped_ptr(&self) -> Option<NonNull<u8>> {
         self.mapped.map(|p| p.0)
+    }
+
+    /// The mapping of a device-local buffer whose memory is host-visible and coherent (a
+    /// UMA device: lavapipe, integrated GPUs), where batches may write directly when the
+    /// device is idle (see `VulkanOptions::direct_writes`).
+    pub(crate) fn uma_ptr(&self) -> Option<MappedPtr> {
+        self.uma
     }
 
     /// Whether the memory is host-coherent (no flush/invalidate needed).
@@ -383,10 +393,11 @@ impl VulkanDevice {
             let _ = lock(&self.allocator).free(allocation);
             return Err(e);
         }
-        let mapped = if location == Location::DeviceLocal {
-            None
+        let mapping = allocation.mapped_ptr().map(|p| MappedPtr(p.cast()));
+        let (mapped, uma) = if location == Location::DeviceLocal {
+            (None, mapping.filter(|_| host_visible && coherent))
         } else {
-            allocation.mapped_ptr().map(|p| MappedPtr(p.cast()))
+            (mapping, None)
         };
         let device_address = usage
             .contains(vk::BufferUsageFlags::SHADER_DEVICE_ADDRESS)
@@ -410,6 +421,7 @@ impl VulkanDevice {
             location,
             memory: Memory::Allocated(allocation),
             mapped,
+            uma,
             coherent: coherent || !host_visible,
             heap,
             device_address,
@@ -894,6 +906,7 @@ impl VulkanDevice {
             location: Location::Upload,
             memory: Memory::Imported { memory, size },
             mapped: Some(MappedPtr(ptr)),
+            uma: None,
             coherent: flags.contains(vk::MemoryPropertyFlags::HOST_COHERENT)
                 && !self.force_non_coherent,
             heap,

@@ -20,11 +20,11 @@ use gantry_core::{
 };
 
 use crate::backend::{VulkanBackend, VulkanDevice, lock};
-use crate::buffer::VulkanBuffer;
+use crate::buffer::{MappedPtr, VulkanBuffer};
 use crate::error::Error;
 use crate::memory::{Location, choose_memory_type};
 use crate::scatter::{Binding, Dispatch};
-use crate::submit::{Op, RawCopy, record_copies, record_ops};
+use crate::submit::{Direct, Op, RawCopy, record_copies, record_ops};
 
 impl From<Error> for DeviceError {
     /// The backend's errors in gantry-core's terms: out of memory and device loss keep their
@@ -64,7 +64,8 @@ pub fn list_adapters(validation: bool) -> Vec<AdapterInfo> {
 
 /// Opens adapter `index` of [`list_adapters`], with the Khronos validation layer and
 /// synchronization validation when `validation` is set. Validated devices (the conformance
-/// suite) also have the scatter dispatch forced on, so it is exercised on CPU devices too.
+/// suite) also have the scatter dispatch forced on and direct writes off, so that the device
+/// paths are exercised on CPU devices too ([`open_direct`] covers direct writes).
 ///
 /// # Errors
 /// [`gantry_core::Error::NoDevice`] when the adapter cannot be opened.
@@ -72,7 +73,22 @@ pub fn open(index: usize, validation: bool) -> Result<VulkanBackend, gantry_core
     let options = crate::VulkanOptions::default()
         .with_validation(validation)
         .with_adapter(crate::AdapterPreference::Index(index))
-        .with_scatter(validation.then_some(true));
+        .with_scatter(validation.then_some(true))
+        .with_direct_writes(validation.then_some(false));
+    VulkanBackend::new(&options).map_err(Into::into)
+}
+
+/// [`open`] with direct writes forced on (`VulkanOptions::direct_writes`): where device-local
+/// memory is host-reachable (lavapipe, integrated GPUs), idle batches write it on the host;
+/// elsewhere this is [`open`] with the scatter dispatch at its default.
+///
+/// # Errors
+/// As [`open`].
+pub fn open_direct(index: usize, validation: bool) -> Result<VulkanBackend, gantry_core::Error> {
+    let options = crate::VulkanOptions::default()
+        .with_validation(validation)
+        .with_adapter(crate::AdapterPreference::Index(index))
+        .with_direct_writes(Some(true));
     VulkanBackend::new(&options).map_err(Into::into)
 }
 
@@ -199,9 +215,11 @@ pub struct VulkanBatch {
     /// The destination written last, kept out of `deferred` so that a run of writes to one
     /// buffer costs no hash lookup per write.
     current: Option<Deferred>,
-    /// Buffers that deferred copies read (not staging): a command writing one of them first
-    /// emits every deferred group.
+    /// Buffers that deferred copies read (not staging) and that were not emitted yet: a
+    /// command writing one of them first emits every deferred group.
     deferred_srcs: Vec<vk::Buffer>,
+    /// The coherent host mappings of the sources of deferred copies (for direct writes).
+    src_hosts: Vec<(vk::Buffer, MappedPtr)>,
 }
 
 /// Where the bytes of a run of deferred writes are: a staging chunk of the batch, or (for
@@ -226,6 +244,8 @@ struct Deferred {
     /// `(source, index of its first write in writes)`: the runs of writes whose bytes are in
     /// one source (a dispatch reads its source bytes from one binding).
     runs: Vec<(Source, usize)>,
+    /// The destination's mapping on a UMA device, for direct writes.
+    host: Option<MappedPtr>,
 }
 
 impl Deferred {
@@ -258,8 +278,15 @@ impl VulkanBatch {
         }
     }
 
-    /// Defers a small write to `dst` whose bytes are in `source`.
-    fn defer(&mut self, dst: vk::Buffer, source: Source, write: ScatterWrite) {
+    /// Defers a small write to `dst` (mapped at `host` on a UMA device) whose bytes are in
+    /// `source`.
+    fn defer(
+        &mut self,
+        dst: vk::Buffer,
+        host: Option<MappedPtr>,
+        source: Source,
+        write: ScatterWrite,
+    ) {
         if self.current.as_ref().is_none_or(|c| c.dst != dst) {
             if let Some(prev) = self.current.take() {
                 self.deferred.insert(prev.dst.as_raw(), prev);
@@ -271,6 +298,7 @@ impl VulkanBatch {
                     dst,
                     writes: Vec::new(),
                     runs: Vec::new(),
+                    host,
                 }
             });
             self.current = Some(d);
@@ -741,6 +769,7 @@ impl Backend for VulkanBackend {
             deferred_order: Vec::new(),
             current: None,
             deferred_srcs: Vec::new(),
+            src_hosts: Vec::new(),
         })
     }
 
@@ -790,6 +819,7 @@ impl Backend for VulkanBackend {
             let chunk_index = batch.staging.len() - 1;
             batch.defer(
                 dst.raw(),
+                dst.uma_ptr(),
                 Source::Chunk(chunk_index),
                 ScatterWrite {
                     dst_offset: offset,
@@ -841,6 +871,7 @@ impl Backend for VulkanBackend {
                 let chunk_index = batch.staging.len() - 1;
                 batch.defer(
                     dst.raw(),
+                    dst.uma_ptr(),
                     Source::Chunk(chunk_index),
                     ScatterWrite {
                         dst_offset: offset + done as u64,
@@ -942,8 +973,15 @@ impl Backend for VulkanBackend {
             if !batch.deferred_srcs.contains(&src.raw()) {
                 batch.deferred_srcs.push(src.raw());
             }
+            if src.is_coherent()
+                && let Some(host) = src.mapped_ptr().map(MappedPtr).or(src.uma_ptr())
+                && !batch.src_hosts.iter().any(|s| s.0 == src.raw())
+            {
+                batch.src_hosts.push((src.raw(), host));
+            }
             batch.defer(
                 dst.raw(),
+                dst.uma_ptr(),
                 Source::Buffer(src.raw()),
                 ScatterWrite {
                     dst_offset,
@@ -976,16 +1014,71 @@ impl Backend for VulkanBackend {
             .0
             .scatter_words
             .load(std::sync::atomic::Ordering::Relaxed);
+        let direct_enabled = self
+            .0
+            .direct_enabled
+            .load(std::sync::atomic::Ordering::Relaxed);
+        // Buffers that ops recorded for certain (not direct candidates) read or write.
+        let mut touched: Vec<vk::Buffer> = Vec::new();
         let mut ops: Vec<Op<'_>> = Vec::with_capacity(batch_ops.len());
         let mut dispatches = 0u64;
         for op in batch_ops {
             let d = match op {
                 BatchOp::Copy(c) => {
+                    touched.extend([c.src, c.dst]);
                     ops.push(Op::Copy(c));
                     continue;
                 }
                 BatchOp::Writes(d) => d,
             };
+            // A UMA destination that nothing earlier in the batch touches, with sources the
+            // host can read: the writes may be done on the host (decided at submission).
+            let direct = direct_enabled
+                .then_some(d.host)
+                .flatten()
+                .filter(|_| !touched.contains(&d.dst))
+                .and_then(|host| {
+                    let mut writes = Vec::with_capacity(d.writes.len());
+                    let mut srcs = Vec::new();
+                    for (source, ws) in d.runs() {
+                        let ptr = match source {
+                            Source::Chunk(chunk) => {
+                                batch.staging.get(chunk).and_then(VulkanBuffer::mapped_ptr)
+                            }
+                            Source::Buffer(b) => {
+                                srcs.push(b);
+                                batch
+                                    .src_hosts
+                                    .iter()
+                                    .find(|s| s.0 == b && !touched.contains(&b))
+                                    .map(|s| s.1.0)
+                            }
+                        }?;
+                        let ptr: *const u8 = ptr.as_ptr();
+                        writes.extend(ws.iter().map(|w| (ptr, *w)));
+                    }
+                    Some(Direct {
+                        dst: d.dst,
+                        dst_ptr: host.get(),
+                        srcs,
+                        writes,
+                        fallback: 0,
+                        fallback_dispatches: 0,
+                    })
+                });
+            let direct_at = direct.map(|op| {
+                ops.push(Op::Direct(op));
+                (ops.len() - 1, dispatches)
+            });
+            if direct_at.is_none() {
+                // Its fallback is recorded for certain: later direct writes must not touch
+                // what it reads or writes.
+                touched.push(d.dst);
+                touched.extend(d.runs().filter_map(|(source, _)| match source {
+                    Source::Buffer(b) => Some(b),
+                    Source::Chunk(_) => None,
+                }));
+            }
             for (source, writes) in d.runs() {
                 let src = match source {
                     Source::Chunk(chunk) => batch.staging.get(chunk).map(VulkanBuffer::raw),
@@ -1043,6 +1136,13 @@ impl Backend for VulkanBackend {
                     }
                 }
             }
+            if let Some((at, before)) = direct_at {
+                let fallback = ops.len() - at - 1;
+                if let Some(Op::Direct(op)) = ops.get_mut(at) {
+                    op.fallback = fallback;
+                    op.fallback_dispatches = dispatches - before;
+                }
+            }
         }
         let staging = std::mem::take(&mut batch.staging);
         let mut pools = Vec::new();
@@ -1054,7 +1154,7 @@ impl Backend for VulkanBackend {
                 .iter_mut()
                 .filter_map(|op| match op {
                     Op::Scatter(_, d) => Some(d),
-                    Op::Copy(_) => None,
+                    Op::Copy(_) | Op::Direct(_) => None,
                 })
                 .collect();
             // SAFETY: the bindings are live buffers with storage usage (destinations checked
@@ -1068,17 +1168,28 @@ impl Backend for VulkanBackend {
                 }
             }
         }
+        let mut outcome = (0, 0);
         // SAFETY: every buffer is valid and stays so until completion (trait contract; the
         // staging buffers are retired with the submission, the descriptor pools reset after
         // it); ranges are in bounds; dispatches exist only with a pipeline, which exists only
-        // on a compute-capable submission family.
+        // on a compute-capable submission family. Direct ops: their pointers are the coherent
+        // mappings of the destination (a live UMA buffer of the batch) and of staging chunks
+        // or copy sources (kept alive by the batch), every write was checked in bounds when
+        // recorded, no op before one touches its destination or sources (`touched`), and
+        // `record_ops` runs under the submission lock; the facade keeps device-local buffers
+        // from being mapped.
         let index = unsafe {
-            self.0
-                .submit_with_pools(staging, pools, |d, cmd| record_ops(d, cmd, &ops))
+            self.0.submit_with_pools(staging, pools, |d, cmd, ctx| {
+                outcome = record_ops(d, cmd, &ops, ctx);
+            })
         }?;
+        let (direct, skipped) = outcome;
         self.0
             .scatter_dispatches
-            .fetch_add(dispatches, std::sync::atomic::Ordering::Relaxed);
+            .fetch_add(dispatches - skipped, std::sync::atomic::Ordering::Relaxed);
+        self.0
+            .direct_count
+            .fetch_add(direct, std::sync::atomic::Ordering::Relaxed);
         Ok(SubmissionIndex(index))
     }
 

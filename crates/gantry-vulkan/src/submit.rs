@@ -297,8 +297,34 @@ const ALL_W: Scope = scope(
     ],
 );
 
+/// Small writes to a device-local buffer whose memory the host can reach (a UMA device):
+/// `writes` copy `len` bytes from `src + src_offset` to `dst + dst_offset`, on the host, at
+/// submission, when nothing on the device can still use the buffer; otherwise the `fallback`
+/// ops that follow this one in the list are recorded instead.
+pub(crate) struct Direct {
+    pub(crate) dst: vk::Buffer,
+    /// The destination's mapping.
+    pub(crate) dst_ptr: *mut u8,
+    /// The source buffers (besides the batch's staging).
+    pub(crate) srcs: Vec<vk::Buffer>,
+    /// `(source mapping, write)` in program order.
+    pub(crate) writes: Vec<(*const u8, gantry_core::scatter::ScatterWrite)>,
+    /// How many of the following ops record the same writes on the device.
+    pub(crate) fallback: usize,
+    /// How many of those are scatter dispatches.
+    pub(crate) fallback_dispatches: u64,
+}
+
+/// What [`VulkanDevice::submit_with_pools`] tells the recording closure, under the
+/// submission lock.
+pub(crate) struct SubmitCtx<'a> {
+    /// Every submission made before this one has completed.
+    pub(crate) idle: bool,
+    /// Buffers this submission clears before anything it records.
+    pub(crate) fills: &'a [vk::Buffer],
+}
+
 /// One command of a batch, as recorded.
-#[derive(Clone, Copy)]
 pub(crate) enum Op<'a> {
     /// A buffer-to-buffer copy region.
     Copy(RawCopy),
@@ -307,6 +333,8 @@ pub(crate) enum Op<'a> {
         &'a crate::scatter::ScatterPipeline,
         crate::scatter::Dispatch,
     ),
+    /// Writes carried out on the host when the device is idle, else its fallback ops.
+    Direct(Direct),
 }
 
 /// Records copies and scatter dispatches in order: copies merged into few `vkCmdCopyBuffer`
@@ -466,18 +494,71 @@ pub(crate) unsafe fn record_copies(
 /// As for [`record_copies`] for the copies; with a dispatch, `cmd` records for a
 /// compute-capable queue family and the dispatch's bindings are valid (as for
 /// `ScatterPipeline::record`).
-pub(crate) unsafe fn record_ops(device: &ash::Device, cmd: vk::CommandBuffer, ops: &[Op<'_>]) {
+///
+/// Every [`Op::Direct`] is carried out on the host when `ctx` says no earlier submission can
+/// still be running and this one clears none of their buffers (their fallback ops are then
+/// skipped); otherwise none is (direct ops may read what earlier direct ops wrote, so they
+/// go all together or not at all). Returns the writes carried out so and the scatter
+/// dispatches skipped.
+///
+/// For a direct op: its pointers are mappings of live, host-coherent memory (the
+/// destination's and the sources'), every write lies inside them, no op before it in `ops`
+/// touches its destination or sources, and no host code touches the destination while the
+/// submission lock is held (the caller holds it).
+pub(crate) unsafe fn record_ops(
+    device: &ash::Device,
+    cmd: vk::CommandBuffer,
+    ops: &[Op<'_>],
+    ctx: &SubmitCtx<'_>,
+) -> (u64, u64) {
     let mut r = Recorder::new(device, cmd);
+    let mut skip = 0usize;
+    let (mut direct, mut skipped) = (0u64, 0u64);
+    let go = ctx.idle
+        && ops.iter().all(|op| match op {
+            Op::Direct(d) => {
+                !ctx.fills.contains(&d.dst) && !d.srcs.iter().any(|b| ctx.fills.contains(b))
+            }
+            _ => true,
+        });
     for op in ops {
+        if skip > 0 {
+            skip -= 1;
+            continue;
+        }
         match op {
             // SAFETY: forwarded.
             Op::Copy(c) => unsafe { r.copy(*c) },
             // SAFETY: forwarded.
             Op::Scatter(p, d) => unsafe { r.scatter(p, d) },
+            Op::Direct(d) => {
+                if go {
+                    for (src, w) in &d.writes {
+                        // SAFETY: both mappings are live and host-coherent, the ranges lie
+                        // inside them (contract); the device uses neither: every earlier
+                        // submission completed (`idle`), this one has not been made and
+                        // does not clear the destination, and no earlier op of this batch
+                        // touches them; other host access to the destination waits for the
+                        // submission lock the caller holds. Source and destination are
+                        // different buffers.
+                        unsafe {
+                            std::ptr::copy_nonoverlapping(
+                                src.add(w.src_offset as usize),
+                                d.dst_ptr.add(w.dst_offset as usize),
+                                w.len as usize,
+                            );
+                        }
+                    }
+                    direct += d.writes.len() as u64;
+                    skipped += d.fallback_dispatches;
+                    skip = d.fallback;
+                }
+            }
         }
     }
     // SAFETY: forwarded.
     unsafe { r.finish() };
+    (direct, skipped)
 }
 
 impl VulkanDevice {
@@ -494,11 +575,12 @@ impl VulkanDevice {
         record: impl FnOnce(&ash::Device, vk::CommandBuffer),
     ) -> Result<SubmissionIndex> {
         // SAFETY: forwarded.
-        unsafe { self.submit_with_pools(retire, Vec::new(), record) }
+        unsafe { self.submit_with_pools(retire, Vec::new(), |d, cmd, _| record(d, cmd)) }
     }
 
     /// [`Self::submit_with`], also resetting descriptor pools `pools` (of the scatter
-    /// pipeline) once the submission completes, or at once if it fails.
+    /// pipeline) once the submission completes, or at once if it fails. `record` also gets
+    /// a [`SubmitCtx`], with the submission lock held.
     ///
     /// # Safety
     /// As for [`Self::submit_with`]; `pools` come from the scatter pipeline and are used by
@@ -507,7 +589,7 @@ impl VulkanDevice {
         &self,
         retire: Vec<VulkanBuffer>,
         pools: Vec<vk::DescriptorPool>,
-        record: impl FnOnce(&ash::Device, vk::CommandBuffer),
+        record: impl FnOnce(&ash::Device, vk::CommandBuffer, &SubmitCtx<'_>),
     ) -> Result<SubmissionIndex> {
         let release_pools = |pools: Vec<vk::DescriptorPool>| {
             if let Some(Some(p)) = self.scatter.get() {
@@ -585,7 +667,16 @@ impl VulkanDevice {
                 }
                 global_barrier(&self.device, cmd, TRANSFER_W, TRANSFER_RW);
             }
-            record(&self.device, cmd);
+            // Under the lock: nothing can be submitted between this check and the submission.
+            let idle = self.completed_index()? >= s.last_submitted;
+            record(
+                &self.device,
+                cmd,
+                &SubmitCtx {
+                    idle,
+                    fills: &fills,
+                },
+            );
             global_barrier(
                 &self.device,
                 cmd,

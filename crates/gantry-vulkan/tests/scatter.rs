@@ -183,6 +183,7 @@ fn many_more_writes_than_workgroups_in_one_dispatch() {
 fn dedicated_transfer_queue_keeps_copies() {
     let options = VulkanOptions::validated()
         .with_scatter(Some(true))
+        .with_direct_writes(Some(false))
         .with_dedicated_transfer_queue(true);
     common::with_backend_options("scatter on the transfer queue", &options, |backend| {
         // lavapipe has no transfer-only family: there the option changes nothing.
@@ -212,7 +213,7 @@ fn dedicated_transfer_queue_keeps_copies() {
 /// in 16-byte multiples (the wide shader), and keep copies for the rest. Both land exactly.
 #[test]
 fn auto_scatter_takes_wide_groups_everywhere_and_word_groups_on_gpus() {
-    let options = VulkanOptions::validated();
+    let options = VulkanOptions::validated().with_direct_writes(Some(false));
     common::with_backend_options("auto scatter", &options, |backend| {
         assert!(backend.scatter_supported());
         let cpu = backend.adapter_info().device_type == ash::vk::PhysicalDeviceType::CPU;
@@ -263,7 +264,9 @@ fn auto_scatter_takes_wide_groups_everywhere_and_word_groups_on_gpus() {
 /// by a barrier (synchronization validation is on), and every byte lands.
 #[test]
 fn small_copies_are_scattered_from_their_source() {
-    let options = VulkanOptions::validated().with_scatter(Some(true));
+    let options = VulkanOptions::validated()
+        .with_scatter(Some(true))
+        .with_direct_writes(Some(false));
     common::with_backend_options("scatter copies", &options, |backend| {
         let d = Device::new(backend.clone());
         let mut rng = Rng(0x2545_F491_4F6C_DD1D);

@@ -18,10 +18,13 @@ pub fn init_tracing() {
 ///
 /// No Vulkan loader or device is a loud, named skip (printed), never a silent pass.
 pub fn with_backend(name: &str, f: impl FnOnce(&VulkanBackend)) {
-    // The scatter dispatch forced on: exercised on CPU devices (lavapipe) too.
+    // The scatter dispatch forced on and direct writes off: the device paths are exercised
+    // on CPU devices (lavapipe) too.
     with_backend_options(
         name,
-        &VulkanOptions::validated().with_scatter(Some(true)),
+        &VulkanOptions::validated()
+            .with_scatter(Some(true))
+            .with_direct_writes(Some(false)),
         f,
     );
 }
