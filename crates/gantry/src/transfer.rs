@@ -630,9 +630,9 @@ impl<B: Backend> Inner<B> {
         }
     }
 
-    /// Records the uploads of `run` (indices into `ops`, in order): per destination, merged
-    /// into one copy where both the destination and the staging ranges are contiguous.
-    /// Overlapping uploads to one destination keep their order (the last write wins).
+    /// Records the uploads of `run` (indices into `ops`, in order): per destination, in
+    /// program order (overlapping uploads: the last write wins), neighbours merged into one
+    /// copy where both the destination and the staging ranges are contiguous.
     fn emit_run(
         &self,
         batch: &mut Batch<B>,
@@ -658,24 +658,12 @@ impl<B: Backend> Inner<B> {
         }
         run.clear();
         for id in order {
-            let Some(mut group) = groups.remove(&id) else {
+            let Some(group) = groups.remove(&id) else {
                 continue;
             };
-            let key = |i: usize| match &ops[i].kind {
-                OpKind::Upload {
-                    dst_offset, size, ..
-                } => (*dst_offset, *size),
-                _ => (0, 0),
-            };
-            let mut sorted = group.clone();
-            sorted.sort_by_key(|&i| key(i).0);
-            let overlapping = sorted
-                .windows(2)
-                .any(|w| key(w[0]).0 + key(w[0]).1 > key(w[1]).0);
-            if !overlapping {
-                group = sorted;
-            }
-            // Merge consecutive entries that are contiguous in both buffers.
+            // Program order throughout (overlapping uploads: the last wins). No sort is
+            // needed to find merges: two uploads contiguous in both the destination and
+            // staging were staged one right after the other, so they are neighbours here.
             let mut start = 0;
             while start < group.len() {
                 let mut end = start + 1;
