@@ -56,7 +56,7 @@ pub struct VulkanOptions {
     /// (otherwise they take the scatter dispatch or copies as usual). `None` (the default):
     /// on for UMA devices (CPU implementations such as lavapipe, integrated GPUs), where
     /// device-local memory is host memory and a `memcpy` beats any command; off for
-    /// discrete GPUs. Writes counted by [`VulkanBackend::direct_writes`].
+    /// discrete GPUs. Writes counted by [`VulkanDevice::direct_writes`].
     pub direct_writes: Option<bool>,
 }
 

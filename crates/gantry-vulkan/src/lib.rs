@@ -4,9 +4,11 @@
 //! provides gantry's raw backend operations on it: buffers in device-local, upload and
 //! readback memory ([`memory::Location`]); persistent mapping with flush/invalidate of
 //! non-coherent memory; writes and readback; batched buffer-to-buffer copies, with many small
-//! writes of a batch scattered by one compute dispatch, submitted to the universal queue (or,
-//! on request, a dedicated transfer queue) and tracked by a timeline semaphore; polling,
-//! waiting and completion callbacks; memory budgets; import of host memory.
+//! writes and copies of a batch scattered by one compute dispatch (or, on UMA devices such as
+//! lavapipe, written on the host when the device is idle: [`VulkanOptions::direct_writes`]),
+//! submitted to the universal queue (or, on request, a dedicated transfer queue) and tracked
+//! by a timeline semaphore; polling, waiting and completion callbacks; memory budgets; import
+//! of host memory.
 //!
 //! Like wgpu-hal, this layer does not validate its callers' arguments: the `unsafe` methods
 //! document their preconditions (in-bounds ranges, buffers alive until their submissions

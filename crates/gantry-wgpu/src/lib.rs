@@ -6,10 +6,11 @@
 //!   `memcpy` each, no extra copy), adjacent writes are coalesced into one copy region, and
 //!   chunks are re-mapped with `map_async` after their submission and reused (like
 //!   `wgpu::util::StagingBelt`, but with a bound on what is kept);
-//! - many small writes to one buffer in a batch become one compute dispatch that scatters
-//!   them from staging ([`gantry_core::scatter`]) instead of one copy region each (a copy
-//!   region costs ~2.7 µs of GPU time on an H100 however regions are batched); overlapping
-//!   writes, too few writes and buffers without `STORAGE` usage keep their copies. For this
+//! - many small writes (and small copies) to one buffer in a batch become one compute
+//!   dispatch that scatters them from staging, or from the copies' source
+//!   ([`gantry_core::scatter`]), instead of one copy region each (a copy region costs
+//!   ~2.7 µs of GPU time on an H100 however regions are batched); overlapping writes, too
+//!   few writes and buffers without `STORAGE` usage keep their copies. For this
 //!   every device-local buffer gantry-wgpu creates with `TRANSFER_DST` also gets wgpu's
 //!   `STORAGE` usage; [`WgpuBackend::scatter_stats`] counts what was scattered;
 //! - a batch is one command encoder and one `queue.submit`;
