@@ -27,6 +27,10 @@ const QUEUED: u64 = u64::MAX;
 /// Uploads up to this size are gathered in host memory and copied into the mapped chunk in
 /// large runs at the flush; larger ones are copied into the mapping at once.
 const SMALL_UPLOAD: u64 = 16 << 10;
+
+/// Uploads up to this size are copied into the shadow and queued while the staging lock is
+/// held (one lock instead of the writer guard and two shared handles; the copy is short).
+const LOCKED_UPLOAD: u64 = 1 << 10;
 const SHARDS: usize = 8;
 
 static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
@@ -338,6 +342,28 @@ impl<B: Backend> Inner<B> {
             return Ok(self.handle(ticket));
         }
         let region = self.place(&mut st, size)?;
+        let op = |seq| Op {
+            seq,
+            kind: OpKind::Upload {
+                dst: dst.clone(),
+                dst_offset: offset,
+                size,
+                src: Src::Staged {
+                    chunk: region.chunk,
+                    offset: region.offset,
+                },
+            },
+            ticket: Arc::clone(&ticket),
+            owner: owner.clone(),
+        };
+        if size <= LOCKED_UPLOAD {
+            // Small enough to copy under the staging lock: no writer guard, and the op is
+            // queued before a flush (which takes this lock) can close the chunk.
+            lock(&st.chunks[region.chunk].shadow).put(region.offset, data);
+            self.push(op(self.next_seq()));
+            drop(st);
+            return Ok(self.handle(ticket));
+        }
         let chunk = &st.chunks[region.chunk];
         let writers = Arc::clone(&chunk.writers);
         let seq = self.next_seq();
@@ -355,20 +381,7 @@ impl<B: Backend> Inner<B> {
                 return Err(e.into());
             }
         }
-        self.push(Op {
-            seq,
-            kind: OpKind::Upload {
-                dst: dst.clone(),
-                dst_offset: offset,
-                size,
-                src: Src::Staged {
-                    chunk: region.chunk,
-                    offset: region.offset,
-                },
-            },
-            ticket: Arc::clone(&ticket),
-            owner,
-        });
+        self.push(op(seq));
         drop(guard);
         Ok(self.handle(ticket))
     }
