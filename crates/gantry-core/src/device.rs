@@ -1040,7 +1040,11 @@ impl<B: Backend> Batch<B> {
     }
 
     fn track(&mut self, buffer: &Buffer<B>) {
-        if self.buffers.last().is_none_or(|b| b.id != buffer.inner.id) {
+        // The last few entries catch the common patterns (many commands on one buffer, or
+        // copies alternating between a staging buffer and a destination) without a set;
+        // `submit` dedups the rest.
+        let recent = &self.buffers[self.buffers.len().saturating_sub(4)..];
+        if !recent.iter().any(|b| b.id == buffer.inner.id) {
             self.buffers.push(Arc::clone(&buffer.inner));
         }
     }
