@@ -1025,7 +1025,11 @@ impl Backend for VulkanBackend {
         for op in batch_ops {
             let d = match op {
                 BatchOp::Copy(c) => {
-                    touched.extend([c.src, c.dst]);
+                    for b in [c.src, c.dst] {
+                        if !touched.contains(&b) {
+                            touched.push(b);
+                        }
+                    }
                     ops.push(Op::Copy(c));
                     continue;
                 }
@@ -1073,11 +1077,15 @@ impl Backend for VulkanBackend {
             if direct_at.is_none() {
                 // Its fallback is recorded for certain: later direct writes must not touch
                 // what it reads or writes.
-                touched.push(d.dst);
-                touched.extend(d.runs().filter_map(|(source, _)| match source {
+                let srcs = d.runs().filter_map(|(source, _)| match source {
                     Source::Buffer(b) => Some(b),
                     Source::Chunk(_) => None,
-                }));
+                });
+                for b in std::iter::once(d.dst).chain(srcs) {
+                    if !touched.contains(&b) {
+                        touched.push(b);
+                    }
+                }
             }
             for (source, writes) in d.runs() {
                 let src = match source {
