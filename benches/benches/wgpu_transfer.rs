@@ -284,6 +284,28 @@ fn small_writes(c: &mut Criterion) {
             );
         }
     }
+    // The same writes in one `write_many` call (the buffer's checks made once).
+    let many: Vec<(u64, &[u8])> = offsets.iter().map(|&o| (o, &record[..])).collect();
+    group.bench_function("gantry_batch_write_many", |b| {
+        b.iter(|| {
+            let mut batch = gantry.batch().expect("batch");
+            batch
+                .write_many(&gbuf, black_box(&many))
+                .expect("write_many");
+            let index = batch.submit().expect("submit");
+            gantry.wait(index, None).expect("wait");
+        });
+    });
+    group.bench_function("gantry_vulkan_batch_write_many", |b| {
+        b.iter(|| {
+            let mut batch = vulkan.batch().expect("batch");
+            batch
+                .write_many(&vbuf, black_box(&many))
+                .expect("write_many");
+            let index = batch.submit().expect("submit");
+            vulkan.wait(index, None).expect("wait");
+        });
+    });
     // The same batch with the scatter path off: every write a copy region (the path before
     // gantry_core::scatter), on its own device, in the same run.
     group.bench_function("gantry_batch_scatter_off", |b| {

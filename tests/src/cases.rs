@@ -39,6 +39,7 @@ pub fn all<B: Backend>() -> Vec<Case<B>> {
         case!(batch_order_and_coalescing),
         case!(scatter_small_writes),
         case!(scatter_small_copies),
+        case!(batch_write_many),
         case!(read_async),
         case!(submissions_wait_poll_callbacks),
         case!(cpu_gpu_hazards),
@@ -801,6 +802,68 @@ fn scatter_small_copies<B: Backend>(d: &Device<B>) -> R {
         "2000 copies from an upload buffer, 800 between buffers with hazards, groups from two \
          sources: exact",
     )
+}
+
+/// `Batch::write_many`: many writes to one buffer in one call land as that many `write`s
+/// would (overlaps: the later wins); a bad entry anywhere rejects the whole call and leaves
+/// the batch as it was, with what was recorded before it intact.
+fn batch_write_many<B: Backend>(d: &Device<B>) -> R {
+    let size: u64 = 1 << 20;
+    let buf = create(
+        d,
+        "write_many",
+        size,
+        RW | BufferUsage::STORAGE,
+        MemoryLocation::DeviceLocal,
+    )?;
+    let mut rng = Rng::new(99);
+    let mut model = rng.bytes(usize_of(size));
+    d.write(&buf, 0, &model).step("initial contents")?;
+    let mut batch = d.batch().step("batch")?;
+    // A plain write first: it must survive the rejected calls below.
+    let first = rng.bytes(4096);
+    batch.write(&buf, 8192, &first).step("write")?;
+    model[8192..8192 + 4096].copy_from_slice(&first);
+    let datas: Vec<(u64, Vec<u8>)> = (0..3000u64)
+        .map(|i| {
+            let len = (rng.below(64) + 1) * 16;
+            let at = if i % 10 == 0 {
+                rng.below(1024) * 16 // overlapping a small area
+            } else {
+                (rng.below((size - len) / 16)) * 16
+            };
+            (at, rng.bytes(usize_of(len)))
+        })
+        .collect();
+    let writes: Vec<(u64, &[u8])> = datas.iter().map(|(o, b)| (*o, &b[..])).collect();
+    let before = batch.len();
+    for bad in [
+        (size - 16, &[0u8; 32][..]),
+        (6, &[0u8; 8][..]),
+        (16, &[0u8; 6][..]),
+    ] {
+        let mut with_bad = writes.clone();
+        with_bad.insert(1500, bad);
+        match batch.write_many(&buf, &with_bad) {
+            Err(_) => {}
+            Ok(()) => return Err(format!("write_many accepted {:?}", (bad.0, bad.1.len()))),
+        }
+        if batch.len() != before {
+            return Err("a rejected write_many recorded commands".into());
+        }
+    }
+    batch.write_many(&buf, &writes).step("write_many")?;
+    for (at, bytes) in &datas {
+        model[usize_of(*at)..usize_of(*at) + bytes.len()].copy_from_slice(bytes);
+    }
+    batch.write_many(&buf, &[]).step("empty write_many")?;
+    batch.submit().step("submit")?;
+    compare(
+        "3000 writes in one call",
+        &d.read(&buf, 0, size).step("read")?,
+        &model,
+    )?;
+    pass("3000 writes (some overlapping) in one call: exact; 3 bad entries rejected whole")
 }
 
 fn read_async<B: Backend>(d: &Device<B>) -> R {

@@ -1101,6 +1101,86 @@ impl<B: Backend> Batch<B> {
         self.write(buffer, offset, bytemuck::cast_slice(data))
     }
 
+    /// Records many writes to one buffer: `(offset, bytes)` pairs, recorded in order exactly
+    /// as that many [`Batch::write`] calls would be (where they overlap, the later wins), with
+    /// the buffer's own checks (device, state, usage) made once. Every write is checked
+    /// before any is recorded: a write that fails its checks leaves the batch as it was. If
+    /// staging runs out midway ([`Error::OutOfMemory`]), the writes before it stay recorded,
+    /// as with separate calls.
+    ///
+    /// For thousands of small scattered updates a frame (instance data, particles, sparse
+    /// uniforms) this costs little more than copying the bytes into staging; backends then
+    /// scatter them with one dispatch ([`crate::scatter`]).
+    ///
+    /// ```
+    /// use gantry_core::{Backend, Batch, Buffer, Device};
+    ///
+    /// /// Moves 64-byte instance records into their slots.
+    /// fn update_instances<B: Backend>(
+    ///     device: &Device<B>,
+    ///     instances: &Buffer<B>,
+    ///     changed: &[(u32, [u8; 64])],
+    /// ) -> gantry_core::Result<()> {
+    ///     let writes: Vec<(u64, &[u8])> = changed
+    ///         .iter()
+    ///         .map(|(slot, bytes)| (u64::from(*slot) * 64, &bytes[..]))
+    ///         .collect();
+    ///     let mut batch: Batch<B> = device.batch()?;
+    ///     batch.write_many(instances, &writes)?;
+    ///     batch.submit()?;
+    ///     Ok(())
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Batch::write`], for the first write that fails.
+    pub fn write_many(&mut self, buffer: &Buffer<B>, writes: &[(u64, &[u8])]) -> Result<()> {
+        let device = &self.device;
+        device.check_device(buffer)?;
+        let inner = &buffer.inner;
+        let state = lock(&inner.state);
+        let Some(raw) = state.raw.as_ref() else {
+            return Err(inner.destroyed());
+        };
+        if !matches!(state.map, MapState::Unmapped) {
+            return Err(inner.mapped());
+        }
+        inner.require(BufferUsage::TRANSFER_DST)?;
+        let alignment = device.shared.limits.copy_alignment;
+        for &(offset, data) in writes {
+            let size = len64(data);
+            check_aligned(offset, size, alignment)?;
+            check_bounds(offset, size, inner.size)?;
+        }
+        let batch = self
+            .raw
+            .as_mut()
+            .expect("a batch is only consumed by submit");
+        let mut recorded = 0;
+        let mut result = Ok(());
+        for &(offset, data) in writes {
+            if data.is_empty() {
+                continue;
+            }
+            // SAFETY: as in `write`: the batch is this backend's; `raw` is valid, has
+            // TRANSFER_DST, is not mapped, and every range is aligned and in bounds (checked
+            // above under the lock, which is still held).
+            if let Err(e) = unsafe { device.shared.raw.batch_write(batch, raw, offset, data) } {
+                result = Err(e.into());
+                break;
+            }
+            recorded += 1;
+        }
+        drop(state);
+        // What was recorded is tracked even after a failure: `submit` must check the buffer
+        // and record its last use.
+        if recorded > 0 {
+            self.commands += recorded;
+            self.track(buffer);
+        }
+        result
+    }
+
     /// Records a copy of `size` bytes from `src` at `src_offset` to `dst` at `dst_offset`.
     /// Offsets and size must be multiples of [`Limits::copy_alignment`]; `src` needs
     /// `TRANSFER_SRC`, `dst` `TRANSFER_DST`; within one buffer the ranges must not overlap.
