@@ -296,6 +296,25 @@ fn check_aligned(offset: u64, size: u64, alignment: u64) -> Result<()> {
     Ok(())
 }
 
+/// The checks a batched write makes of its buffer (this device, alive, not mapped,
+/// `TRANSFER_DST`), returning its state locked: the caller records while holding it.
+fn writable<'a, B: Backend>(
+    device: &Device<B>,
+    buffer: &'a Buffer<B>,
+) -> Result<MutexGuard<'a, BufferState<B>>> {
+    device.check_device(buffer)?;
+    let inner = &buffer.inner;
+    let state = lock(&inner.state);
+    if state.raw.is_none() {
+        return Err(inner.destroyed());
+    }
+    if !matches!(state.map, MapState::Unmapped) {
+        return Err(inner.mapped());
+    }
+    inner.require(BufferUsage::TRANSFER_DST)?;
+    Ok(state)
+}
+
 fn len64(data: &[u8]) -> u64 {
     // usize is at most 64 bits on every supported target.
     data.len() as u64
@@ -1058,17 +1077,12 @@ impl<B: Backend> Batch<B> {
     /// [`Error::WrongDevice`], [`Error::OutOfMemory`] (staging).
     pub fn write(&mut self, buffer: &Buffer<B>, offset: u64, data: &[u8]) -> Result<()> {
         let device = &self.device;
-        device.check_device(buffer)?;
         let inner = &buffer.inner;
         let size = len64(data);
-        let state = lock(&inner.state);
+        let state = writable(device, buffer)?;
         let Some(raw) = state.raw.as_ref() else {
             return Err(inner.destroyed());
         };
-        if !matches!(state.map, MapState::Unmapped) {
-            return Err(inner.mapped());
-        }
-        inner.require(BufferUsage::TRANSFER_DST)?;
         check_aligned(offset, size, device.shared.limits.copy_alignment)?;
         check_bounds(offset, size, inner.size)?;
         if size == 0 {
@@ -1136,16 +1150,11 @@ impl<B: Backend> Batch<B> {
     /// As [`Batch::write`], for the first write that fails.
     pub fn write_many(&mut self, buffer: &Buffer<B>, writes: &[(u64, &[u8])]) -> Result<()> {
         let device = &self.device;
-        device.check_device(buffer)?;
         let inner = &buffer.inner;
-        let state = lock(&inner.state);
+        let state = writable(device, buffer)?;
         let Some(raw) = state.raw.as_ref() else {
             return Err(inner.destroyed());
         };
-        if !matches!(state.map, MapState::Unmapped) {
-            return Err(inner.mapped());
-        }
-        inner.require(BufferUsage::TRANSFER_DST)?;
         let alignment = device.shared.limits.copy_alignment;
         for &(offset, data) in writes {
             let size = len64(data);
