@@ -370,8 +370,10 @@ pub struct WgpuBatch {
     /// A write view of the whole last chunk, held while recording so that small writes do
     /// not each ask wgpu for a view; dropped before the chunk is unmapped.
     view: Option<wgpu::BufferViewMut>,
-    /// Deferred small writes, one group per (destination, chunk), in creation order.
+    /// Deferred small writes, groups per (destination, source), in creation order.
     groups: Vec<Group>,
+    /// How many of `groups` hold deferred copies (a `Source::Buffer`).
+    copy_groups: usize,
     /// The group the last deferred write joined (checked first: consecutive writes to one
     /// buffer cost one handle comparison each); [`NO_GROUP`] after groups were emitted, when
     /// it may no longer be its destination's newest group.
@@ -402,6 +404,7 @@ impl WgpuBatch {
             pending: None,
             view: None,
             groups: Vec::new(),
+            copy_groups: 0,
             current: NO_GROUP,
             scatter,
             scratch: Vec::new(),
@@ -550,6 +553,9 @@ impl WgpuBatch {
             return;
         }
         self.current = self.groups.len();
+        if matches!(src, Source::Buffer(_)) {
+            self.copy_groups += 1;
+        }
         self.groups.push(Group {
             dst: dst.clone(),
             src,
@@ -564,10 +570,13 @@ impl WgpuBatch {
         ctx: &WgpuBackend,
         buffer: &wgpu::Buffer,
     ) -> Result<(), DeviceError> {
-        if self
-            .groups
-            .iter()
-            .any(|g| matches!(&g.src, Source::Buffer(b) if b == buffer))
+        // Every write of a batch calls this: with no copy groups pending (the common case of
+        // a batch of writes) there is nothing to scan.
+        if self.copy_groups > 0
+            && self
+                .groups
+                .iter()
+                .any(|g| matches!(&g.src, Source::Buffer(b) if b == buffer))
         {
             self.emit_all(ctx)?;
         }
@@ -583,6 +592,11 @@ impl WgpuBatch {
             .into_iter()
             .partition(|g| g.dst == *buffer);
         self.groups = keep;
+        self.copy_groups = self
+            .groups
+            .iter()
+            .filter(|g| matches!(g.src, Source::Buffer(_)))
+            .count();
         self.current = NO_GROUP;
         self.emit(ctx, emit)
     }
@@ -590,6 +604,7 @@ impl WgpuBatch {
     /// Emits every deferred group.
     fn emit_all(&mut self, ctx: &WgpuBackend) -> Result<(), DeviceError> {
         let groups = std::mem::take(&mut self.groups);
+        self.copy_groups = 0;
         self.current = NO_GROUP;
         self.emit(ctx, groups)
     }
