@@ -367,8 +367,13 @@ impl VulkanBatch {
 
 impl Drop for VulkanBatch {
     fn drop(&mut self) {
-        // Staging of a batch dropped without submission was never used by the device.
-        lock(&self.device.orphans).extend(self.staging.drain(..));
+        // Staging of a batch dropped without submission was never used by the device: back
+        // to the pool now, for the next batch (through `orphans` it would wait for the next
+        // `maintain`, and batches dropped in a row would each allocate new chunks).
+        for chunk in self.staging.drain(..) {
+            // SAFETY: the chunk was never part of a submission; the batch owned it alone.
+            unsafe { self.device.recycle_staging(chunk) };
+        }
     }
 }
 
@@ -1010,6 +1015,8 @@ impl Backend for VulkanBackend {
             None
         };
         let limits = self.0.limits;
+        // GPUs: a workgroup per record (`ScatterPlan::spread`); CPU devices: grid-stride.
+        let spread = self.0.adapter.device_type != vk::PhysicalDeviceType::CPU;
         let words = self
             .0
             .scatter_words
@@ -1104,6 +1111,10 @@ impl Backend for VulkanBackend {
                     .filter(|plan| plan.wide || words)?;
                     if plan.record_bytes().len() as u64 > limits.max_storage_buffer_range {
                         return None;
+                    }
+                    let mut plan = plan;
+                    if spread {
+                        plan.spread();
                     }
                     let records = batch.stage_records(&plan)?;
                     Some(Op::Scatter(
