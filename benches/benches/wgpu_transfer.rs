@@ -267,6 +267,10 @@ fn small_writes(c: &mut Criterion) {
             gantry.wait(index, None).expect("wait");
         });
     });
+    eprintln!(
+        "CREATED after gantry_batch {}",
+        gantry_wgpu::CREATED.load(std::sync::atomic::Ordering::Relaxed)
+    );
     // When the row ran: every frame was one scatter dispatch, and the bytes landed.
     let stats = gantry.raw().scatter_stats();
     if stats.scattered_writes > 0 {
@@ -306,6 +310,10 @@ fn small_writes(c: &mut Criterion) {
             vulkan.wait(index, None).expect("wait");
         });
     });
+    eprintln!(
+        "CREATED after write_many {}",
+        gantry_wgpu::CREATED.load(std::sync::atomic::Ordering::Relaxed)
+    );
     // The same batch with the scatter path off: every write a copy region (the path before
     // gantry_core::scatter), on its own device, in the same run.
     group.bench_function("gantry_batch_scatter_off", |b| {
@@ -328,6 +336,53 @@ fn small_writes(c: &mut Criterion) {
             vulkan.wait(index, None).expect("wait");
         });
     });
+    // Where a frame's time goes: recording the 10,000 writes alone (the batch is dropped
+    // unsubmitted, its staging returned), on each backend.
+    group.bench_function("gantry_batch_record_only", |b| {
+        b.iter(|| {
+            let mut batch = gantry.batch().expect("batch");
+            for &o in &offsets {
+                batch.write(&gbuf, o, black_box(&record)).expect("write");
+            }
+            drop(black_box(batch));
+        });
+    });
+    group.bench_function("gantry_vulkan_batch_record_only", |b| {
+        b.iter(|| {
+            let mut batch = vulkan.batch().expect("batch");
+            for &o in &offsets {
+                batch.write(&vbuf, o, black_box(&record)).expect("write");
+            }
+            drop(black_box(batch));
+        });
+    });
+    // Direct writes forced on (`VulkanOptions::direct_writes`): where device-local memory is
+    // host-visible and coherent, the idle device's writes are done on the host. On a
+    // discrete GPU whose buffers are not host-visible this falls back to the dispatch.
+    let vdirect = Device::new(
+        VulkanBackend::new(&VulkanOptions::default().with_direct_writes(Some(true)))
+            .expect("a Vulkan device"),
+    );
+    let vdbuf = vdirect
+        .create_buffer(
+            &BufferDesc::new(size, BufferUsage::TRANSFER_DST, MemoryLocation::DeviceLocal)
+                .with_label("bench gantry-vulkan small writes, direct"),
+        )
+        .expect("buffer");
+    group.bench_function("gantry_vulkan_batch_direct", |b| {
+        b.iter(|| {
+            let mut batch = vdirect.batch().expect("batch");
+            for &o in &offsets {
+                batch.write(&vdbuf, o, black_box(&record)).expect("write");
+            }
+            let index = batch.submit().expect("submit");
+            vdirect.wait(index, None).expect("wait");
+        });
+    });
+    eprintln!(
+        "gantry_vulkan_batch_direct: {} writes done on the host",
+        vdirect.raw().direct_writes()
+    );
     // The Vulkan backend with the scatter dispatch off: one copy region per write.
     let vcopies = Device::new(
         VulkanBackend::new(&VulkanOptions {

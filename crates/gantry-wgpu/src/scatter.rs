@@ -126,6 +126,9 @@ pub(crate) struct Scatter {
     pub(crate) storage_align: u64,
     /// The device's `max_storage_buffer_binding_size`.
     pub(crate) max_binding: u64,
+    /// Whether plans take a workgroup per record ([`gantry_core::scatter::ScatterPlan::spread`]):
+    /// on GPUs whose dispatch limit allows it; CPU devices keep the grid-stride plan.
+    pub(crate) spread: bool,
     /// `[word, wide]`; `None` inside once creation failed: such groups then stay copies.
     pipelines: [OnceLock<Option<ScatterPipeline>>; 2],
     /// Idle scratch buffers (`STORAGE | COPY_DST`, device-local), served down to a quarter of
@@ -142,9 +145,16 @@ pub(crate) struct Scatter {
 const MIN_SCRATCH: u64 = 64 << 10;
 
 impl Scatter {
-    pub(crate) fn new(enabled: bool, limits: &wgpu::Limits, keep_bytes: u64) -> Self {
+    pub(crate) fn new(
+        enabled: bool,
+        limits: &wgpu::Limits,
+        keep_bytes: u64,
+        cpu_device: bool,
+    ) -> Self {
         Self {
             enabled,
+            spread: !cpu_device
+                && limits.max_compute_workgroups_per_dimension >= scatter::MAX_GROUPS_X,
             storage_align: u64::from(limits.min_storage_buffer_offset_alignment).max(4),
             max_binding: limits.max_storage_buffer_binding_size,
             pipelines: [OnceLock::new(), OnceLock::new()],

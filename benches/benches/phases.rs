@@ -1,0 +1,168 @@
+//! Where a frame of 10,000 scattered 256-byte writes spends its time, phase by phase:
+//! recording (the writes or uploads), submission, and waiting for the device. Criterion
+//! times whole frames (`wgpu_transfer`, `manager`); this splits them, so that a figure such as
+//! "1.1 ms a frame" says which part to work on. Prints medians and the 10th and 90th
+//! percentiles of `GANTRY_PHASES_FRAMES` frames (default 300) after 30 warm-up frames.
+//!
+//! ```sh
+//! cargo bench -p gantry-benches --bench phases
+//! ```
+
+#[path = "common/mod.rs"]
+mod common;
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use gantry::{BufferManager, ManagerConfig};
+use gantry_core::{Backend, BufferDesc, BufferUsage, Device, MemoryLocation, SubmissionIndex};
+use gantry_vulkan::{VulkanBackend, VulkanOptions};
+
+use common::{SMALL, WRITES, open, scattered_offsets};
+
+/// The times of one frame's phases.
+#[derive(Clone, Copy, Default)]
+struct Frame {
+    record: Duration,
+    submit: Duration,
+    wait: Duration,
+}
+
+fn frames() -> usize {
+    std::env::var("GANTRY_PHASES_FRAMES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300)
+}
+
+fn micros(mut v: Vec<Duration>) -> String {
+    v.sort_unstable();
+    let at = |q: f64| v[((v.len() - 1) as f64 * q) as usize].as_secs_f64() * 1e6;
+    format!("{:8.1} ({:7.1}-{:7.1})", at(0.5), at(0.1), at(0.9))
+}
+
+fn report(name: &str, frames: &[Frame]) {
+    let total: Vec<Duration> = frames
+        .iter()
+        .map(|f| f.record + f.submit + f.wait)
+        .collect();
+    println!(
+        "{name:<40} record {}  submit {}  wait {}  total {}",
+        micros(frames.iter().map(|f| f.record).collect()),
+        micros(frames.iter().map(|f| f.submit).collect()),
+        micros(frames.iter().map(|f| f.wait).collect()),
+        micros(total),
+    );
+}
+
+/// Runs `frame` (which returns its submission and the times of its first two phases) for the
+/// warm-up and measured frames, waiting on `device` after each.
+fn run<B: Backend>(
+    name: &str,
+    device: &Device<B>,
+    mut frame: impl FnMut() -> (SubmissionIndex, Duration, Duration),
+) {
+    let mut out = Vec::new();
+    for i in 0..30 + frames() {
+        let (index, record, submit) = frame();
+        let t = Instant::now();
+        device.wait(index, None).expect("wait");
+        let wait = t.elapsed();
+        if i >= 30 {
+            out.push(Frame {
+                record,
+                submit,
+                wait,
+            });
+        }
+    }
+    report(name, &out);
+}
+
+fn batch_rows<B: Backend>(prefix: &str, device: &Device<B>) {
+    let offsets = scattered_offsets();
+    let record: Vec<u8> = (0..SMALL).map(|i| i as u8).collect();
+    let many: Vec<(u64, &[u8])> = offsets.iter().map(|&o| (o, &record[..])).collect();
+    let buf = device
+        .create_buffer(
+            &BufferDesc::new(
+                WRITES * 4 * SMALL,
+                BufferUsage::TRANSFER_DST,
+                MemoryLocation::DeviceLocal,
+            )
+            .with_label("phases"),
+        )
+        .expect("buffer");
+    run(&format!("{prefix}batch write x10000"), device, || {
+        let t = Instant::now();
+        let mut batch = device.batch().expect("batch");
+        for &o in &offsets {
+            batch.write(&buf, o, black_box(&record)).expect("write");
+        }
+        let record_time = t.elapsed();
+        let t = Instant::now();
+        let index = batch.submit().expect("submit");
+        (index, record_time, t.elapsed())
+    });
+    run(&format!("{prefix}batch write_many"), device, || {
+        let t = Instant::now();
+        let mut batch = device.batch().expect("batch");
+        batch
+            .write_many(&buf, black_box(&many))
+            .expect("write_many");
+        let record_time = t.elapsed();
+        let t = Instant::now();
+        let index = batch.submit().expect("submit");
+        (index, record_time, t.elapsed())
+    });
+    let m = BufferManager::new(device.clone(), ManagerConfig::default()).expect("manager");
+    let mbuf = m
+        .create_buffer(
+            &BufferDesc::new(
+                WRITES * 4 * SMALL,
+                BufferUsage::TRANSFER_DST,
+                MemoryLocation::DeviceLocal,
+            )
+            .with_label("phases manager"),
+        )
+        .expect("buffer");
+    run(&format!("{prefix}manager upload x10000"), device, || {
+        m.begin_frame().expect("begin");
+        let t = Instant::now();
+        for &o in &offsets {
+            m.upload(mbuf.buffer(), o, black_box(&record))
+                .expect("upload");
+        }
+        let record_time = t.elapsed();
+        let t = Instant::now();
+        let index = m.end_frame().expect("end").expect("submitted");
+        (index, record_time, t.elapsed())
+    });
+}
+
+fn main() {
+    // Criterion's arguments (`--bench`) are ignored.
+    println!(
+        "phase times in µs: median (10th-90th percentile) of {} frames of {WRITES} x {SMALL} B",
+        frames()
+    );
+    let wgpu = open();
+    println!("wgpu: {:?}", wgpu.adapter_info());
+    batch_rows("wgpu ", &wgpu);
+    println!(
+        "wgpu staging chunks created: {}",
+        wgpu.raw().staging_chunks_created()
+    );
+    let vulkan =
+        Device::new(VulkanBackend::new(&VulkanOptions::default()).expect("a Vulkan device"));
+    batch_rows("vulkan ", &vulkan);
+    let direct = Device::new(
+        VulkanBackend::new(&VulkanOptions::default().with_direct_writes(Some(true)))
+            .expect("a Vulkan device"),
+    );
+    batch_rows("vulkan direct-on ", &direct);
+    println!(
+        "vulkan direct-on: {} writes done on the host",
+        direct.raw().direct_writes()
+    );
+}
