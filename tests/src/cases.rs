@@ -40,6 +40,7 @@ pub fn all<B: Backend>() -> Vec<Case<B>> {
         case!(scatter_small_writes),
         case!(scatter_small_copies),
         case!(batch_write_many),
+        case!(batch_copy_many),
         case!(read_async),
         case!(submissions_wait_poll_callbacks),
         case!(cpu_gpu_hazards),
@@ -1570,6 +1571,81 @@ fn threads<B: Backend>(d: &Device<B>) -> R {
     pass(format!(
         "{threads} threads x {per_thread} buffers created, written, read back at once"
     ))
+}
+
+/// `Batch::copy_many`: many copies between two buffers (and within one) in one call land
+/// as that many `copy`s would, in order; a bad entry anywhere rejects the whole call and
+/// leaves the batch as it was.
+fn batch_copy_many<B: Backend>(d: &Device<B>) -> R {
+    let size: u64 = 256 << 10;
+    let storage = RW | BufferUsage::STORAGE;
+    let a = create(d, "copy_many a", size, storage, MemoryLocation::DeviceLocal)?;
+    let b = create(d, "copy_many b", size, storage, MemoryLocation::DeviceLocal)?;
+    let mut rng = Rng::new(1234);
+    let mut ma = rng.bytes(usize_of(size));
+    let mut mb = rng.bytes(usize_of(size));
+    d.write(&a, 0, &ma).step("initial a")?;
+    d.write(&b, 0, &mb).step("initial b")?;
+    let mut batch = d.batch().step("batch")?;
+    // 2000 copies a -> b: 256-byte slots in shuffled order (scattered, as a manager's uploads
+    // are), then some of b's slots copied on within b (reading what the first call wrote).
+    let mut slots: Vec<u64> = (0..size / 512).collect();
+    for i in (1..slots.len()).rev() {
+        slots.swap(i, usize_of(rng.below(i as u64 + 1)));
+    }
+    let copies: Vec<(u64, u64, u64)> = slots
+        .iter()
+        .enumerate()
+        .map(|(i, &s)| ((i as u64 % 512) * 256, s * 512, 4 * (1 + rng.below(64))))
+        .collect();
+    let before = batch.len();
+    for bad in [(size - 16, 0, 32), (6, 0, 8), (0, 16, 6)] {
+        let mut with_bad = copies.clone();
+        with_bad.insert(copies.len() / 2, bad);
+        if batch.copy_many(&a, &b, &with_bad).is_ok() {
+            return Err(format!("copy_many accepted {bad:?}"));
+        }
+        if batch.len() != before {
+            return Err("a rejected copy_many recorded commands".into());
+        }
+    }
+    // Within one buffer, an overlapping entry is refused too.
+    if batch
+        .copy_many(&b, &b, &[(0, 4096, 64), (0, 32, 64)])
+        .is_ok()
+    {
+        return Err("copy_many accepted an overlapping copy within one buffer".into());
+    }
+    batch.copy_many(&a, &b, &copies).step("copy_many a -> b")?;
+    for &(so, dof, len) in &copies {
+        let (so, dof, len) = (usize_of(so), usize_of(dof), usize_of(len));
+        mb[dof..dof + len].copy_from_slice(&ma[so..so + len]);
+    }
+    let within: Vec<(u64, u64, u64)> = (0..200u64).map(|i| (i * 512, i * 512 + 256, 256)).collect();
+    batch
+        .copy_many(&b, &b, &within)
+        .step("copy_many within b")?;
+    for &(so, dof, len) in &within {
+        let (so, dof, len) = (usize_of(so), usize_of(dof), usize_of(len));
+        let bytes = mb[so..so + len].to_vec();
+        mb[dof..dof + len].copy_from_slice(&bytes);
+    }
+    // And back: b -> a, reading what the calls above wrote.
+    let back: Vec<(u64, u64, u64)> = (0..100u64)
+        .map(|i| (i * 1024 + 256, i * 2048, 128))
+        .collect();
+    batch.copy_many(&b, &a, &back).step("copy_many b -> a")?;
+    for &(so, dof, len) in &back {
+        let (so, dof, len) = (usize_of(so), usize_of(dof), usize_of(len));
+        ma[dof..dof + len].copy_from_slice(&mb[so..so + len]);
+    }
+    batch.copy_many(&a, &b, &[]).step("empty copy_many")?;
+    batch.submit().step("submit")?;
+    compare("a", &d.read(&a, 0, size).step("read a")?, &ma)?;
+    compare("b", &d.read(&b, 0, size).step("read b")?, &mb)?;
+    pass(
+        "2300 copies in three calls (scattered, within one buffer, back): exact; bad entries rejected whole",
+    )
 }
 
 fn create_destroy_10000<B: Backend>(d: &Device<B>) -> R {

@@ -1206,6 +1206,41 @@ impl<B: Backend> Batch<B> {
         dst_offset: u64,
         size: u64,
     ) -> Result<()> {
+        self.copy_many(src, dst, &[(src_offset, dst_offset, size)])
+    }
+
+    /// Records many copies from `src` to `dst`: `(src_offset, dst_offset, size)` triples,
+    /// recorded in order exactly as that many [`Batch::copy`] calls would be, with the two
+    /// buffers' own checks (device, state, usage) and locks taken once. Every copy is checked
+    /// before any is recorded: one that fails its checks leaves the batch as it was.
+    ///
+    /// ```
+    /// use gantry_core::{Backend, Batch, Buffer, Device};
+    ///
+    /// /// Compacts live 256-byte particles: slot `from` of `src` to slot `to` of `dst`.
+    /// fn compact<B: Backend>(
+    ///     device: &Device<B>,
+    ///     src: &Buffer<B>,
+    ///     dst: &Buffer<B>,
+    ///     moves: &[(u64, u64)],
+    /// ) -> gantry_core::Result<()> {
+    ///     let copies: Vec<(u64, u64, u64)> =
+    ///         moves.iter().map(|&(from, to)| (from * 256, to * 256, 256)).collect();
+    ///     let mut batch: Batch<B> = device.batch()?;
+    ///     batch.copy_many(src, dst, &copies)?;
+    ///     batch.submit()?;
+    ///     Ok(())
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Batch::copy`], for the first entry that fails.
+    pub fn copy_many(
+        &mut self,
+        src: &Buffer<B>,
+        dst: &Buffer<B>,
+        copies: &[(u64, u64, u64)],
+    ) -> Result<()> {
         let device = &self.device;
         device.check_device(src)?;
         device.check_device(dst)?;
@@ -1238,19 +1273,19 @@ impl<B: Backend> Batch<B> {
         src.inner.require(BufferUsage::TRANSFER_SRC)?;
         dst.inner.require(BufferUsage::TRANSFER_DST)?;
         let ca = device.shared.limits.copy_alignment;
-        check_aligned(src_offset, size, ca)?;
-        check_aligned(dst_offset, size, ca)?;
-        check_bounds(src_offset, size, src.inner.size)?;
-        check_bounds(dst_offset, size, dst.inner.size)?;
-        if same && src_offset < dst_offset + size && dst_offset < src_offset + size && size > 0 {
-            return Err(Error::OverlappingCopy {
-                src_offset,
-                dst_offset,
-                size,
-            });
-        }
-        if size == 0 {
-            return Ok(());
+        for &(src_offset, dst_offset, size) in copies {
+            check_aligned(src_offset, size, ca)?;
+            check_aligned(dst_offset, size, ca)?;
+            check_bounds(src_offset, size, src.inner.size)?;
+            check_bounds(dst_offset, size, dst.inner.size)?;
+            if same && src_offset < dst_offset + size && dst_offset < src_offset + size && size > 0
+            {
+                return Err(Error::OverlappingCopy {
+                    src_offset,
+                    dst_offset,
+                    size,
+                });
+            }
         }
         let (Some(src_raw), Some(dst_raw)) = (src_state.raw.as_ref(), dst_state.raw.as_ref())
         else {
@@ -1260,19 +1295,29 @@ impl<B: Backend> Batch<B> {
             .raw
             .as_mut()
             .expect("a batch is only consumed by submit");
-        // SAFETY: both buffers valid and unmapped, with the needed usage, ranges aligned, in
-        // bounds and not overlapping within one buffer (all checked above under the locks).
-        unsafe {
-            device
-                .shared
-                .raw
-                .batch_copy(batch, src_raw, src_offset, dst_raw, dst_offset, size);
+        let mut recorded = 0;
+        for &(src_offset, dst_offset, size) in copies {
+            if size == 0 {
+                continue;
+            }
+            // SAFETY: both buffers valid and unmapped, with the needed usage, ranges aligned,
+            // in bounds and not overlapping within one buffer (all checked above under the
+            // locks, which are still held).
+            unsafe {
+                device
+                    .shared
+                    .raw
+                    .batch_copy(batch, src_raw, src_offset, dst_raw, dst_offset, size);
+            }
+            recorded += 1;
         }
         drop(guard_b);
         drop(guard_a);
-        self.commands += 1;
-        self.track(src);
-        self.track(dst);
+        if recorded > 0 {
+            self.commands += recorded;
+            self.track(src);
+            self.track(dst);
+        }
         Ok(())
     }
 

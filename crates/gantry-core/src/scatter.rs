@@ -136,8 +136,13 @@ pub const MIN_WRITES: usize = 16;
 /// Words per record in the table (after the leading count).
 pub const RECORD_WORDS: usize = 3;
 
-/// Most workgroups one dispatch uses (records are shared out in a grid-stride loop).
+/// Most workgroups one dispatch uses (records are shared out in a grid-stride loop), unless
+/// the plan is [spread](ScatterPlan::spread).
 pub const MAX_GROUPS: u32 = 1024;
+
+/// Most workgroups a spread plan puts in one row (`x`): Vulkan's guaranteed minimum of
+/// `maxComputeWorkGroupCount`, and wgpu's default `max_compute_workgroups_per_dimension`.
+pub const MAX_GROUPS_X: u32 = 65_535;
 
 /// One deferred write: `len` bytes from `src_offset` in staging to `dst_offset` in the
 /// destination buffer.
@@ -260,6 +265,29 @@ impl ScatterPlan {
             wide,
             groups,
         })
+    }
+
+    /// Gives every record a workgroup of its own (up to [`MAX_GROUPS_X`] a row, in as many
+    /// rows as needed) instead of at most [`MAX_GROUPS`] taking records in turn. For GPUs:
+    /// each record's loads come from staging in host memory, a PCIe round trip of a
+    /// microsecond or more, and with a workgroup per record they are all in flight at once
+    /// rather than one record after another. CPU devices keep the grid-stride plan, where
+    /// extra workgroups only add overhead.
+    ///
+    /// ```
+    /// use gantry_core::scatter::{ScatterPlan, ScatterWrite, MAX_GROUPS};
+    /// let writes: Vec<ScatterWrite> = (0..3000u64)
+    ///     .map(|i| ScatterWrite { dst_offset: i * 64, src_offset: i * 16, len: 16 })
+    ///     .collect();
+    /// let mut plan = ScatterPlan::new(&writes, 256, 1 << 30).unwrap();
+    /// assert_eq!(plan.groups, [MAX_GROUPS, 1]);
+    /// plan.spread();
+    /// assert_eq!(plan.groups, [3000, 1]);
+    /// ```
+    pub fn spread(&mut self) {
+        let count = self.records.first().copied().unwrap_or(0).max(1);
+        let rows = count.div_ceil(MAX_GROUPS_X);
+        self.groups = [count.div_ceil(rows), rows];
     }
 
     /// Bytes per unit of the record table: 4, or [`WIDE_UNIT`] for a wide plan.
