@@ -158,6 +158,26 @@ fn frame_row<B: Backend>(
     });
 }
 
+/// `{prefix}manager_frame_upload_many`: the same frame as one `upload_many` call.
+fn frame_many_row<B: Backend>(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    prefix: &str,
+    (m, mbuf): &(BufferManager<B>, gantry::GpuBuffer<B>),
+    offsets: &[u64],
+    record: &[u8],
+) {
+    let writes: Vec<(u64, &[u8])> = offsets.iter().map(|&o| (o, record)).collect();
+    group.bench_function(format!("{prefix}manager_frame_upload_many"), |b| {
+        b.iter(|| {
+            m.begin_frame().expect("begin");
+            m.upload_many(mbuf.buffer(), black_box(&writes))
+                .expect("upload_many");
+            let index = m.end_frame().expect("end").expect("submitted");
+            m.device().wait(index, None).expect("wait");
+        });
+    });
+}
+
 /// `{prefix}manager_acquire_release` and `{prefix}core_create_drop` on `device`.
 fn acquire_rows<B: Backend>(
     group: &mut BenchmarkGroup<'_, WallTime>,
@@ -289,6 +309,7 @@ fn small_writes(c: &mut Criterion) {
         let mut group = c.benchmark_group(format!("10k_uploads_256B_per_frame_{name}"));
         group.throughput(Throughput::Bytes(WRITES * SMALL));
         frame_row(&mut group, "", &wgpu_manager, offsets, &record);
+        frame_many_row(&mut group, "", &wgpu_manager, offsets, &record);
         group.bench_function("wgpu_write_buffer_each", |b| {
             b.iter(|| {
                 for &o in offsets.iter() {
@@ -312,6 +333,7 @@ fn small_writes(c: &mut Criterion) {
             });
         });
         frame_row(&mut group, VULKAN, &vulkan_manager, offsets, &record);
+        frame_many_row(&mut group, VULKAN, &vulkan_manager, offsets, &record);
         group.finish();
     }
 }

@@ -2,7 +2,8 @@
 //! recording (the writes or uploads), submission, and waiting for the device. Criterion
 //! times whole frames (`wgpu_transfer`, `manager`); this splits them, so that a figure such as
 //! "1.1 ms a frame" says which part to work on. Prints medians and the 10th and 90th
-//! percentiles of `GANTRY_PHASES_FRAMES` frames (default 300) after 30 warm-up frames.
+//! percentiles of `GANTRY_PHASES_FRAMES` frames (default 300) after 30 warm-up frames;
+//! `GANTRY_PHASES_ONLY=text` runs only the rows whose name contains `text`.
 //!
 //! ```sh
 //! cargo bench -p gantry-benches --bench phases
@@ -62,6 +63,12 @@ fn run<B: Backend>(
     device: &Device<B>,
     mut frame: impl FnMut() -> (SubmissionIndex, Duration, Duration),
 ) {
+    // `GANTRY_PHASES_ONLY=text`: only the rows whose name contains it.
+    if let Ok(only) = std::env::var("GANTRY_PHASES_ONLY")
+        && !name.contains(&only)
+    {
+        return;
+    }
     let mut out = Vec::new();
     for i in 0..30 + frames() {
         let (index, record, submit) = frame();
@@ -133,6 +140,16 @@ fn batch_rows<B: Backend>(prefix: &str, device: &Device<B>) {
             m.upload(mbuf.buffer(), o, black_box(&record))
                 .expect("upload");
         }
+        let record_time = t.elapsed();
+        let t = Instant::now();
+        let index = m.end_frame().expect("end").expect("submitted");
+        (index, record_time, t.elapsed())
+    });
+    run(&format!("{prefix}manager upload_many"), device, || {
+        m.begin_frame().expect("begin");
+        let t = Instant::now();
+        m.upload_many(mbuf.buffer(), black_box(&many))
+            .expect("upload_many");
         let record_time = t.elapsed();
         let t = Instant::now();
         let index = m.end_frame().expect("end").expect("submitted");

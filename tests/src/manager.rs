@@ -107,7 +107,7 @@ fn manager_mixed_random_threads<B: Backend>(d: &Device<B>) -> R {
                     let mut checked = 0u64;
                     for op in 0..ops {
                         let which = rng.below(2) as usize;
-                        match rng.below(10) {
+                        match rng.below(11) {
                             0..=5 => {
                                 // Mostly small writes, some adjacent runs, a few large.
                                 let len = if rng.below(20) == 0 {
@@ -137,6 +137,36 @@ fn manager_mixed_random_threads<B: Backend>(d: &Device<B>) -> R {
                                 let src = model[which][so as usize..(so + len) as usize].to_vec();
                                 model[other][dof as usize..(dof + len) as usize]
                                     .copy_from_slice(&src);
+                            }
+                            10 => {
+                                // Many uploads in one call: small and mid-sized, 16-byte
+                                // multiples among them, overlaps (the later wins), sometimes
+                                // more than a staging chunk's worth (split into regions).
+                                let most = if rng.below(4) == 0 { 400 } else { 40 };
+                                let n = 1 + rng.below(most);
+                                let mut entries: Vec<(u64, Vec<u8>)> = Vec::new();
+                                for _ in 0..n {
+                                    let len = match rng.below(10) {
+                                        0 => (1 + rng.below(2048)) * 4,
+                                        1..=3 => (1 + rng.below(16)) * 16,
+                                        _ => (1 + rng.below(64)) * 4,
+                                    };
+                                    let off = rng.below((size - len) / 4 + 1) * 4;
+                                    entries.push((off, rng.bytes(len as usize)));
+                                }
+                                let writes: Vec<(u64, &[u8])> =
+                                    entries.iter().map(|(o, b)| (*o, &b[..])).collect();
+                                let h = m
+                                    .upload_many(bufs[which].buffer(), &writes)
+                                    .step("upload_many")?;
+                                for (off, data) in &entries {
+                                    model[which][*off as usize..*off as usize + data.len()]
+                                        .copy_from_slice(data);
+                                }
+                                if rng.below(8) == 0 {
+                                    m.flush().step("flush")?;
+                                    h.wait().step("upload_many wait")?;
+                                }
                             }
                             _ => {
                                 let off = rng.below(size - 1);

@@ -396,6 +396,51 @@ impl<B: Backend> BufferManager<B> {
         self.inner.upload(dst, offset, data, None)
     }
 
+    /// Queues many uploads to one buffer: `(offset, bytes)` pairs, run in order as that many
+    /// [`BufferManager::upload`]s would (where they overlap, the later wins). Every entry is
+    /// checked before anything is queued. The bytes go into staging together, with one
+    /// queued operation, ticket and staging lock per chunk's worth instead of per entry: for
+    /// thousands of small scattered updates a frame (instances, particles, sparse uniforms),
+    /// which the backends then scatter with one dispatch. The handle completes once every
+    /// entry has landed.
+    ///
+    /// ```
+    /// use gantry::{BufferManager, ManagerConfig};
+    /// use gantry::core::{reference::ReferenceBackend, BufferDesc, BufferUsage, Device, MemoryLocation};
+    ///
+    /// # fn main() -> gantry::Result<()> {
+    /// let device = Device::new(ReferenceBackend::new(64 << 20));
+    /// let manager = BufferManager::new(device, ManagerConfig::default())?;
+    /// let rw = BufferUsage::TRANSFER_SRC | BufferUsage::TRANSFER_DST;
+    /// let particles = manager.create_buffer(
+    ///     &BufferDesc::new(64 << 10, rw, MemoryLocation::DeviceLocal).with_label("particles"),
+    /// )?;
+    /// // Particles 3, 100 and 7 moved this frame: 16 bytes each, at 64-byte slots.
+    /// let moved: [(u64, [f32; 4]); 3] = [(3, [1.0; 4]), (100, [2.0; 4]), (7, [3.0; 4])];
+    /// let writes: Vec<(u64, &[u8])> = moved
+    ///     .iter()
+    ///     .map(|(slot, v)| (slot * 64, bytemuck::cast_slice(v)))
+    ///     .collect();
+    /// let handle = manager.upload_many(particles.buffer(), &writes)?;
+    /// manager.flush()?;
+    /// handle.wait()?;
+    /// let back = manager.read(particles.buffer(), 100 * 64, 16)?.wait()?;
+    /// assert_eq!(bytemuck::cast_slice::<u8, f32>(&back), &[2.0; 4]);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// Argument errors (as [`gantry_core::Batch::write`]), for the first bad entry, before
+    /// anything is queued; [`Error::StagingExhausted`] (the entries before the chunk that
+    /// could not be placed stay queued).
+    pub fn upload_many(
+        &self,
+        dst: &Buffer<B>,
+        writes: &[(u64, &[u8])],
+    ) -> Result<TransferHandle<B>> {
+        self.inner.upload_many(dst, writes)
+    }
+
     /// Queues an upload of a slice of `T`; see [`BufferManager::upload`].
     ///
     /// # Errors

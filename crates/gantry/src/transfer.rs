@@ -90,6 +90,13 @@ enum OpKind<B: Backend> {
         size: u64,
         src: Src<B>,
     },
+    /// Many uploads to one buffer staged together in one chunk ([`Inner::upload_many`]):
+    /// `(staging offset, dst_offset, size)` in program order.
+    UploadMany {
+        dst: Buffer<B>,
+        chunk: usize,
+        entries: Vec<(u64, u64, u64)>,
+    },
     Copy {
         src: Buffer<B>,
         src_offset: u64,
@@ -227,7 +234,11 @@ impl<B: Backend> Inner<B> {
 
     /// Places `size` bytes in staging, recovering as documented in [`crate::staging`].
     fn place(&self, st: &mut StagingState<B>, size: u64) -> Result<Region> {
-        let align = self.alignment();
+        self.place_aligned(st, size, self.alignment())
+    }
+
+    /// [`Self::place`] at a multiple of `align` (a power of two, at least the copy alignment).
+    fn place_aligned(&self, st: &mut StagingState<B>, size: u64, align: u64) -> Result<Region> {
         if let Some(r) = st.try_place(&self.device, size, align)? {
             return Ok(r);
         }
@@ -386,6 +397,106 @@ impl<B: Backend> Inner<B> {
         Ok(self.handle(ticket))
     }
 
+    /// Queues many uploads to `dst`: `(offset, bytes)` pairs, in program order (overlaps: the
+    /// later wins). Every entry is checked before anything is queued. The bytes are packed
+    /// into staging as one region per chunk's worth (each entry 16-byte aligned when its size
+    /// is a multiple of 16, so backends can scatter it with their wide shader), with one
+    /// queued operation, one ticket and one lock per region instead of per entry. Entries
+    /// larger than a chunk go as [`Self::upload`] does. The handle is the last region's:
+    /// submissions complete in order, so it completes once every entry has landed.
+    pub(crate) fn upload_many(
+        self: &Arc<Self>,
+        dst: &Buffer<B>,
+        writes: &[(u64, &[u8])],
+    ) -> Result<TransferHandle<B>> {
+        self.check_range(dst, 0, 0, BufferUsage::TRANSFER_DST)?;
+        for &(offset, data) in writes {
+            let size = data.len() as u64;
+            match offset.checked_add(size) {
+                Some(end) if end <= dst.size() => {}
+                _ => {
+                    return Err(gantry_core::Error::OutOfBounds {
+                        offset,
+                        size,
+                        buffer_size: dst.size(),
+                    }
+                    .into());
+                }
+            }
+            self.check_aligned(offset, size)?;
+        }
+        let chunk_size = lock(&self.staging).config.chunk_size;
+        let a = self.alignment();
+        let mut last = None;
+        let mut entries: Vec<(u64, u64, u64)> = Vec::new();
+        let mut datas: Vec<&[u8]> = Vec::new();
+        let mut end = 0u64;
+        for &(offset, data) in writes {
+            let size = data.len() as u64;
+            if size == 0 {
+                continue;
+            }
+            if size > chunk_size {
+                if !entries.is_empty() {
+                    self.queue_many(dst, &mut entries, &mut datas, end)?;
+                    end = 0;
+                }
+                last = Some(self.upload(dst, offset, data, None)?);
+                continue;
+            }
+            let align = if size.is_multiple_of(16) { 16 } else { a };
+            let mut at = align_up(end, align).unwrap_or(u64::MAX);
+            if at.saturating_add(size) > chunk_size {
+                self.queue_many(dst, &mut entries, &mut datas, end)?;
+                at = 0;
+            }
+            entries.push((at, offset, size));
+            datas.push(data);
+            end = at + size;
+        }
+        if !entries.is_empty() {
+            last = Some(self.queue_many(dst, &mut entries, &mut datas, end)?);
+        }
+        Ok(last.unwrap_or_else(|| self.handle(Ticket::done())))
+    }
+
+    /// Stages `entries` (staging offsets relative to the region, `len` bytes in all) and
+    /// queues them as one operation; empties both lists.
+    fn queue_many(
+        self: &Arc<Self>,
+        dst: &Buffer<B>,
+        entries: &mut Vec<(u64, u64, u64)>,
+        datas: &mut Vec<&[u8]>,
+        len: u64,
+    ) -> Result<TransferHandle<B>> {
+        let ticket = Ticket::queued();
+        let mut st = lock(&self.staging);
+        let region = self.place_aligned(&mut st, len, self.alignment().max(16))?;
+        let chunk = &st.chunks[region.chunk];
+        let writers = Arc::clone(&chunk.writers);
+        let shadow = Arc::clone(&chunk.shadow);
+        let seq = self.next_seq();
+        let guard = writers.read().unwrap_or_else(PoisonError::into_inner);
+        drop(st);
+        for e in entries.iter_mut() {
+            e.0 += region.offset;
+        }
+        lock(&shadow).put_many(region.offset, len, entries, datas);
+        self.push(Op {
+            seq,
+            kind: OpKind::UploadMany {
+                dst: dst.clone(),
+                chunk: region.chunk,
+                entries: std::mem::take(entries),
+            },
+            ticket: Arc::clone(&ticket),
+            owner: None,
+        });
+        drop(guard);
+        datas.clear();
+        Ok(self.handle(ticket))
+    }
+
     /// Queues a buffer-to-buffer copy.
     pub(crate) fn copy(
         self: &Arc<Self>,
@@ -538,6 +649,10 @@ impl<B: Backend> Inner<B> {
                     bytes[0] += size;
                     run.push(i);
                 }
+                OpKind::UploadMany { entries, .. } => {
+                    bytes[0] += entries.iter().map(|e| e.2).sum::<u64>();
+                    run.push(i);
+                }
                 OpKind::Copy {
                     src,
                     src_offset,
@@ -659,7 +774,7 @@ impl<B: Backend> Inner<B> {
         let mut groups: HashMap<u64, Vec<usize>> = HashMap::new();
         let mut order: Vec<u64> = Vec::new();
         for &i in run.iter() {
-            if let OpKind::Upload { dst, .. } = &ops[i].kind {
+            if let OpKind::Upload { dst, .. } | OpKind::UploadMany { dst, .. } = &ops[i].kind {
                 groups
                     .entry(dst.id())
                     .or_insert_with(|| {
@@ -670,6 +785,8 @@ impl<B: Backend> Inner<B> {
             }
         }
         run.clear();
+        let mut copies: Vec<(u64, u64, u64)> = Vec::new();
+        let mut members: Vec<usize> = Vec::new();
         for id in order {
             let Some(group) = groups.remove(&id) else {
                 continue;
@@ -677,79 +794,75 @@ impl<B: Backend> Inner<B> {
             // Program order throughout (overlapping uploads: the last wins). No sort is
             // needed to find merges: two uploads contiguous in both the destination and
             // staging were staged one right after the other, so they are neighbours here.
-            let mut start = 0;
-            while start < group.len() {
-                let mut end = start + 1;
-                while end < group.len() && self.contiguous(&ops[group[end - 1]], &ops[group[end]]) {
-                    end += 1;
+            // The copies from one staging buffer go to the batch in one `copy_many` call
+            // (the two buffers checked and locked once, not per upload).
+            let mut from: Option<&Buffer<B>> = None;
+            for &i in &group {
+                let single;
+                let (src, items): (&Buffer<B>, &[(u64, u64, u64)]) = match &ops[i].kind {
+                    OpKind::Upload {
+                        dst_offset,
+                        size,
+                        src,
+                        ..
+                    } => {
+                        let (buffer, offset) = match src {
+                            Src::Staged { chunk, offset } => (&st.chunks[*chunk].buffer, *offset),
+                            Src::Dedicated(b) => (b.buffer(), 0),
+                        };
+                        single = [(offset, *dst_offset, *size)];
+                        (buffer, &single[..])
+                    }
+                    OpKind::UploadMany { chunk, entries, .. } => {
+                        (&st.chunks[*chunk].buffer, &entries[..])
+                    }
+                    _ => continue,
+                };
+                if from.is_some_and(|f| f.id() != src.id()) {
+                    self.record_copies(batch, ops, from, &copies, &members);
+                    copies.clear();
+                    members.clear();
                 }
-                self.record_merged(batch, st, ops, &group[start..end]);
-                start = end;
+                from = Some(src);
+                for &(so, dof, len) in items {
+                    match copies.last_mut() {
+                        Some(last) if last.0 + last.2 == so && last.1 + last.2 == dof => {
+                            last.2 += len;
+                            self.counters.coalesced.inc();
+                        }
+                        _ => {
+                            copies.push((so, dof, len));
+                            self.counters.copy_regions.inc();
+                        }
+                    }
+                }
+                members.push(i);
             }
+            self.record_copies(batch, ops, from, &copies, &members);
+            copies.clear();
+            members.clear();
         }
     }
 
-    fn contiguous(&self, a: &Op<B>, b: &Op<B>) -> bool {
-        match (&a.kind, &b.kind) {
-            (
-                OpKind::Upload {
-                    dst_offset: ad,
-                    size: asz,
-                    src:
-                        Src::Staged {
-                            chunk: ac,
-                            offset: ao,
-                        },
-                    ..
-                },
-                OpKind::Upload {
-                    dst_offset: bd,
-                    src:
-                        Src::Staged {
-                            chunk: bc,
-                            offset: bo,
-                        },
-                    ..
-                },
-            ) => ac == bc && ao + asz == *bo && ad + asz == *bd,
-            _ => false,
-        }
-    }
-
-    fn record_merged(
+    /// Records `copies` from `src` to the destination of the uploads `members` (the ops the
+    /// copies carry, all to one destination; they fail together if the batch refuses the
+    /// call, as it does only for a destination destroyed or mapped since they were queued).
+    fn record_copies(
         &self,
         batch: &mut Batch<B>,
-        st: &StagingState<B>,
         ops: &[Op<B>],
-        group: &[usize],
+        src: Option<&Buffer<B>>,
+        copies: &[(u64, u64, u64)],
+        members: &[usize],
     ) {
-        let Some(&first) = group.first() else {
+        let (Some(src), Some(&first)) = (src, members.first()) else {
             return;
         };
-        let OpKind::Upload {
-            dst,
-            dst_offset,
-            src,
-            ..
-        } = &ops[first].kind
-        else {
+        let (OpKind::Upload { dst, .. } | OpKind::UploadMany { dst, .. }) = &ops[first].kind else {
             return;
         };
-        let total: u64 = group
-            .iter()
-            .map(|&i| match &ops[i].kind {
-                OpKind::Upload { size, .. } => *size,
-                _ => 0,
-            })
-            .sum();
-        let (src_buffer, src_offset) = match src {
-            Src::Staged { chunk, offset } => (&st.chunks[*chunk].buffer, *offset),
-            Src::Dedicated(b) => (b.buffer(), 0),
-        };
-        self.counters.copy_regions.inc();
-        self.counters.coalesced.add(group.len() as u64 - 1);
-        if let Err(e) = batch.copy(src_buffer, src_offset, dst, *dst_offset, total) {
-            for &i in group {
+        if let Err(e) = batch.copy_many(src, dst, copies) {
+            for &i in members {
                 self.counters.failed_ops.inc();
                 ops[i].ticket.fail(e.clone());
             }
