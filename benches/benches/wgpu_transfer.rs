@@ -267,10 +267,6 @@ fn small_writes(c: &mut Criterion) {
             gantry.wait(index, None).expect("wait");
         });
     });
-    eprintln!(
-        "CREATED after gantry_batch {}",
-        gantry_wgpu::CREATED.load(std::sync::atomic::Ordering::Relaxed)
-    );
     // When the row ran: every frame was one scatter dispatch, and the bytes landed.
     let stats = gantry.raw().scatter_stats();
     if stats.scattered_writes > 0 {
@@ -310,10 +306,6 @@ fn small_writes(c: &mut Criterion) {
             vulkan.wait(index, None).expect("wait");
         });
     });
-    eprintln!(
-        "CREATED after write_many {}",
-        gantry_wgpu::CREATED.load(std::sync::atomic::Ordering::Relaxed)
-    );
     // The same batch with the scatter path off: every write a copy region (the path before
     // gantry_core::scatter), on its own device, in the same run.
     group.bench_function("gantry_batch_scatter_off", |b| {
