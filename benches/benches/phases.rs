@@ -10,6 +10,10 @@
 //! ```
 
 #[path = "common/mod.rs"]
+#[expect(
+    dead_code,
+    reason = "phases uses the devices and offsets, not the criterion setup"
+)]
 mod common;
 
 use std::hint::black_box;
