@@ -198,6 +198,25 @@ pub trait Backend: Send + Sync + Sized + 'static {
         size: u64,
     );
 
+    /// Records copies from `src` to `dst`, `(src_offset, dst_offset, size)` each, in order, as
+    /// that many [`Backend::batch_copy`] calls would. Backends override it to do their
+    /// per-buffer work once.
+    ///
+    /// # Safety
+    /// As for [`Backend::batch_copy`], for every entry.
+    unsafe fn batch_copy_many(
+        &self,
+        batch: &mut Self::Batch,
+        src: &Self::Buffer,
+        dst: &Self::Buffer,
+        copies: &[(u64, u64, u64)],
+    ) {
+        for &(src_offset, dst_offset, size) in copies {
+            // SAFETY: forwarded (the caller's contract covers every entry).
+            unsafe { self.batch_copy(batch, src, src_offset, dst, dst_offset, size) };
+        }
+    }
+
     /// Submits a batch as one submission and returns its index.
     ///
     /// # Safety

@@ -1295,21 +1295,27 @@ impl<B: Backend> Batch<B> {
             .raw
             .as_mut()
             .expect("a batch is only consumed by submit");
-        let mut recorded = 0;
-        for &(src_offset, dst_offset, size) in copies {
-            if size == 0 {
-                continue;
-            }
-            // SAFETY: both buffers valid and unmapped, with the needed usage, ranges aligned,
-            // in bounds and not overlapping within one buffer (all checked above under the
-            // locks, which are still held).
+        let recorded = copies.iter().filter(|c| c.2 > 0).count();
+        if recorded == copies.len() {
+            // SAFETY: both buffers valid and unmapped, with the needed usage, every range
+            // aligned, in bounds and not overlapping within one buffer (all checked above
+            // under the locks, which are still held).
             unsafe {
                 device
                     .shared
                     .raw
-                    .batch_copy(batch, src_raw, src_offset, dst_raw, dst_offset, size);
+                    .batch_copy_many(batch, src_raw, dst_raw, copies);
             }
-            recorded += 1;
+        } else {
+            let nonempty: Vec<(u64, u64, u64)> =
+                copies.iter().copied().filter(|c| c.2 > 0).collect();
+            // SAFETY: as above.
+            unsafe {
+                device
+                    .shared
+                    .raw
+                    .batch_copy_many(batch, src_raw, dst_raw, &nonempty);
+            }
         }
         drop(guard_b);
         drop(guard_a);

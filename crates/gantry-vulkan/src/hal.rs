@@ -1006,6 +1006,57 @@ impl Backend for VulkanBackend {
         }));
     }
 
+    unsafe fn batch_copy_many(
+        &self,
+        batch: &mut VulkanBatch,
+        src: &VulkanBuffer,
+        dst: &VulkanBuffer,
+        copies: &[(u64, u64, u64)],
+    ) {
+        let storage = vk::BufferUsageFlags::STORAGE_BUFFER;
+        let scatterable = batch.scatter
+            && src.raw() != dst.raw()
+            && src.usage().contains(storage)
+            && dst.usage().contains(storage);
+        if !scatterable {
+            for &(src_offset, dst_offset, size) in copies {
+                // SAFETY: forwarded (the caller's contract covers every entry).
+                unsafe { self.batch_copy(batch, src, src_offset, dst, dst_offset, size) };
+            }
+            return;
+        }
+        // What `batch_copy` does first for each copy, once: nothing deferred below writes
+        // `src` or reads `dst`, so neither changes between the entries.
+        batch.before_writing(dst.raw());
+        batch.emit_deferred(src.raw());
+        if !batch.deferred_srcs.contains(&src.raw()) {
+            batch.deferred_srcs.push(src.raw());
+        }
+        if src.is_coherent()
+            && let Some(host) = src.mapped_ptr().map(MappedPtr).or(src.uma_ptr())
+            && !batch.src_hosts.iter().any(|s| s.0 == src.raw())
+        {
+            batch.src_hosts.push((src.raw(), host));
+        }
+        for &(src_offset, dst_offset, size) in copies {
+            if size <= scatter::MAX_WRITE && (src_offset | dst_offset | size).is_multiple_of(4) {
+                batch.defer(
+                    dst.raw(),
+                    dst.uma_ptr(),
+                    Source::Buffer(src.raw()),
+                    ScatterWrite {
+                        dst_offset,
+                        src_offset,
+                        len: size,
+                    },
+                );
+            } else {
+                // SAFETY: forwarded (the caller's contract covers every entry).
+                unsafe { self.batch_copy(batch, src, src_offset, dst, dst_offset, size) };
+            }
+        }
+    }
+
     unsafe fn submit(&self, mut batch: VulkanBatch) -> Result<SubmissionIndex, DeviceError> {
         batch.emit_all_deferred();
         let batch_ops = std::mem::take(&mut batch.ops);

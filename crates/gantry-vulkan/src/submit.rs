@@ -883,6 +883,28 @@ impl VulkanDevice {
     /// Blocks until `index` completes or `timeout_ns` passes, without maintenance; `Ok(false)`
     /// on timeout.
     pub(crate) fn wait_raw(&self, index: SubmissionIndex, timeout_ns: u64) -> Result<bool> {
+        // Poll first (`VulkanOptions::wait_spin`): a blocking wait wakes up late.
+        let spin = self.wait_spin_ns.min(timeout_ns);
+        let mut timeout_ns = timeout_ns;
+        if self.completed_index()? >= index {
+            return Ok(true);
+        }
+        if spin > 0 {
+            let start = std::time::Instant::now();
+            loop {
+                for _ in 0..64 {
+                    std::hint::spin_loop();
+                }
+                if self.completed_index()? >= index {
+                    return Ok(true);
+                }
+                let spent = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                if spent >= spin {
+                    timeout_ns = timeout_ns.saturating_sub(spent);
+                    break;
+                }
+            }
+        }
         let sems = [self.timeline];
         let values = [index];
         let info = vk::SemaphoreWaitInfo::default()
@@ -903,13 +925,9 @@ impl VulkanDevice {
     /// # Errors
     /// [`crate::Error::Timeout`], [`crate::Error::DeviceLost`].
     pub fn wait(&self, index: SubmissionIndex, timeout_ns: u64) -> Result<()> {
-        let sems = [self.timeline];
-        let values = [index];
-        let info = vk::SemaphoreWaitInfo::default()
-            .semaphores(&sems)
-            .values(&values);
-        // SAFETY: a timeline semaphore of this device; waiting needs no external sync.
-        unsafe { self.device.wait_semaphores(&info, timeout_ns) }.vk("vkWaitSemaphores")?;
+        if !self.wait_raw(index, timeout_ns)? {
+            return Err(crate::Error::Timeout);
+        }
         self.poll()?;
         Ok(())
     }

@@ -92,6 +92,11 @@ pub struct WgpuOptions {
     /// of 256 bytes: 2.3 ms to record on an H100, 0.42 ms through the window); off for CPU
     /// and integrated devices, whose staging is cached host memory.
     pub write_shadow: Option<bool>,
+    /// How long a wait polls (`PollType::Poll`) before it blocks in `PollType::Wait`
+    /// (default 100 µs): a blocking wait wakes up tens of microseconds after the work
+    /// completes, so short waits, such as a frame's transfers, finish sooner polling. Zero
+    /// blocks at once.
+    pub wait_spin: Duration,
 }
 
 impl Default for WgpuOptions {
@@ -106,6 +111,7 @@ impl Default for WgpuOptions {
             staging_chunk_bytes: 8 << 20,
             scatter: true,
             write_shadow: None,
+            wait_spin: Duration::from_micros(100),
         }
     }
 }
@@ -228,6 +234,8 @@ pub struct WgpuBackend {
     scatter: Arc<Scatter>,
     /// [`WgpuOptions::write_shadow`], resolved.
     write_shadow: bool,
+    /// [`WgpuOptions::wait_spin`].
+    wait_spin: Duration,
     lost: Arc<AtomicBool>,
     uncaptured: Arc<Mutex<Vec<String>>>,
 }
@@ -370,6 +378,7 @@ impl WgpuBackend {
             tracker: Arc::new(Tracker::default()),
             staging,
             write_shadow,
+            wait_spin: options.wait_spin,
             lost,
             uncaptured,
         })
@@ -850,6 +859,23 @@ impl Backend for WgpuBackend {
         }
     }
 
+    unsafe fn batch_copy_many(
+        &self,
+        batch: &mut WgpuBatch,
+        src: &WgpuBuffer,
+        dst: &WgpuBuffer,
+        copies: &[(u64, u64, u64)],
+    ) {
+        if src.buffer == dst.buffer {
+            for &(src_offset, dst_offset, size) in copies {
+                // SAFETY: forwarded (the caller's contract covers every entry).
+                unsafe { self.batch_copy(batch, src, src_offset, dst, dst_offset, size) };
+            }
+            return;
+        }
+        batch.copy_many(self, &src.buffer, &dst.buffer, copies);
+    }
+
     unsafe fn submit(&self, mut batch: WgpuBatch) -> Result<SubmissionIndex, DeviceError> {
         if let Some(e) = batch.error.take() {
             return Err(e);
@@ -950,6 +976,19 @@ impl WgpuBackend {
         let Some(wgpu_index) = self.tracker.wgpu_index(index) else {
             return Ok(true);
         };
+        // Poll first (`WgpuOptions::wait_spin`): a blocking wait wakes up late.
+        let spin = timeout.map_or(self.wait_spin, |t| t.min(self.wait_spin));
+        let start = std::time::Instant::now();
+        while start.elapsed() < spin {
+            self.device
+                .poll(wgpu::PollType::Poll)
+                .map_err(|e| self.poll_err(e))?;
+            if self.tracker.completed() >= index {
+                return Ok(true);
+            }
+            std::hint::spin_loop();
+        }
+        let timeout = timeout.map(|t| t.saturating_sub(start.elapsed()));
         match self.device.poll(wgpu::PollType::Wait {
             submission_index: Some(wgpu_index),
             timeout,

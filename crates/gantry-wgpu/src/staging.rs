@@ -600,13 +600,25 @@ impl WgpuBatch {
         src_offset: u64,
         len: u64,
     ) {
+        self.defer_ref(dst, &src, dst_offset, src_offset, len);
+    }
+
+    /// [`Self::defer`], cloning the source only when it opens a group.
+    fn defer_ref(
+        &mut self,
+        dst: &wgpu::Buffer,
+        src: &Source,
+        dst_offset: u64,
+        src_offset: u64,
+        len: u64,
+    ) {
         let write = ScatterWrite {
             dst_offset,
             src_offset,
             len,
         };
         if let Some(g) = self.groups.get_mut(self.current)
-            && g.src == src
+            && g.src == *src
             && g.dst == *dst
         {
             g.writes.push(write);
@@ -615,7 +627,7 @@ impl WgpuBatch {
         // A write joins its destination's newest group when that group has the same source;
         // else it opens a new group, emitted after the older ones (program order).
         if let Some(i) = self.groups.iter().rposition(|g| g.dst == *dst)
-            && self.groups[i].src == src
+            && self.groups[i].src == *src
         {
             self.current = i;
             self.groups[i].writes.push(write);
@@ -627,7 +639,7 @@ impl WgpuBatch {
         }
         self.groups.push(Group {
             dst: dst.clone(),
-            src,
+            src: src.clone(),
             writes: vec![write],
         });
     }
@@ -855,6 +867,39 @@ impl WgpuBatch {
         }
         self.encoder()
             .copy_buffer_to_buffer(src, src_offset, dst, dst_offset, size);
+    }
+
+    /// Records copies from `src` to `dst` as that many [`Self::copy`] calls would, with the
+    /// per-buffer work (emitting what must come first, the eligibility checks) done once and
+    /// the source handle cloned once per group rather than per copy.
+    pub(crate) fn copy_many(
+        &mut self,
+        ctx: &WgpuBackend,
+        src: &wgpu::Buffer,
+        dst: &wgpu::Buffer,
+        copies: &[(u64, u64, u64)],
+    ) {
+        let scatterable =
+            self.scatter.enabled && src != dst && dst.usage().contains(wgpu::BufferUsages::STORAGE);
+        if !scatterable {
+            for &(src_offset, dst_offset, size) in copies {
+                self.copy(ctx, src, src_offset, dst, dst_offset, size);
+            }
+            return;
+        }
+        self.flush();
+        // Nothing deferred below writes `src` or reads `dst`: once is enough.
+        if self.before_writing(ctx, dst).is_err() || self.emit_for(ctx, src).is_err() {
+            return;
+        }
+        let source = Source::Buffer(src.clone());
+        for &(src_offset, dst_offset, size) in copies {
+            if size <= scatter::MAX_WRITE && (src_offset | dst_offset | size).is_multiple_of(4) {
+                self.defer_ref(dst, &source, dst_offset, src_offset, size);
+            } else {
+                self.copy(ctx, src, src_offset, dst, dst_offset, size);
+            }
+        }
     }
 
     /// Ends recording: the command buffer, the chunks to recycle after the submission and
