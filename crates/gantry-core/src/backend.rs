@@ -96,6 +96,27 @@ pub trait Backend: Send + Sync + Sized + 'static {
         data: &[u8],
     ) -> Result<(), DeviceError>;
 
+    /// Copies each `(offset, bytes)` into a buffer mapped for writing, in order, as that
+    /// many [`Backend::write_mapped`] calls would. Backends override it to set up access to
+    /// the mapping once.
+    ///
+    /// # Safety
+    /// As for [`Backend::write_mapped`], for every entry.
+    ///
+    /// # Errors
+    /// As [`Backend::write_mapped`].
+    unsafe fn write_mapped_many(
+        &self,
+        buffer: &Self::Buffer,
+        writes: &[(u64, &[u8])],
+    ) -> Result<(), DeviceError> {
+        for &(offset, data) in writes {
+            // SAFETY: forwarded (the caller's contract covers every entry).
+            unsafe { self.write_mapped(buffer, offset, data) }?;
+        }
+        Ok(())
+    }
+
     /// Copies bytes out of a buffer mapped for reading, from `offset`.
     ///
     /// # Safety

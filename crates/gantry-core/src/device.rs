@@ -698,6 +698,47 @@ impl<B: Backend> Device<B> {
         }
     }
 
+    /// Copies each `(offset, bytes)` into a mapped buffer (any alignment), in order (where
+    /// they overlap, the later wins), as that many [`Device::write_mapped`] calls would, with
+    /// the buffer checked and locked once. Every entry is checked before any is written.
+    ///
+    /// # Errors
+    /// As [`Device::write_mapped`], for the first entry that fails.
+    pub fn write_mapped_many(&self, buffer: &Buffer<B>, writes: &[(u64, &[u8])]) -> Result<()> {
+        self.check_device(buffer)?;
+        let inner = &buffer.inner;
+        let mut state = lock(&inner.state);
+        let state = &mut *state;
+        let Some(raw) = state.raw.as_ref() else {
+            return Err(inner.destroyed());
+        };
+        match &mut state.map {
+            MapState::Unmapped | MapState::ReadPending => Err(Error::NotMapped),
+            MapState::Mapped(MapMode::Read) => Err(Error::WrongMapMode {
+                mapped: MapMode::Read,
+                requested: MapMode::Write,
+            }),
+            MapState::Mapped(MapMode::Write) => {
+                for &(offset, data) in writes {
+                    check_bounds(offset, len64(data), inner.size)?;
+                }
+                // SAFETY: mapped for writing, every range within the buffer (checked above).
+                unsafe { self.shared.raw.write_mapped_many(raw, writes) }?;
+                Ok(())
+            }
+            MapState::Shadow(shadow) => {
+                for &(offset, data) in writes {
+                    check_bounds(offset, len64(data), inner.size)?;
+                }
+                for &(offset, data) in writes {
+                    let start = offset as usize; // within a Vec, so it fits in usize
+                    shadow[start..start + data.len()].copy_from_slice(data);
+                }
+                Ok(())
+            }
+        }
+    }
+
     /// Copies bytes out of a buffer mapped for reading, from `offset` (any alignment).
     ///
     /// # Errors

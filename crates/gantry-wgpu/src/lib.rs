@@ -782,6 +782,38 @@ impl Backend for WgpuBackend {
         Self::copy_in_mapped(&buffer.buffer, offset, data)
     }
 
+    unsafe fn write_mapped_many(
+        &self,
+        buffer: &WgpuBuffer,
+        writes: &[(u64, &[u8])],
+    ) -> Result<(), DeviceError> {
+        // One view over all the entries (a view per entry costs a wgpu call each).
+        let Some(lo) = writes.iter().map(|w| w.0).min() else {
+            return Ok(());
+        };
+        let hi = writes
+            .iter()
+            .map(|w| w.0 + w.1.len() as u64)
+            .max()
+            .unwrap_or(lo);
+        let start = align_down(lo, MAP_ALIGN);
+        let end = gantry_core::align_up(hi, COPY_ALIGN)
+            .unwrap_or(u64::MAX)
+            .min(buffer.buffer.size());
+        if start >= end {
+            return Ok(());
+        }
+        let mut view = buffer
+            .buffer
+            .get_mapped_range_mut(start..end)
+            .map_err(|e| DeviceError::Internal(format!("get_mapped_range_mut: {e}")))?;
+        for &(offset, data) in writes {
+            let at = usize::try_from(offset - start).unwrap_or(usize::MAX);
+            view.slice(at..at + data.len()).copy_from_slice(data);
+        }
+        Ok(())
+    }
+
     unsafe fn read_mapped(
         &self,
         buffer: &WgpuBuffer,

@@ -496,7 +496,9 @@ impl Shadow {
         while i < self.spans.len() {
             let (start, mut end) = (self.spans[i].0, self.spans[i].0 + self.spans[i].1);
             let mut j = i + 1;
-            // Merge spans that touch or are separated only by alignment padding.
+            // Merge spans that touch or are separated only by alignment padding. A gap of up
+            // to 256 bytes holds no other region's bytes: regions written straight into the
+            // mapping are larger than that (`SMALL_UPLOAD` in transfer.rs).
             while j < self.spans.len() && self.spans[j].0 <= end + 256 {
                 end = end.max(self.spans[j].0 + self.spans[j].1);
                 j += 1;

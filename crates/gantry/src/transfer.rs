@@ -474,6 +474,7 @@ impl<B: Backend> Inner<B> {
         let region = self.place_aligned(&mut st, len, self.alignment().max(16))?;
         let chunk = &st.chunks[region.chunk];
         let writers = Arc::clone(&chunk.writers);
+        let buffer = chunk.buffer.clone();
         let shadow = Arc::clone(&chunk.shadow);
         let seq = self.next_seq();
         let guard = writers.read().unwrap_or_else(PoisonError::into_inner);
@@ -481,7 +482,27 @@ impl<B: Backend> Inner<B> {
         for e in entries.iter_mut() {
             e.0 += region.offset;
         }
-        lock(&shadow).put_many(region.offset, len, entries, datas);
+        let written = if len <= SMALL_UPLOAD {
+            // Small regions join the chunk's shadow, like small uploads: its flush merges
+            // spans across gaps of up to 256 bytes, which must not hold bytes it lacks.
+            lock(&shadow).put_many(region.offset, len, entries, datas);
+            Ok(())
+        } else {
+            // Straight into the mapping, once per region: the entries are contiguous, so
+            // the copies stream into write-combined memory too.
+            let writes: Vec<(u64, &[u8])> = entries
+                .iter()
+                .zip(datas.iter())
+                .map(|(e, d)| (e.0, *d))
+                .collect();
+            self.device.write_mapped_many(&buffer, &writes)
+        };
+        if let Err(e) = written {
+            drop(guard);
+            entries.clear();
+            datas.clear();
+            return Err(e.into());
+        }
         self.push(Op {
             seq,
             kind: OpKind::UploadMany {
