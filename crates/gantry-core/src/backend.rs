@@ -203,6 +203,28 @@ pub trait Backend: Send + Sync + Sized + 'static {
         data: &[u8],
     ) -> Result<(), DeviceError>;
 
+    /// Records writes to `dst`, `(offset, bytes)` each (none empty), in order, as that many
+    /// [`Backend::batch_write`] calls would. Returns how many were recorded, and the error
+    /// that stopped the rest (staging exhausted). Backends override it to stage the bytes
+    /// together (in parallel, when there are many).
+    ///
+    /// # Safety
+    /// As for [`Backend::batch_write`], for every entry.
+    unsafe fn batch_write_many(
+        &self,
+        batch: &mut Self::Batch,
+        dst: &Self::Buffer,
+        writes: &[(u64, &[u8])],
+    ) -> (usize, Result<(), DeviceError>) {
+        for (i, &(offset, data)) in writes.iter().enumerate() {
+            // SAFETY: forwarded (the caller's contract covers every entry).
+            if let Err(e) = unsafe { self.batch_write(batch, dst, offset, data) } {
+                return (i, Err(e));
+            }
+        }
+        (writes.len(), Ok(()))
+    }
+
     /// Records a buffer-to-buffer copy.
     ///
     /// # Safety

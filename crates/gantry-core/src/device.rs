@@ -1206,21 +1206,18 @@ impl<B: Backend> Batch<B> {
             .raw
             .as_mut()
             .expect("a batch is only consumed by submit");
-        let mut recorded = 0;
-        let mut result = Ok(());
-        for &(offset, data) in writes {
-            if data.is_empty() {
-                continue;
-            }
-            // SAFETY: as in `write`: the batch is this backend's; `raw` is valid, has
-            // TRANSFER_DST, is not mapped, and every range is aligned and in bounds (checked
-            // above under the lock, which is still held).
-            if let Err(e) = unsafe { device.shared.raw.batch_write(batch, raw, offset, data) } {
-                result = Err(e.into());
-                break;
-            }
-            recorded += 1;
-        }
+        let nonempty: Vec<(u64, &[u8])>;
+        let writes = if writes.iter().any(|w| w.1.is_empty()) {
+            nonempty = writes.iter().copied().filter(|w| !w.1.is_empty()).collect();
+            &nonempty[..]
+        } else {
+            writes
+        };
+        // SAFETY: as in `write`: the batch is this backend's; `raw` is valid, has
+        // TRANSFER_DST, is not mapped, and every range is aligned and in bounds (checked
+        // above under the lock, which is still held).
+        let (recorded, result) = unsafe { device.shared.raw.batch_write_many(batch, raw, writes) };
+        let result = result.map_err(Error::from);
         drop(state);
         // What was recorded is tracked even after a failure: `submit` must check the buffer
         // and record its last use.

@@ -86,6 +86,11 @@ impl CopyPiece {
         }
     }
 
+    /// Bytes in the piece.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
     /// Copies the piece.
     ///
     /// # Safety
@@ -104,8 +109,17 @@ impl CopyPiece {
 /// Every piece satisfies [`CopyPiece::new`]'s contract, and no two pieces' destinations
 /// overlap.
 pub(crate) unsafe fn copy_pieces(pieces: &[CopyPiece]) {
+    // SAFETY: forwarded.
+    unsafe { copy_pieces_from(pieces, PARALLEL_COPY_MIN) };
+}
+
+/// [`copy_pieces`], shared out among the copy threads from `parallel_min` bytes in all.
+///
+/// # Safety
+/// As for [`copy_pieces`].
+pub(crate) unsafe fn copy_pieces_from(pieces: &[CopyPiece], parallel_min: usize) {
     let total: usize = pieces.iter().map(|p| p.len).sum();
-    if total < PARALLEL_COPY_MIN {
+    if total < parallel_min {
         for p in pieces {
             // SAFETY: the function's contract.
             unsafe { p.copy() };
@@ -938,6 +952,41 @@ mod tests {
             // SAFETY: `mid` is `len` readable bytes, distinct from `back`.
             unsafe { copy_from_mapped(&mut back, mid.as_ptr()) };
             assert!(back == src, "from, len {len}");
+        }
+    }
+
+    /// Thousands of small pieces (a batch's 256-byte writes) shared out in blocks: every
+    /// piece lands, none twice, also when the count is not a multiple of the block.
+    #[test]
+    fn many_small_pieces_are_exact() {
+        for (count, len) in [(10_000usize, 256usize), (3_001, 20), (7, 4096), (1, 64)] {
+            let src: Vec<u8> = (0..count * len).map(|i| (i * 13 + i / 251) as u8).collect();
+            // Every piece lands at a 16-byte-aligned slot, in reverse order, gaps between.
+            let slot = len.next_multiple_of(16) + 16;
+            let mut dst = vec![0xEEu8; count * slot];
+            let pieces: Vec<CopyPiece> = (0..count)
+                .map(|i| {
+                    let at = (count - 1 - i) * slot;
+                    // SAFETY: `dst[at..at + len]` and `src[i * len..][..len]` are in bounds
+                    // and distinct; both outlive the copy below.
+                    unsafe {
+                        CopyPiece::new(dst.as_mut_ptr().add(at), src.as_ptr().add(i * len), len)
+                    }
+                })
+                .collect();
+            // SAFETY: the pieces' destinations do not overlap.
+            unsafe { copy_pieces_from(&pieces, 0) };
+            for i in 0..count {
+                let at = (count - 1 - i) * slot;
+                assert!(
+                    dst[at..at + len] == src[i * len..(i + 1) * len],
+                    "{count} x {len}: piece {i}"
+                );
+                assert!(
+                    dst[at + len..at + slot].iter().all(|&b| b == 0xEE),
+                    "{count} x {len}: bytes after piece {i}"
+                );
+            }
         }
     }
 

@@ -23,19 +23,35 @@ const IDLE_SPINS: u32 = 20_000;
 /// One copy: its jobs, the next job to take and the jobs not finished yet.
 struct Task {
     jobs: Vec<CopyPiece>,
+    /// Jobs taken at a time: enough small jobs to make about [`BLOCK_BYTES`], so that many
+    /// small pieces (a batch's 256-byte writes) do not cost two shared atomics each.
+    block: usize,
     next: AtomicUsize,
     left: AtomicUsize,
 }
 
+/// Bytes a thread takes at a time when the jobs are small.
+const BLOCK_BYTES: usize = 64 << 10;
+
 impl Task {
-    /// Copies jobs until none is left to take.
+    /// Copies blocks of jobs until none is left to take.
     fn work(&self) {
-        while let Some(job) = self.jobs.get(self.next.fetch_add(1, Ordering::Relaxed)) {
-            // SAFETY: each index is handed out once (the counter), so this thread is the only
-            // one copying this job; the caller of `run` keeps the memory valid until `left`
-            // reaches zero, which happens only after this copy (Release below).
-            unsafe { job.copy() };
-            self.left.fetch_sub(1, Ordering::Release);
+        loop {
+            let first = self.next.fetch_add(self.block, Ordering::Relaxed);
+            let Some(jobs) = self.jobs.get(first..) else {
+                break;
+            };
+            let jobs = &jobs[..jobs.len().min(self.block)];
+            if jobs.is_empty() {
+                break;
+            }
+            for job in jobs {
+                // SAFETY: each index is handed out once (the counter), so this thread is the
+                // only one copying this job; the caller of `run` keeps the memory valid until
+                // `left` reaches zero, which happens only after these copies (Release below).
+                unsafe { job.copy() };
+            }
+            self.left.fetch_sub(jobs.len(), Ordering::Release);
         }
     }
 }
@@ -112,7 +128,10 @@ pub(crate) unsafe fn run(jobs: Vec<CopyPiece>) {
         return;
     }
     let n = jobs.len();
+    let bytes: usize = jobs.iter().map(CopyPiece::len).sum();
+    let block = (BLOCK_BYTES.saturating_mul(n) / bytes.max(1)).clamp(1, n);
     let task = Arc::new(Task {
+        block,
         jobs,
         next: AtomicUsize::new(0),
         left: AtomicUsize::new(n),

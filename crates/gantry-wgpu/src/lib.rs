@@ -857,6 +857,15 @@ impl Backend for WgpuBackend {
         batch.write(self, &dst.buffer, offset, data)
     }
 
+    unsafe fn batch_write_many(
+        &self,
+        batch: &mut WgpuBatch,
+        dst: &WgpuBuffer,
+        writes: &[(u64, &[u8])],
+    ) -> (usize, Result<(), DeviceError>) {
+        batch.write_many(self, &dst.buffer, writes)
+    }
+
     unsafe fn batch_copy(
         &self,
         batch: &mut WgpuBatch,

@@ -592,6 +592,33 @@ impl WgpuBatch {
         Ok(())
     }
 
+    /// Records many writes to `dst` as that many [`Self::write`] calls would, copying their
+    /// bytes straight into the mapped chunk: the shadow exists because each separate write
+    /// takes a lock between two copies, which breaks write-combining; one call has no locks
+    /// in between, so the copies stream into the mapping as they are, and the shadow's second
+    /// copy is saved. Returns how many were recorded and the error that stopped the rest.
+    pub(crate) fn write_many(
+        &mut self,
+        ctx: &WgpuBackend,
+        dst: &wgpu::Buffer,
+        writes: &[(u64, &[u8])],
+    ) -> (usize, Result<(), DeviceError>) {
+        // With the shadow off, `stage` copies into the mapping (after flushing the window,
+        // whose gaps must not span these bytes).
+        let shadowed = std::mem::replace(&mut self.use_shadow, false);
+        let mut recorded = 0;
+        let mut result = Ok(());
+        for &(offset, data) in writes {
+            if let Err(e) = self.write(ctx, dst, offset, data) {
+                result = Err(e);
+                break;
+            }
+            recorded += 1;
+        }
+        self.use_shadow = shadowed;
+        (recorded, result)
+    }
+
     fn defer(
         &mut self,
         dst: &wgpu::Buffer,

@@ -86,6 +86,21 @@ fn random_batches(shadow: bool, chunk: u64, scatter: bool) {
             let data = rng.bytes(len as usize);
             batch.write(&bufs[which], at, &data).expect("write");
             models[which][at as usize..(at + len) as usize].copy_from_slice(&data);
+            if rng.below(50) == 0 {
+                // Many writes in one call go straight into the mapping, between shadowed
+                // ones (the window before them must be flushed first).
+                let many: Vec<(u64, Vec<u8>)> = (0..1 + rng.below(80))
+                    .map(|_| {
+                        let len = 4 * (1 + rng.below(96));
+                        (4 * rng.below((SIZE - len) / 4), rng.bytes(len as usize))
+                    })
+                    .collect();
+                let refs: Vec<(u64, &[u8])> = many.iter().map(|(o, b)| (*o, &b[..])).collect();
+                batch.write_many(&bufs[which], &refs).expect("write_many");
+                for (at, bytes) in &many {
+                    models[which][*at as usize..*at as usize + bytes.len()].copy_from_slice(bytes);
+                }
+            }
             if rng.below(100) == 0 {
                 // A copy between the buffers reads what the batch wrote before it.
                 let len = 4 * (1 + rng.below(256));
