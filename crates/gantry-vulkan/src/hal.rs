@@ -742,6 +742,51 @@ impl Backend for VulkanBackend {
         unsafe { self.0.write_mapped_raw(buffer, offset, data) }.map_err(Into::into)
     }
 
+    unsafe fn write_mapped_many(
+        &self,
+        buffer: &VulkanBuffer,
+        writes: &[(u64, &[u8])],
+    ) -> Result<(), DeviceError> {
+        let total: usize = writes.iter().map(|w| w.1.len()).sum();
+        // In increasing order without overlaps (a manager's staged region), many bytes go
+        // to the copy threads; anything else is copied in order, the later write winning.
+        let ascending = writes
+            .windows(2)
+            .all(|w| w[0].0 + w[0].1.len() as u64 <= w[1].0);
+        let Some(ptr) = buffer
+            .mapped_ptr()
+            .filter(|_| ascending && total >= MANY_PARALLEL_MIN)
+        else {
+            for &(offset, data) in writes {
+                // SAFETY: forwarded (the caller's contract covers every entry).
+                unsafe { self.write_mapped(buffer, offset, data) }?;
+            }
+            return Ok(());
+        };
+        let pieces: Vec<crate::buffer::CopyPiece> = writes
+            .iter()
+            .map(|&(offset, data)| {
+                // SAFETY: each range lies inside the mapping (contract) and no two overlap
+                // (checked); `data` is host memory that is not this mapping.
+                unsafe {
+                    crate::buffer::CopyPiece::new(
+                        ptr.as_ptr().add(offset as usize),
+                        data.as_ptr(),
+                        data.len(),
+                    )
+                }
+            })
+            .collect();
+        // SAFETY: as above: in bounds, destinations disjoint.
+        unsafe { crate::buffer::copy_pieces_from(&pieces, MANY_PARALLEL_MIN) };
+        if let (Some(first), Some(last)) = (writes.first(), writes.last()) {
+            let end = last.0 + last.1.len() as u64;
+            // SAFETY: the range was just written and lies inside the mapping.
+            unsafe { self.0.flush(buffer, first.0, end - first.0) }?;
+        }
+        Ok(())
+    }
+
     unsafe fn read_mapped(
         &self,
         buffer: &VulkanBuffer,
