@@ -182,3 +182,64 @@ fn dropped_batches_give_their_chunks_back() {
         "a dropped batch's writes landed"
     );
 }
+
+/// A `write_many` of about 3 MB of small writes, straight into the mapped staging chunks:
+/// every write lands, across chunk switches, and a later plain write still wins over it.
+#[test]
+fn large_write_many_lands_across_chunks() {
+    for chunk in [8u64 << 20, 256 << 10] {
+        let Some(d) = device(WgpuOptions {
+            staging_chunk_bytes: chunk,
+            ..WgpuOptions::default()
+        }) else {
+            return;
+        };
+        let size = 8u64 << 20;
+        let buf = d
+            .create_buffer(
+                &BufferDesc::new(
+                    size,
+                    BufferUsage::TRANSFER_SRC | BufferUsage::TRANSFER_DST | BufferUsage::STORAGE,
+                    MemoryLocation::DeviceLocal,
+                )
+                .with_label("write_many parts"),
+            )
+            .expect("buffer");
+        let mut rng = Rng(77 ^ chunk);
+        let mut model = rng.bytes(size as usize);
+        d.write(&buf, 0, &model).expect("initial contents");
+        // 6000 writes of 16..=1024 bytes at shuffled, disjoint 1 KiB slots: about 3 MB.
+        let mut slots: Vec<u64> = (0..size / 1024).collect();
+        for i in (1..slots.len()).rev() {
+            slots.swap(i, rng.below(i as u64 + 1) as usize);
+        }
+        let datas: Vec<(u64, Vec<u8>)> = slots[..6000]
+            .iter()
+            .map(|&s| {
+                let len = 16 * (1 + rng.below(64));
+                (s * 1024, rng.bytes(len as usize))
+            })
+            .collect();
+        let writes: Vec<(u64, &[u8])> = datas.iter().map(|(o, b)| (*o, &b[..])).collect();
+        let mut batch = d.batch().expect("batch");
+        batch.write_many(&buf, &writes).expect("write_many");
+        for (at, bytes) in &datas {
+            model[*at as usize..*at as usize + bytes.len()].copy_from_slice(bytes);
+        }
+        let last = rng.bytes(64);
+        let at = datas[2999].0;
+        batch.write(&buf, at, &last).expect("write");
+        model[at as usize..at as usize + 64].copy_from_slice(&last);
+        batch.submit().expect("submit");
+        let got = d.read(&buf, 0, size).expect("read");
+        if let Some(i) = got.iter().zip(&model).position(|(g, m)| g != m) {
+            panic!(
+                "chunk {chunk}: byte {i} is {:#04x}, expected {:#04x}",
+                got[i], model[i]
+            );
+        }
+        d.wait_idle().expect("idle");
+        let errors = d.raw().take_uncaptured_errors();
+        assert!(errors.is_empty(), "uncaptured wgpu errors: {errors:#?}");
+    }
+}
