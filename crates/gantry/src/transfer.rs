@@ -148,6 +148,9 @@ pub(crate) struct Inner<B: Backend> {
     pub(crate) device: Device<B>,
     pub(crate) staging: Mutex<StagingState<B>>,
     queues: Vec<Mutex<Vec<Op<B>>>>,
+    /// An emptied operation list kept from the last flush, so that flushes swap lists with
+    /// the queues instead of growing (and copying) a new one each time.
+    spare: Mutex<Vec<Op<B>>>,
     seq: AtomicU64,
     pub(crate) events: Arc<EventStats>,
     pub(crate) counters: TransferCounters,
@@ -162,6 +165,7 @@ impl<B: Backend> Inner<B> {
             device,
             staging: Mutex::new(staging),
             queues: (0..SHARDS).map(|_| Mutex::new(Vec::new())).collect(),
+            spare: Mutex::new(Vec::new()),
             seq: AtomicU64::new(0),
             events: Arc::new(EventStats::new("transfers")),
             counters: TransferCounters::default(),
@@ -640,9 +644,15 @@ impl<B: Backend> Inner<B> {
     pub(crate) fn flush_locked(&self, st: &mut StagingState<B>) -> Result<Option<SubmissionIndex>> {
         let started = Instant::now();
         let closed = st.close_open_chunks(&self.device)?;
-        let mut ops: Vec<Op<B>> = Vec::new();
+        let mut ops: Vec<Op<B>> = std::mem::take(&mut *lock(&self.spare));
         for q in &self.queues {
-            ops.append(&mut lock(q));
+            let mut q = lock(q);
+            if ops.is_empty() {
+                // The queue keeps the spare's capacity; no operation is copied.
+                std::mem::swap(&mut ops, &mut *q);
+            } else {
+                ops.append(&mut q);
+            }
         }
         if ops.is_empty() {
             st.retire(&closed, None);
@@ -750,6 +760,8 @@ impl<B: Backend> Inner<B> {
                         self.events.record_transfer(kind, b, elapsed);
                     }
                 }
+                ops.clear();
+                *lock(&self.spare) = ops;
                 Ok((idx != SubmissionIndex::NONE).then_some(idx))
             }
             Err(e) => {
@@ -794,16 +806,31 @@ impl<B: Backend> Inner<B> {
         }
         let mut groups: HashMap<u64, Vec<usize>> = HashMap::new();
         let mut order: Vec<u64> = Vec::new();
+        // Runs of uploads to one destination (the common case) skip the map.
+        let mut last: Option<(u64, Vec<usize>)> = None;
         for &i in run.iter() {
             if let OpKind::Upload { dst, .. } | OpKind::UploadMany { dst, .. } = &ops[i].kind {
-                groups
-                    .entry(dst.id())
-                    .or_insert_with(|| {
-                        order.push(dst.id());
-                        Vec::new()
-                    })
-                    .push(i);
+                let id = dst.id();
+                match &mut last {
+                    Some((last_id, members)) if *last_id == id => members.push(i),
+                    _ => {
+                        if let Some((last_id, members)) = last.take() {
+                            groups.insert(last_id, members);
+                        }
+                        let members = groups.remove(&id).unwrap_or_else(|| {
+                            order.push(id);
+                            Vec::new()
+                        });
+                        last = Some((id, members));
+                        if let Some((_, members)) = &mut last {
+                            members.push(i);
+                        }
+                    }
+                }
             }
+        }
+        if let Some((last_id, members)) = last {
+            groups.insert(last_id, members);
         }
         run.clear();
         let mut copies: Vec<(u64, u64, u64)> = Vec::new();
