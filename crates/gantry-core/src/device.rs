@@ -670,32 +670,7 @@ impl<B: Backend> Device<B> {
     /// [`Error::NotMapped`], [`Error::WrongMapMode`], [`Error::OutOfBounds`],
     /// [`Error::Destroyed`].
     pub fn write_mapped(&self, buffer: &Buffer<B>, offset: u64, data: &[u8]) -> Result<()> {
-        self.check_device(buffer)?;
-        let inner = &buffer.inner;
-        let mut state = lock(&inner.state);
-        let state = &mut *state;
-        let Some(raw) = state.raw.as_ref() else {
-            return Err(inner.destroyed());
-        };
-        match &mut state.map {
-            MapState::Unmapped | MapState::ReadPending => Err(Error::NotMapped),
-            MapState::Mapped(MapMode::Read) => Err(Error::WrongMapMode {
-                mapped: MapMode::Read,
-                requested: MapMode::Write,
-            }),
-            MapState::Mapped(MapMode::Write) => {
-                check_bounds(offset, len64(data), inner.size)?;
-                // SAFETY: mapped for writing, range within the buffer (checked above).
-                unsafe { self.shared.raw.write_mapped(raw, offset, data) }?;
-                Ok(())
-            }
-            MapState::Shadow(shadow) => {
-                check_bounds(offset, len64(data), inner.size)?;
-                let start = offset as usize; // within a Vec, so it fits in usize
-                shadow[start..start + data.len()].copy_from_slice(data);
-                Ok(())
-            }
-        }
+        self.write_mapped_many(buffer, &[(offset, data)])
     }
 
     /// Copies each `(offset, bytes)` into a mapped buffer (any alignment), in order (where
@@ -723,7 +698,14 @@ impl<B: Backend> Device<B> {
                     check_bounds(offset, len64(data), inner.size)?;
                 }
                 // SAFETY: mapped for writing, every range within the buffer (checked above).
-                unsafe { self.shared.raw.write_mapped_many(raw, writes) }?;
+                unsafe {
+                    match writes {
+                        // One write keeps the backend's own path (which may split a large
+                        // copy over threads).
+                        [(offset, data)] => self.shared.raw.write_mapped(raw, *offset, data),
+                        _ => self.shared.raw.write_mapped_many(raw, writes),
+                    }
+                }?;
                 Ok(())
             }
             MapState::Shadow(shadow) => {

@@ -283,6 +283,20 @@ impl VulkanBatch {
         }
     }
 
+    /// Notes that deferred copies read `src`: a later command writing it emits them first,
+    /// and direct writes may read it on the host when it is mapped and coherent.
+    fn register_copy_source(&mut self, src: &VulkanBuffer) {
+        if !self.deferred_srcs.contains(&src.raw()) {
+            self.deferred_srcs.push(src.raw());
+        }
+        if src.is_coherent()
+            && let Some(host) = src.mapped_ptr().map(MappedPtr).or(src.uma_ptr())
+            && !self.src_hosts.iter().any(|s| s.0 == src.raw())
+        {
+            self.src_hosts.push((src.raw(), host));
+        }
+    }
+
     /// Defers a small write to `dst` (mapped at `host` on a UMA device) whose bytes are in
     /// `source`.
     fn defer(
@@ -1126,15 +1140,7 @@ impl Backend for VulkanBackend {
         {
             // A small copy (a manager's staged upload, typically) joins the destination's
             // deferred writes: the scatter dispatch reads its bytes straight from `src`.
-            if !batch.deferred_srcs.contains(&src.raw()) {
-                batch.deferred_srcs.push(src.raw());
-            }
-            if src.is_coherent()
-                && let Some(host) = src.mapped_ptr().map(MappedPtr).or(src.uma_ptr())
-                && !batch.src_hosts.iter().any(|s| s.0 == src.raw())
-            {
-                batch.src_hosts.push((src.raw(), host));
-            }
+            batch.register_copy_source(src);
             batch.defer(
                 dst.raw(),
                 dst.uma_ptr(),
@@ -1180,15 +1186,7 @@ impl Backend for VulkanBackend {
         // `src` or reads `dst`, so neither changes between the entries.
         batch.before_writing(dst.raw());
         batch.emit_deferred(src.raw());
-        if !batch.deferred_srcs.contains(&src.raw()) {
-            batch.deferred_srcs.push(src.raw());
-        }
-        if src.is_coherent()
-            && let Some(host) = src.mapped_ptr().map(MappedPtr).or(src.uma_ptr())
-            && !batch.src_hosts.iter().any(|s| s.0 == src.raw())
-        {
-            batch.src_hosts.push((src.raw(), host));
-        }
+        batch.register_copy_source(src);
         for &(src_offset, dst_offset, size) in copies {
             if size <= scatter::MAX_WRITE && (src_offset | dst_offset | size).is_multiple_of(4) {
                 batch.defer(
