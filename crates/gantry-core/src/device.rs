@@ -677,6 +677,25 @@ impl<B: Backend> Device<B> {
     /// they overlap, the later wins), as that many [`Device::write_mapped`] calls would, with
     /// the buffer checked and locked once. Every entry is checked before any is written.
     ///
+    /// ```
+    /// use gantry_core::{Backend, Buffer, Device, MapMode};
+    ///
+    /// /// Fills the changed 32-byte slots of an upload buffer the host keeps mapped.
+    /// fn fill_slots<B: Backend>(
+    ///     device: &Device<B>,
+    ///     staging: &Buffer<B>,
+    ///     changed: &[(u32, [u8; 32])],
+    /// ) -> gantry_core::Result<()> {
+    ///     let writes: Vec<(u64, &[u8])> = changed
+    ///         .iter()
+    ///         .map(|(slot, bytes)| (u64::from(*slot) * 32, &bytes[..]))
+    ///         .collect();
+    ///     device.map(staging, MapMode::Write)?;
+    ///     device.write_mapped_many(staging, &writes)?;
+    ///     device.unmap(staging)
+    /// }
+    /// ```
+    ///
     /// # Errors
     /// As [`Device::write_mapped`], for the first entry that fails.
     pub fn write_mapped_many(&self, buffer: &Buffer<B>, writes: &[(u64, &[u8])]) -> Result<()> {
