@@ -283,6 +283,22 @@ impl VulkanBatch {
         }
     }
 
+    /// Defers a write of `len` bytes staged at `at` in staging chunk `chunk` to `dst` at
+    /// `offset`, and moves the cursor past it (every staged write starts 16-byte aligned).
+    fn defer_staged(&mut self, dst: &VulkanBuffer, chunk: usize, offset: u64, at: u64, len: u64) {
+        self.defer(
+            dst.raw(),
+            dst.uma_ptr(),
+            Source::Chunk(chunk),
+            ScatterWrite {
+                dst_offset: offset,
+                src_offset: at,
+                len,
+            },
+        );
+        self.cursor = (at + len).next_multiple_of(16);
+    }
+
     /// Notes that deferred copies read `src`: a later command writing it emits them first,
     /// and direct writes may read it on the host when it is mapped and coherent.
     fn register_copy_source(&mut self, src: &VulkanBuffer) {
@@ -886,17 +902,7 @@ impl Backend for VulkanBackend {
                 unsafe { self.0.flush(staging, at, len) }?;
             }
             let chunk_index = batch.staging.len() - 1;
-            batch.defer(
-                dst.raw(),
-                dst.uma_ptr(),
-                Source::Chunk(chunk_index),
-                ScatterWrite {
-                    dst_offset: offset,
-                    src_offset: at,
-                    len,
-                },
-            );
-            batch.cursor = (at + len).next_multiple_of(16);
+            batch.defer_staged(dst, chunk_index, offset, at, len);
             return Ok(());
         }
         let mut pieces = Vec::new();
@@ -1048,17 +1054,7 @@ impl Backend for VulkanBackend {
                 Some(r) if r.0 == index => r.2 = at + len,
                 _ => ranges.push((index, at, at + len)),
             }
-            batch.defer(
-                dst.raw(),
-                dst.uma_ptr(),
-                Source::Chunk(index),
-                ScatterWrite {
-                    dst_offset: offset,
-                    src_offset: at,
-                    len,
-                },
-            );
-            batch.cursor = (at + len).next_multiple_of(16);
+            batch.defer_staged(dst, index, offset, at, len);
             recorded += 1;
         }
         // Whatever was deferred gets its bytes, even when staging ran out midway.
