@@ -322,6 +322,21 @@ impl VulkanBatch {
         source: Source,
         write: ScatterWrite,
     ) {
+        self.defer_many(dst, host, source, core::iter::once(write));
+    }
+
+    /// [`Self::defer`] for many writes with their bytes in one source: the destination's
+    /// list is looked up once, not per write.
+    fn defer_many(
+        &mut self,
+        dst: vk::Buffer,
+        host: Option<MappedPtr>,
+        source: Source,
+        writes: impl ExactSizeIterator<Item = ScatterWrite>,
+    ) {
+        if writes.len() == 0 {
+            return;
+        }
         if self.current.as_ref().is_none_or(|c| c.dst != dst) {
             if let Some(prev) = self.current.take() {
                 self.deferred.insert(prev.dst.as_raw(), prev);
@@ -342,7 +357,7 @@ impl VulkanBatch {
             if d.runs.last().is_none_or(|r| r.0 != source) {
                 d.runs.push((source, d.writes.len()));
             }
-            d.writes.push(write);
+            d.writes.extend(writes);
         }
     }
 
@@ -1183,22 +1198,34 @@ impl Backend for VulkanBackend {
         batch.before_writing(dst.raw());
         batch.emit_deferred(src.raw());
         batch.register_copy_source(src);
-        for &(src_offset, dst_offset, size) in copies {
-            if size <= scatter::MAX_WRITE && (src_offset | dst_offset | size).is_multiple_of(4) {
-                batch.defer(
-                    dst.raw(),
-                    dst.uma_ptr(),
-                    Source::Buffer(src.raw()),
-                    ScatterWrite {
+        let fits = |&(src_offset, dst_offset, size): &(u64, u64, u64)| {
+            size <= scatter::MAX_WRITE && (src_offset | dst_offset | size).is_multiple_of(4)
+        };
+        // Runs of entries that scatter join the deferred writes in one call each; the rest
+        // are copies, recorded in between (program order).
+        let mut rest = copies;
+        while !rest.is_empty() {
+            let n = rest.iter().position(|c| !fits(c)).unwrap_or(rest.len());
+            let (run, tail) = rest.split_at(n);
+            batch.defer_many(
+                dst.raw(),
+                dst.uma_ptr(),
+                Source::Buffer(src.raw()),
+                run.iter()
+                    .map(|&(src_offset, dst_offset, len)| ScatterWrite {
                         dst_offset,
                         src_offset,
-                        len: size,
-                    },
-                );
-            } else {
-                // SAFETY: forwarded (the caller's contract covers every entry).
-                unsafe { self.batch_copy(batch, src, src_offset, dst, dst_offset, size) };
-            }
+                        len,
+                    }),
+            );
+            rest = match tail.split_first() {
+                Some((&(src_offset, dst_offset, size), tail)) => {
+                    // SAFETY: forwarded (the caller's contract covers every entry).
+                    unsafe { self.batch_copy(batch, src, src_offset, dst, dst_offset, size) };
+                    tail
+                }
+                None => tail,
+            };
         }
     }
 

@@ -644,11 +644,26 @@ impl WgpuBatch {
             src_offset,
             len,
         };
+        self.defer_many(dst, src, core::iter::once(write));
+    }
+
+    /// [`Self::defer_ref`] for many writes with one source and destination: the group is
+    /// looked up once, not per write.
+    fn defer_many(
+        &mut self,
+        dst: &wgpu::Buffer,
+        src: &Source,
+        mut writes: impl ExactSizeIterator<Item = ScatterWrite>,
+    ) {
+        let Some(write) = writes.next() else {
+            return;
+        };
         if let Some(g) = self.groups.get_mut(self.current)
             && g.src == *src
             && g.dst == *dst
         {
             g.writes.push(write);
+            g.writes.extend(writes);
             return;
         }
         // A write joins its destination's newest group when that group has the same source;
@@ -658,16 +673,20 @@ impl WgpuBatch {
         {
             self.current = i;
             self.groups[i].writes.push(write);
+            self.groups[i].writes.extend(writes);
             return;
         }
         self.current = self.groups.len();
         if matches!(src, Source::Buffer(_)) {
             self.copy_groups += 1;
         }
+        let mut all = Vec::with_capacity(1 + writes.len());
+        all.push(write);
+        all.extend(writes);
         self.groups.push(Group {
             dst: dst.clone(),
             src: src.clone(),
-            writes: vec![write],
+            writes: all,
         });
     }
 
@@ -920,12 +939,32 @@ impl WgpuBatch {
             return;
         }
         let source = Source::Buffer(src.clone());
-        for &(src_offset, dst_offset, size) in copies {
-            if size <= scatter::MAX_WRITE && (src_offset | dst_offset | size).is_multiple_of(4) {
-                self.defer_ref(dst, &source, dst_offset, src_offset, size);
-            } else {
-                self.copy(ctx, src, src_offset, dst, dst_offset, size);
-            }
+        let fits = |&(src_offset, dst_offset, size): &(u64, u64, u64)| {
+            size <= scatter::MAX_WRITE && (src_offset | dst_offset | size).is_multiple_of(4)
+        };
+        // Runs of entries that scatter join the deferred writes in one call each; the rest
+        // are copies, recorded in between (program order).
+        let mut rest = copies;
+        while !rest.is_empty() {
+            let n = rest.iter().position(|c| !fits(c)).unwrap_or(rest.len());
+            let (run, tail) = rest.split_at(n);
+            self.defer_many(
+                dst,
+                &source,
+                run.iter()
+                    .map(|&(src_offset, dst_offset, len)| ScatterWrite {
+                        dst_offset,
+                        src_offset,
+                        len,
+                    }),
+            );
+            rest = match tail.split_first() {
+                Some((&(src_offset, dst_offset, size), tail)) => {
+                    self.copy(ctx, src, src_offset, dst, dst_offset, size);
+                    tail
+                }
+                None => tail,
+            };
         }
     }
 

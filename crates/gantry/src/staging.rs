@@ -466,20 +466,14 @@ impl Shadow {
         self.spans.push((offset, data.len() as u64));
     }
 
-    /// Copies each of `datas` at the chunk offset of its entry (`(offset, _, _)`), all inside
-    /// `[start, start + len)`, and keeps that range as one span (its alignment gaps too).
-    pub(crate) fn put_many(
-        &mut self,
-        start: u64,
-        len: u64,
-        entries: &[(u64, u64, u64)],
-        datas: &[&[u8]],
-    ) {
+    /// Copies each of `pieces` (`(chunk offset, bytes)`), all inside `[start, start + len)`,
+    /// and keeps that range as one span (its alignment gaps too).
+    pub(crate) fn put_many(&mut self, start: u64, len: u64, pieces: &[(u64, &[u8])]) {
         let end = (start + len) as usize; // within a chunk, which fits in memory
         if self.bytes.len() < end {
             self.bytes.resize(end.next_power_of_two(), 0);
         }
-        for (&(offset, _, _), data) in entries.iter().zip(datas) {
+        for &(offset, data) in pieces {
             let at = offset as usize;
             self.bytes[at..at + data.len()].copy_from_slice(data);
         }
