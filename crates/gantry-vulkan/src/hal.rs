@@ -235,6 +235,10 @@ enum Source {
     Buffer(vk::Buffer),
 }
 
+/// Every write staged in a batch's chunks starts at a multiple of this (the wide scatter
+/// shader's unit).
+const STAGED_ALIGN: u64 = 16;
+
 /// One command of a batch as recorded by `batch_*`.
 enum BatchOp {
     Copy(RawCopy),
@@ -296,7 +300,7 @@ impl VulkanBatch {
                 len,
             },
         );
-        self.cursor = (at + len).next_multiple_of(16);
+        self.cursor = (at + len).next_multiple_of(STAGED_ALIGN);
     }
 
     /// Notes that deferred copies read `src`: a later command writing it emits them first,
@@ -334,31 +338,42 @@ impl VulkanBatch {
         source: Source,
         writes: impl ExactSizeIterator<Item = ScatterWrite>,
     ) {
-        if writes.len() == 0 {
-            return;
+        if writes.len() > 0 {
+            self.deferred_list(dst, host, source).extend(writes);
         }
-        if self.current.as_ref().is_none_or(|c| c.dst != dst) {
-            if let Some(prev) = self.current.take() {
-                self.deferred.insert(prev.dst.as_raw(), prev);
-            }
-            let key = dst.as_raw();
-            let d = self.deferred.remove(&key).unwrap_or_else(|| {
-                self.deferred_order.push(key);
-                Deferred {
-                    dst,
-                    writes: Vec::new(),
-                    runs: Vec::new(),
-                    host,
+    }
+
+    /// The list of writes deferred to `dst` (mapped at `host` on a UMA device), ready for
+    /// writes whose bytes are in `source`: push them onto it, in program order.
+    fn deferred_list(
+        &mut self,
+        dst: vk::Buffer,
+        host: Option<MappedPtr>,
+        source: Source,
+    ) -> &mut Vec<ScatterWrite> {
+        let d = match self.current.take() {
+            Some(c) if c.dst == dst => self.current.insert(c),
+            prev => {
+                if let Some(prev) = prev {
+                    self.deferred.insert(prev.dst.as_raw(), prev);
                 }
-            });
-            self.current = Some(d);
-        }
-        if let Some(d) = self.current.as_mut() {
-            if d.runs.last().is_none_or(|r| r.0 != source) {
-                d.runs.push((source, d.writes.len()));
+                let key = dst.as_raw();
+                let d = self.deferred.remove(&key).unwrap_or_else(|| {
+                    self.deferred_order.push(key);
+                    Deferred {
+                        dst,
+                        writes: Vec::new(),
+                        runs: Vec::new(),
+                        host,
+                    }
+                });
+                self.current.insert(d)
             }
-            d.writes.extend(writes);
+        };
+        if d.runs.last().is_none_or(|r| r.0 != source) {
+            d.runs.push((source, d.writes.len()));
         }
+        &mut d.writes
     }
 
     /// Moves every deferred write into the command list (at submission).
@@ -1027,8 +1042,8 @@ impl Backend for VulkanBackend {
         let mut ranges: Vec<(usize, u64, u64)> = Vec::new();
         let mut recorded = 0;
         let mut result = Ok(());
-        for &(offset, data) in writes {
-            let len = data.len() as u64;
+        while recorded < writes.len() {
+            let len = writes[recorded].1.len() as u64;
             let room = batch
                 .staging
                 .last()
@@ -1049,28 +1064,48 @@ impl Backend for VulkanBackend {
                 }
             }
             let index = batch.staging.len() - 1;
+            let size = batch.staging[index].size();
             let Some(ptr) = batch.staging[index].mapped_ptr() else {
                 result = Err(DeviceError::Internal("unmapped staging buffer".to_owned()));
                 break;
             };
-            let at = batch.cursor;
-            // SAFETY: the staging chunk is the batch's own (not submitted yet), mapped, and
-            // `at + len` fits in it (room checked, or a new chunk of STAGING_CHUNK >=
-            // MAX_WRITE bytes); `data` is host memory that is not this mapping; no two pieces
-            // share staging bytes (the cursor only moves forward).
-            pieces.push(unsafe {
-                crate::buffer::CopyPiece::new(
-                    ptr.as_ptr().add(at as usize),
-                    data.as_ptr(),
-                    data.len(),
-                )
-            });
-            match ranges.last_mut() {
-                Some(r) if r.0 == index => r.2 = at + len,
-                _ => ranges.push((index, at, at + len)),
+            // As many writes as fit in this chunk, each at a multiple of `STAGED_ALIGN` (as
+            // `defer_staged` places them), straight into the destination's deferred list.
+            let (from, first) = (batch.cursor, recorded);
+            let (mut at, mut end) = (from, from);
+            let list = batch.deferred_list(dst.raw(), dst.uma_ptr(), Source::Chunk(index));
+            for &(offset, data) in &writes[recorded..] {
+                let len = data.len() as u64;
+                if size.saturating_sub(at) < len {
+                    break;
+                }
+                // SAFETY: the staging chunk is the batch's own (not submitted yet), mapped,
+                // and `at + len` fits in it (checked); `data` is host memory that is not this
+                // mapping; no two pieces share staging bytes (`at` only moves forward).
+                pieces.push(unsafe {
+                    crate::buffer::CopyPiece::new(
+                        ptr.as_ptr().add(at as usize),
+                        data.as_ptr(),
+                        data.len(),
+                    )
+                });
+                list.push(ScatterWrite {
+                    dst_offset: offset,
+                    src_offset: at,
+                    len,
+                });
+                end = at + len;
+                at = end.next_multiple_of(STAGED_ALIGN);
+                recorded += 1;
             }
-            batch.defer_staged(dst, index, offset, at, len);
-            recorded += 1;
+            batch.cursor = at;
+            if recorded == first {
+                // Nothing fitted in a chunk with room for the first write: cannot happen
+                // (chunks hold MAX_WRITE bytes), but never loop on it.
+                result = Err(DeviceError::Internal("staging chunk too small".to_owned()));
+                break;
+            }
+            ranges.push((index, from, end));
         }
         // Whatever was deferred gets its bytes, even when staging ran out midway.
         // SAFETY: each piece was built above from an in-bounds, unaliased staging range.

@@ -603,20 +603,107 @@ impl WgpuBatch {
         dst: &wgpu::Buffer,
         writes: &[(u64, &[u8])],
     ) -> (usize, Result<(), DeviceError>) {
-        // With the shadow off, `stage` copies into the mapping (after flushing the window,
-        // whose gaps must not span these bytes).
-        let shadowed = std::mem::replace(&mut self.use_shadow, false);
-        let mut recorded = 0;
-        let mut result = Ok(());
-        for &(offset, data) in writes {
-            if let Err(e) = self.write(ctx, dst, offset, data) {
-                result = Err(e);
-                break;
+        let bulk = self.scatter.enabled
+            && dst.usage().contains(wgpu::BufferUsages::STORAGE)
+            && writes.iter().all(|&(offset, data)| {
+                let len = data.len() as u64;
+                len > 0 && len <= scatter::MAX_WRITE && (offset | len).is_multiple_of(4)
+            });
+        if !bulk {
+            // With the shadow off, `stage` copies into the mapping (after flushing the
+            // window, whose gaps must not span these bytes).
+            let shadowed = std::mem::replace(&mut self.use_shadow, false);
+            let mut recorded = 0;
+            let mut result = Ok(());
+            for &(offset, data) in writes {
+                if let Err(e) = self.write(ctx, dst, offset, data) {
+                    result = Err(e);
+                    break;
+                }
+                recorded += 1;
             }
-            recorded += 1;
+            self.use_shadow = shadowed;
+            return (recorded, result);
         }
-        self.use_shadow = shadowed;
+        let mut recorded = 0;
+        let result = self.write_many_deferred(ctx, dst, writes, &mut recorded);
         (recorded, result)
+    }
+
+    /// [`Self::write_many`] when every write is deferred: what [`Self::write`] does for each,
+    /// with the checks that concern the destination made once, and each chunk's writes
+    /// copied and deferred in one loop. Counts the writes recorded in `recorded`.
+    fn write_many_deferred(
+        &mut self,
+        ctx: &WgpuBackend,
+        dst: &wgpu::Buffer,
+        writes: &[(u64, &[u8])],
+        recorded: &mut usize,
+    ) -> Result<(), DeviceError> {
+        self.before_writing(ctx, dst)?;
+        if self.pending.as_ref().is_some_and(|p| p.dst == *dst) {
+            self.flush();
+        }
+        // The shadow's window must not span these bytes (its gaps are filled).
+        self.flush_shadow()?;
+        // `write`'s placement: a multiple of the wide unit for 16-byte multiples, so that
+        // the group can take the wide shader, else of `MAP_ALIGN`.
+        let align = |offset: u64, len: u64| {
+            if (offset | len).is_multiple_of(scatter::WIDE_UNIT) {
+                scatter::WIDE_UNIT.max(MAP_ALIGN)
+            } else {
+                MAP_ALIGN
+            }
+        };
+        while let Some(&(offset, data)) = writes.get(*recorded) {
+            let len = data.len() as u64;
+            // Where the next write goes: the last chunk when it fits, else a new one.
+            let start = gantry_core::align_up(self.used, align(offset, len)).unwrap_or(u64::MAX);
+            let fits = self
+                .chunks
+                .last()
+                .is_some_and(|c| start <= c.size && c.size - start >= len);
+            if !fits {
+                self.view = None;
+                let chunk = self.pool.acquire(len, &|size| ctx.create_staging(size))?;
+                self.chunks.push(chunk);
+                self.used = 0;
+            }
+            let index = self.chunks.len() - 1;
+            let size = self.chunks[index].size;
+            self.view_mut()?;
+            let first = *recorded;
+            let mut used = self.used;
+            let group = self.group_for(dst, &Source::Chunk(index));
+            let list = &mut self.groups[group].writes;
+            let Some(view) = self.view.as_mut() else {
+                return Err(DeviceError::Internal("staging view".into()));
+            };
+            for &(offset, data) in &writes[first..] {
+                let len = data.len() as u64;
+                let at = gantry_core::align_up(used, align(offset, len)).unwrap_or(u64::MAX);
+                if at > size || size - at < len {
+                    break;
+                }
+                let from = at as usize; // inside a mapped chunk
+                view.slice(from..from + data.len()).copy_from_slice(data);
+                list.push(ScatterWrite {
+                    dst_offset: offset,
+                    src_offset: at,
+                    len,
+                });
+                used = at + len;
+                *recorded += 1;
+            }
+            if *recorded == first {
+                // A fresh chunk holds at least `len` bytes: cannot happen, but never loop.
+                return Err(DeviceError::Internal("staging chunk too small".into()));
+            }
+            self.used = gantry_core::align_up(used, MAP_ALIGN)
+                .unwrap_or(u64::MAX)
+                .min(size);
+        }
+        Ok(())
     }
 
     fn defer(
@@ -653,41 +740,41 @@ impl WgpuBatch {
         &mut self,
         dst: &wgpu::Buffer,
         src: &Source,
-        mut writes: impl ExactSizeIterator<Item = ScatterWrite>,
+        writes: impl ExactSizeIterator<Item = ScatterWrite>,
     ) {
-        let Some(write) = writes.next() else {
-            return;
-        };
-        if let Some(g) = self.groups.get_mut(self.current)
-            && g.src == *src
-            && g.dst == *dst
-        {
-            g.writes.push(write);
-            g.writes.extend(writes);
-            return;
+        if writes.len() > 0 {
+            let group = self.group_for(dst, src);
+            self.groups[group].writes.extend(writes);
         }
-        // A write joins its destination's newest group when that group has the same source;
-        // else it opens a new group, emitted after the older ones (program order).
-        if let Some(i) = self.groups.iter().rposition(|g| g.dst == *dst)
-            && self.groups[i].src == *src
-        {
-            self.current = i;
-            self.groups[i].writes.push(write);
-            self.groups[i].writes.extend(writes);
-            return;
+    }
+
+    /// The index of the group that writes deferred now to `dst` from `src` join: push them
+    /// onto its list, in program order.
+    fn group_for(&mut self, dst: &wgpu::Buffer, src: &Source) -> usize {
+        let current = self
+            .groups
+            .get(self.current)
+            .is_some_and(|g| g.src == *src && g.dst == *dst);
+        if !current {
+            // A write joins its destination's newest group when that group has the same
+            // source; else it opens a new group, emitted after the older ones (program
+            // order).
+            match self.groups.iter().rposition(|g| g.dst == *dst) {
+                Some(i) if self.groups[i].src == *src => self.current = i,
+                _ => {
+                    self.current = self.groups.len();
+                    if matches!(src, Source::Buffer(_)) {
+                        self.copy_groups += 1;
+                    }
+                    self.groups.push(Group {
+                        dst: dst.clone(),
+                        src: src.clone(),
+                        writes: Vec::new(),
+                    });
+                }
+            }
         }
-        self.current = self.groups.len();
-        if matches!(src, Source::Buffer(_)) {
-            self.copy_groups += 1;
-        }
-        let mut all = Vec::with_capacity(1 + writes.len());
-        all.push(write);
-        all.extend(writes);
-        self.groups.push(Group {
-            dst: dst.clone(),
-            src: src.clone(),
-            writes: all,
-        });
+        self.current
     }
 
     /// Before a command that writes `buffer`: if a deferred copy reads it, emits every group
