@@ -287,10 +287,10 @@ fn check_bounds(offset: u64, size: u64, buffer_size: u64) -> Result<()> {
 }
 
 fn check_aligned(offset: u64, size: u64, alignment: u64) -> Result<()> {
-    if !offset.is_multiple_of(alignment) {
+    if crate::types::rem(offset, alignment) != 0 {
         return Err(Error::MisalignedOffset { offset, alignment });
     }
-    if !size.is_multiple_of(alignment) {
+    if crate::types::rem(size, alignment) != 0 {
         return Err(Error::MisalignedSize { size, alignment });
     }
     Ok(())

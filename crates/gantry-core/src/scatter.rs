@@ -199,6 +199,9 @@ impl ScatterPlan {
         let mut last_end = 0u64;
         // Bits below 16 of any offset or length: zero when the wide shader applies.
         let mut low = 0u64;
+        // The same of the destination ranges alone (from 0; `lo` is a multiple of what this
+        // finds): the bitmap's cell, below.
+        let mut dst_low = 0u64;
         for w in writes {
             if w.len == 0 || w.len > MAX_WRITE || (w.dst_offset | w.src_offset | w.len) % 4 != 0 {
                 return None;
@@ -206,31 +209,13 @@ impl ScatterPlan {
             let dst_end = w.dst_offset.checked_add(w.len)?;
             let src_end = w.src_offset.checked_add(w.len)?;
             low |= w.dst_offset | w.src_offset | w.len;
+            dst_low |= w.dst_offset | w.len;
             sorted &= w.dst_offset >= last_end;
             last_end = dst_end;
             dst_lo = dst_lo.min(w.dst_offset);
             dst_hi = dst_hi.max(dst_end);
             src_lo = src_lo.min(w.src_offset);
             src_hi = src_hi.max(src_end);
-        }
-        if !sorted {
-            // Units of the finest granularity every write shares: 16 bytes or 4.
-            let grain = if low.is_multiple_of(WIDE_UNIT) {
-                WIDE_UNIT
-            } else {
-                4
-            };
-            let units = (dst_hi - dst_lo) / grain;
-            let disjoint = if units / 64 <= BITMAP_WORDS_PER_WRITE * writes.len() as u64
-                && units <= MAX_BITMAP_UNITS
-            {
-                disjoint_by_bitmap(writes, dst_lo, grain, units)
-            } else {
-                disjoint_by_sorting(writes)
-            };
-            if !disjoint {
-                return None;
-            }
         }
         let dst_base = dst_lo - dst_lo % align;
         let src_base = src_lo - src_lo % align;
@@ -247,6 +232,23 @@ impl ScatterPlan {
         units(dst_size)?;
         units(src_size)?;
         let count = u32::try_from(writes.len()).ok()?;
+        if !sorted {
+            // Cells of the coarsest granularity every destination range shares (a power of
+            // two, from 4 bytes to `MAX_CELL`): 256-byte writes at multiples of 256 take a
+            // bit each, and the bitmap stays small enough for the L1 cache.
+            let cell_shift = dst_low.trailing_zeros().min(MAX_CELL.trailing_zeros());
+            let cells = (dst_hi - dst_lo) >> cell_shift;
+            let disjoint = if cells / 64 <= BITMAP_WORDS_PER_WRITE * writes.len() as u64
+                && cells <= MAX_BITMAP_UNITS
+            {
+                disjoint_by_bitmap(writes, dst_lo, cell_shift, cells)
+            } else {
+                disjoint_by_sorting(writes)
+            };
+            if !disjoint {
+                return None;
+            }
+        }
         let mut records = vec![0u32; 1 + RECORD_WORDS * writes.len()];
         records[0] = count;
         for (r, w) in records[1..].chunks_exact_mut(RECORD_WORDS).zip(writes) {
@@ -310,6 +312,10 @@ impl ScatterPlan {
     }
 }
 
+/// The largest bitmap cell, in bytes: ranges aligned to more still take a bit per this many
+/// bytes (the shift stays far from 64).
+const MAX_CELL: u64 = 1 << 12;
+
 /// The bitmap check is used while the bitmap has at most this many 64-bit words per write
 /// (so its cost stays linear in the writes' bytes, well under a sort's per write).
 const BITMAP_WORDS_PER_WRITE: u64 = 64;
@@ -323,12 +329,12 @@ std::thread_local! {
     static BITMAP: std::cell::RefCell<Vec<u64>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Whether no two writes' destination ranges overlap, by marking each write's units (of
-/// `grain` bytes, counted from `lo`) in a bitmap of `units` bits: linear in the writes' size,
-/// no sort. Every offset and length is a multiple of `grain`; every range lies in
-/// `lo..lo + units * grain`.
-fn disjoint_by_bitmap(writes: &[ScatterWrite], lo: u64, grain: u64, units: u64) -> bool {
-    let Ok(words) = usize::try_from(units.div_ceil(64)) else {
+/// Whether no two writes' destination ranges overlap, by marking each write's cells (of
+/// `1 << shift` bytes, counted from `lo`) in a bitmap of `cells` bits: linear in the writes'
+/// size, no sort. Every offset and length is a multiple of the cell; every range lies in
+/// `lo..lo + (cells << shift)`.
+fn disjoint_by_bitmap(writes: &[ScatterWrite], lo: u64, shift: u32, cells: u64) -> bool {
+    let Ok(words) = usize::try_from(cells.div_ceil(64)) else {
         return disjoint_by_sorting(writes);
     };
     BITMAP.with(|cell| {
@@ -338,7 +344,6 @@ fn disjoint_by_bitmap(writes: &[ScatterWrite], lo: u64, grain: u64, units: u64) 
         if bits.len() < words {
             bits.resize(words, 0);
         }
-        let shift = grain.trailing_zeros();
         let range = |w: &ScatterWrite| {
             let a = (w.dst_offset - lo) >> shift;
             (a, a + (w.len >> shift))
@@ -366,6 +371,7 @@ fn disjoint_by_bitmap(writes: &[ScatterWrite], lo: u64, grain: u64, units: u64) 
 }
 
 /// Sets bits `a..b` of `bits` if none of them is set yet; returns whether it did.
+#[inline]
 fn mark(bits: &mut [u64], a: u64, b: u64) -> bool {
     if a / 64 == (b - 1) / 64 {
         // Within one word (every write of up to 64 units that does not straddle a word).

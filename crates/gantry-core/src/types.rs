@@ -239,7 +239,7 @@ impl Limits {
 /// overflow. Unlike `value + value % alignment`, this is correct for every value.
 #[must_use]
 pub const fn align_up(value: u64, alignment: u64) -> Option<u64> {
-    let rem = value % alignment;
+    let rem = rem(value, alignment);
     if rem == 0 {
         Some(value)
     } else {
@@ -250,7 +250,18 @@ pub const fn align_up(value: u64, alignment: u64) -> Option<u64> {
 /// Rounds `value` DOWN to a multiple of `alignment` (non-zero).
 #[must_use]
 pub const fn align_down(value: u64, alignment: u64) -> u64 {
-    value - value % alignment
+    value - rem(value, alignment)
+}
+
+/// `value % alignment`, with a mask instead of a division for powers of two (every GPU
+/// alignment is one; hot loops call these per write).
+#[inline]
+pub(crate) const fn rem(value: u64, alignment: u64) -> u64 {
+    if alignment.is_power_of_two() {
+        value & (alignment - 1)
+    } else {
+        value % alignment
+    }
 }
 
 /// The kind of physical device.

@@ -223,14 +223,14 @@ impl<B: Backend> Inner<B> {
 
     fn check_aligned(&self, offset: u64, size: u64) -> Result<()> {
         let a = self.alignment();
-        if !offset.is_multiple_of(a) {
+        if gantry_core::align_down(offset, a) != offset {
             return Err(gantry_core::Error::MisalignedOffset {
                 offset,
                 alignment: a,
             }
             .into());
         }
-        if !size.is_multiple_of(a) {
+        if gantry_core::align_down(size, a) != size {
             return Err(gantry_core::Error::MisalignedSize { size, alignment: a }.into());
         }
         Ok(())
