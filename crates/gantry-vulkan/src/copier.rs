@@ -9,49 +9,90 @@
 //! The caller of [`run`] takes jobs too and returns only when every job is done, so the jobs
 //! may point into memory the caller borrows.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
 
 use crate::buffer::CopyPiece;
 
 /// Most threads (the caller included) that work on one copy.
 const MAX_THREADS: usize = 16;
 
-/// Spins of an idle worker (checking for a new task) before it sleeps: about 50 µs.
-const IDLE_SPINS: u32 = 20_000;
+/// How long an idle worker spins (checking for a new task) before it sleeps. Measured in
+/// time, not spins: a `pause` takes from a few cycles to 140 (Skylake and later), so the
+/// 20,000 spins this was meant about 1 ms there, and fifteen workers burned a core each
+/// through every gap between two frames (taking hyperthread siblings from the threads that
+/// record the frames). Long enough for the next piece of a pipelined transfer.
+const IDLE_SPIN: Duration = Duration::from_micros(30);
 
-/// One copy: its jobs, the next job to take and the jobs not finished yet.
+/// Spins between two looks at the clock while spinning.
+const SPINS_PER_CHECK: u32 = 64;
+
+/// What a task's jobs are.
+enum Jobs {
+    /// Copies.
+    Copies(Vec<CopyPiece>),
+    /// Calls of the caller's function with each index below the task's count. A raw pointer
+    /// whose borrow is erased: it is called only while the caller of [`run_calls`] waits (a
+    /// job is taken only while some are left, and the caller returns once none are).
+    Calls(*const (dyn Fn(usize) + Sync)),
+}
+
+/// One task: its jobs, the next job to take and the jobs not finished yet.
 struct Task {
-    jobs: Vec<CopyPiece>,
+    jobs: Jobs,
+    count: usize,
     /// Jobs taken at a time: enough small jobs to make about [`BLOCK_BYTES`], so that many
     /// small pieces (a batch's 256-byte writes) do not cost two shared atomics each.
     block: usize,
     next: AtomicUsize,
     left: AtomicUsize,
+    /// Whether a call panicked (the caller panics in turn, once every job is done).
+    panicked: AtomicBool,
 }
+
+// SAFETY: `Jobs::Calls` points at a `Sync` function, called from several threads by design;
+// copies are `Send` and `Sync` already. The pointer is used only under the contract above.
+unsafe impl Send for Task {}
+// SAFETY: as above.
+unsafe impl Sync for Task {}
 
 /// Bytes a thread takes at a time when the jobs are small.
 const BLOCK_BYTES: usize = 64 << 10;
 
 impl Task {
-    /// Copies blocks of jobs until none is left to take.
+    /// Does blocks of jobs until none is left to take.
     fn work(&self) {
         loop {
             let first = self.next.fetch_add(self.block, Ordering::Relaxed);
-            let Some(jobs) = self.jobs.get(first..) else {
-                break;
-            };
-            let jobs = &jobs[..jobs.len().min(self.block)];
-            if jobs.is_empty() {
+            if first >= self.count {
                 break;
             }
-            for job in jobs {
-                // SAFETY: each index is handed out once (the counter), so this thread is the
-                // only one copying this job; the caller of `run` keeps the memory valid until
-                // `left` reaches zero, which happens only after these copies (Release below).
-                unsafe { job.copy() };
+            let end = self.count.min(first + self.block);
+            match &self.jobs {
+                Jobs::Copies(jobs) => {
+                    for job in &jobs[first..end] {
+                        // SAFETY: each index is handed out once (the counter), so this thread
+                        // is the only one copying this job; the caller of `run` keeps the
+                        // memory valid until `left` reaches zero, which happens only after
+                        // these copies (Release below).
+                        unsafe { job.copy() };
+                    }
+                }
+                &Jobs::Calls(f) => {
+                    for i in first..end {
+                        // SAFETY: a job is left (`first < count`), so the caller of
+                        // `run_calls` is still waiting and `f` is alive.
+                        let f = unsafe { &*f };
+                        let call = std::panic::catch_unwind(AssertUnwindSafe(|| f(i)));
+                        if call.is_err() {
+                            self.panicked.store(true, Ordering::Relaxed);
+                        }
+                    }
+                }
             }
-            self.left.fetch_sub(jobs.len(), Ordering::Release);
+            self.left.fetch_sub(end - first, Ordering::Release);
         }
     }
 }
@@ -94,10 +135,14 @@ fn pool() -> &'static Pool {
 fn worker(pool: &'static Pool) {
     let mut seen = 0u64;
     loop {
-        let mut spins = 0;
-        while pool.generation.load(Ordering::Acquire) == seen && spins < IDLE_SPINS {
-            std::hint::spin_loop();
-            spins += 1;
+        let idle = Instant::now();
+        'spin: while pool.generation.load(Ordering::Acquire) == seen {
+            for _ in 0..SPINS_PER_CHECK {
+                std::hint::spin_loop();
+            }
+            if idle.elapsed() >= IDLE_SPIN {
+                break 'spin;
+            }
         }
         let task = {
             let mut slot = pool.slot.lock().unwrap_or_else(PoisonError::into_inner);
@@ -130,18 +175,69 @@ pub(crate) unsafe fn run(jobs: Vec<CopyPiece>) {
     let n = jobs.len();
     let bytes: usize = jobs.iter().map(CopyPiece::len).sum();
     let block = (BLOCK_BYTES.saturating_mul(n) / bytes.max(1)).clamp(1, n);
+    run_task(pool, Jobs::Copies(jobs), n, block);
+}
+
+/// Calls `f(i)` for each `i` below `n`, on the pool's threads and the calling one, and returns
+/// the results in order once all are done. For CPU work that splits into a few independent
+/// parts of tens of microseconds each (a scatter plan's parts).
+pub(crate) fn run_parts<T: Send>(n: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
+    let pool = pool();
+    if n <= 1 || pool.workers.load(Ordering::Relaxed) == 0 {
+        return (0..n).map(f).collect();
+    }
+    let slots: Vec<Mutex<Option<T>>> = (0..n).map(|_| Mutex::new(None)).collect();
+    let call = |i: usize| {
+        let out = f(i);
+        *slots[i].lock().unwrap_or_else(PoisonError::into_inner) = Some(out);
+    };
+    let call: *const (dyn Fn(usize) + Sync + '_) = &call;
+    // SAFETY: only the lifetime bound changes (same fat pointer); `run_task` returns only
+    // when every call is done, and no call starts after that (`Jobs::Calls`), so `call` and
+    // what it borrows outlive every use of the pointer.
+    let call = unsafe {
+        std::mem::transmute::<
+            *const (dyn Fn(usize) + Sync + '_),
+            *const (dyn Fn(usize) + Sync + 'static),
+        >(call)
+    };
+    run_task(pool, Jobs::Calls(call), n, 1);
+    slots
+        .into_iter()
+        .map(|s| {
+            s.into_inner()
+                .unwrap_or_else(PoisonError::into_inner)
+                .expect("every part ran (run_task returns when all have)")
+        })
+        .collect()
+}
+
+/// Publishes a task of `count` jobs taken `block` at a time, works on it, and returns once
+/// every job is done (re-raising a panic of a call).
+fn run_task(pool: &'static Pool, jobs: Jobs, count: usize, block: usize) {
     let task = Arc::new(Task {
         block,
         jobs,
+        count,
         next: AtomicUsize::new(0),
-        left: AtomicUsize::new(n),
+        left: AtomicUsize::new(count),
+        panicked: AtomicBool::new(false),
     });
     {
         let mut slot = pool.slot.lock().unwrap_or_else(PoisonError::into_inner);
         *slot = Some(Arc::clone(&task));
         pool.generation.fetch_add(1, Ordering::Release);
     }
-    pool.wake.notify_all();
+    // Wake as many sleeping workers as there are blocks for (the caller takes one); workers
+    // still spinning join by themselves.
+    let helpers = count.div_ceil(block).saturating_sub(1);
+    if helpers >= pool.workers.load(Ordering::Relaxed) {
+        pool.wake.notify_all();
+    } else {
+        for _ in 0..helpers {
+            pool.wake.notify_one();
+        }
+    }
     task.work();
     let mut spins = 0u32;
     while task.left.load(Ordering::Acquire) != 0 {
@@ -158,4 +254,9 @@ pub(crate) unsafe fn run(jobs: Vec<CopyPiece>) {
     if slot.as_ref().is_some_and(|t| Arc::ptr_eq(t, &task)) {
         *slot = None;
     }
+    drop(slot);
+    assert!(
+        !task.panicked.load(Ordering::Relaxed),
+        "a part run on the copy threads panicked"
+    );
 }
