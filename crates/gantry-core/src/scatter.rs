@@ -49,6 +49,8 @@
 //! assert_eq!(&dst[1024 + 16 * 31..1024 + 16 * 31 + 8], &staging[0..8]);
 //! ```
 
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
 /// The scatter shader (WGSL). Bindings of group 0: `0` the record table (read-only
 /// storage), `1` the source bytes (read-only storage), `2` the destination window
 /// (read-write storage). Dispatch [`ScatterPlan::groups`] workgroups.
@@ -191,57 +193,12 @@ impl ScatterPlan {
         if writes.len() < MIN_WRITES || !storage_align.is_power_of_two() {
             return None;
         }
-        let align = storage_align.max(WIDE_UNIT);
-        let (mut dst_lo, mut dst_hi) = (u64::MAX, 0u64);
-        let (mut src_lo, mut src_hi) = (u64::MAX, 0u64);
-        // Writes in increasing, non-overlapping order need no sort to prove them disjoint.
-        let mut sorted = true;
-        let mut last_end = 0u64;
-        // Bits below 16 of any offset or length: zero when the wide shader applies.
-        let mut low = 0u64;
-        // The same of the destination ranges alone (from 0; `lo` is a multiple of what this
-        // finds): the bitmap's cell, below.
-        let mut dst_low = 0u64;
-        for w in writes {
-            if w.len == 0 || w.len > MAX_WRITE || (w.dst_offset | w.src_offset | w.len) % 4 != 0 {
-                return None;
-            }
-            let dst_end = w.dst_offset.checked_add(w.len)?;
-            let src_end = w.src_offset.checked_add(w.len)?;
-            low |= w.dst_offset | w.src_offset | w.len;
-            dst_low |= w.dst_offset | w.len;
-            sorted &= w.dst_offset >= last_end;
-            last_end = dst_end;
-            dst_lo = dst_lo.min(w.dst_offset);
-            dst_hi = dst_hi.max(dst_end);
-            src_lo = src_lo.min(w.src_offset);
-            src_hi = src_hi.max(src_end);
-        }
-        let dst_base = dst_lo - dst_lo % align;
-        let src_base = src_lo - src_lo % align;
-        let (dst_size, src_size) = (dst_hi - dst_base, src_hi - src_base);
-        if dst_size > max_binding || src_size > max_binding {
-            return None;
-        }
-        // The bases are multiples of 16, so offsets from them keep the low bits.
-        let wide = low.is_multiple_of(WIDE_UNIT);
-        let unit = if wide { WIDE_UNIT } else { 4 };
-        let shift = unit.trailing_zeros();
-        let units = |v: u64| u32::try_from(v >> shift).ok();
-        // Bindings are at most `max_binding` bytes, so unit offsets fit when it is <= 16 GiB.
-        units(dst_size)?;
-        units(src_size)?;
-        let count = u32::try_from(writes.len()).ok()?;
-        if !sorted {
-            // Cells of the coarsest granularity every destination range shares (a power of
-            // two, from 4 bytes to `MAX_CELL`): 256-byte writes at multiples of 256 take a
-            // bit each, and the bitmap stays small enough for the L1 cache.
-            let cell_shift = dst_low.trailing_zeros().min(MAX_CELL.trailing_zeros());
-            let cells = (dst_hi - dst_lo) >> cell_shift;
-            let disjoint = if cells / 64 <= BITMAP_WORDS_PER_WRITE * writes.len() as u64
-                && cells <= MAX_BITMAP_UNITS
-            {
-                disjoint_by_bitmap(writes, dst_lo, cell_shift, cells)
+        let summary = Summary::of(writes)?;
+        let layout = Layout::of(&summary, writes.len(), storage_align, max_binding)?;
+        if !summary.sorted {
+            let cells = summary.cells();
+            let disjoint = if cells.fit_bitmap(writes.len()) {
+                disjoint_by_bitmap(writes, summary.dst_lo, cells.shift, cells.count)
             } else {
                 disjoint_by_sorting(writes)
             };
@@ -250,23 +207,113 @@ impl ScatterPlan {
             }
         }
         let mut records = vec![0u32; 1 + RECORD_WORDS * writes.len()];
-        records[0] = count;
-        for (r, w) in records[1..].chunks_exact_mut(RECORD_WORDS).zip(writes) {
-            // In range: every offset lies inside a window whose size fits (checked above).
-            r[0] = ((w.dst_offset - dst_base) >> shift) as u32;
-            r[1] = ((w.src_offset - src_base) >> shift) as u32;
-            r[2] = (w.len >> shift) as u32;
+        records[0] = layout.count;
+        layout.fill(&mut records[1..], writes);
+        Some(layout.plan(records))
+    }
+
+    /// [`Self::new`] with its work split into `parts` parts that `run` may run in parallel:
+    /// the same plan, one dispatch, for a submission that has threads to spare. `run(n, f)`
+    /// calls `f(i)` once for every `i` below `n`, in any order or at once, and returns when
+    /// all calls have. Each part summarizes its writes, then marks them in a bitmap of its own
+    /// and fills its rows of the record table; the bitmaps are merged (an overlap between
+    /// parts refuses the plan as an overlap within one does). Falls back to [`Self::new`]
+    /// when the parts' bitmaps would take more than `PARALLEL_BITMAP_BYTES` (4 MiB) or the
+    /// windows are so sparse that [`Self::new`] sorts.
+    ///
+    /// ```
+    /// use gantry_core::scatter::{ScatterPlan, ScatterWrite};
+    /// let writes: Vec<ScatterWrite> = (0..5000u64)
+    ///     .map(|i| ScatterWrite { dst_offset: (i * 7919 % 5000) * 64, src_offset: i * 64, len: 64 })
+    ///     .collect();
+    /// // A sequential `run`; a backend hands the parts to its threads.
+    /// let run = |n: usize, f: &(dyn Fn(usize) + Sync)| (0..n).for_each(f);
+    /// let plan = ScatterPlan::new_in_parts(&writes, 256, 1 << 30, 4, &run);
+    /// assert_eq!(plan, ScatterPlan::new(&writes, 256, 1 << 30));
+    /// ```
+    #[must_use]
+    pub fn new_in_parts(
+        writes: &[ScatterWrite],
+        storage_align: u64,
+        max_binding: u64,
+        parts: usize,
+        run: &PartRunner<'_>,
+    ) -> Option<Self> {
+        let part_len = writes.len().div_ceil(parts.max(1)).max(MIN_WRITES);
+        if parts <= 1 || writes.len() < 2 * part_len || !storage_align.is_power_of_two() {
+            return Self::new(writes, storage_align, max_binding);
         }
-        let groups = [count.min(MAX_GROUPS), 1];
-        Some(Self {
-            dst_base,
-            dst_size,
-            src_base,
-            src_size,
-            records,
-            wide,
-            groups,
-        })
+        let chunks: Vec<&[ScatterWrite]> = writes.chunks(part_len).collect();
+        let summaries: Vec<Mutex<Option<Summary>>> =
+            chunks.iter().map(|_| Mutex::new(None)).collect();
+        run(chunks.len(), &|i| {
+            *lock(&summaries[i]) = Summary::of(chunks[i]);
+        });
+        let mut summary: Option<Summary> = None;
+        for s in summaries {
+            let s = s.into_inner().unwrap_or_else(PoisonError::into_inner)?;
+            summary = Some(match summary {
+                None => s,
+                Some(all) => all.then(&s),
+            });
+        }
+        let summary = summary?;
+        let layout = Layout::of(&summary, writes.len(), storage_align, max_binding)?;
+        let cells = summary.cells();
+        let words = usize::try_from(cells.count.div_ceil(64)).unwrap_or(usize::MAX);
+        if !summary.sorted
+            && (!cells.fit_bitmap(writes.len())
+                || words.saturating_mul(8 * chunks.len()) > PARALLEL_BITMAP_BYTES)
+        {
+            return Self::new(writes, storage_align, max_binding);
+        }
+        let mut records = vec![0u32; 1 + RECORD_WORDS * writes.len()];
+        records[0] = layout.count;
+        let rows: Vec<Mutex<&mut [u32]>> = records[1..]
+            .chunks_mut(RECORD_WORDS * part_len)
+            .map(Mutex::new)
+            .collect();
+        if summary.sorted {
+            run(chunks.len(), &|i| {
+                layout.fill(&mut lock(&rows[i]), chunks[i])
+            });
+        } else {
+            let mut bitmaps = take_bitmaps(chunks.len(), words);
+            let slots: Vec<Mutex<(&mut [u64], bool)>> = bitmaps
+                .iter_mut()
+                .map(|b| Mutex::new((&mut b[..words], true)))
+                .collect();
+            run(chunks.len(), &|i| {
+                let mut slot = lock(&slots[i]);
+                let (bits, disjoint) = &mut *slot;
+                *disjoint = mark_all(bits, chunks[i], summary.dst_lo, cells.shift);
+                if *disjoint {
+                    layout.fill(&mut lock(&rows[i]), chunks[i]);
+                }
+            });
+            // Merged word by word (an overlap between two parts: a bit in both), and left
+            // all zeros for the next call.
+            let mut parts: Vec<(&mut [u64], bool)> = slots
+                .into_iter()
+                .map(|s| s.into_inner().unwrap_or_else(PoisonError::into_inner))
+                .collect();
+            let mut disjoint = parts.iter().all(|p| p.1);
+            for w in 0..words {
+                let mut seen = 0u64;
+                for (bits, _) in &mut parts {
+                    disjoint &= seen & bits[w] == 0;
+                    seen |= bits[w];
+                    bits[w] = 0;
+                }
+            }
+            drop(parts);
+            give_bitmaps(bitmaps);
+            if !disjoint {
+                return None;
+            }
+        }
+        drop(rows);
+        Some(layout.plan(records))
     }
 
     /// Gives every record a workgroup of its own (up to [`MAX_GROUPS_X`] a row, in as many
@@ -312,6 +359,206 @@ impl ScatterPlan {
     }
 }
 
+/// Runs parts of a job for [`ScatterPlan::new_in_parts`]: `run(n, f)` calls `f(i)` once for
+/// every `i` below `n`, in any order or at once, and returns when all calls have.
+pub type PartRunner<'a> = dyn Fn(usize, &(dyn Fn(usize) + Sync)) + 'a;
+
+/// What one pass over a set of writes finds: their windows, the low bits of their offsets and
+/// lengths, and whether they are in increasing order without overlaps.
+#[derive(Clone, Copy, Debug)]
+struct Summary {
+    dst_lo: u64,
+    dst_hi: u64,
+    src_lo: u64,
+    src_hi: u64,
+    /// Bits below 16 of any offset or length: zero when the wide shader applies.
+    low: u64,
+    /// The same of the destination ranges alone (from 0; `dst_lo` is a multiple of what this
+    /// finds): the bitmap's cell.
+    dst_low: u64,
+    /// In increasing, non-overlapping order (no check needed).
+    sorted: bool,
+    first_dst: u64,
+    last_end: u64,
+}
+
+impl Summary {
+    /// `None` when a write is empty, larger than [`MAX_WRITE`], not 4-byte aligned or ends
+    /// beyond `u64::MAX`.
+    fn of(writes: &[ScatterWrite]) -> Option<Self> {
+        let mut s = Self {
+            dst_lo: u64::MAX,
+            dst_hi: 0,
+            src_lo: u64::MAX,
+            src_hi: 0,
+            low: 0,
+            dst_low: 0,
+            sorted: true,
+            first_dst: writes.first().map_or(0, |w| w.dst_offset),
+            last_end: 0,
+        };
+        for w in writes {
+            if w.len == 0 || w.len > MAX_WRITE || (w.dst_offset | w.src_offset | w.len) % 4 != 0 {
+                return None;
+            }
+            let dst_end = w.dst_offset.checked_add(w.len)?;
+            let src_end = w.src_offset.checked_add(w.len)?;
+            s.low |= w.dst_offset | w.src_offset | w.len;
+            s.dst_low |= w.dst_offset | w.len;
+            s.sorted &= w.dst_offset >= s.last_end;
+            s.last_end = dst_end;
+            s.dst_lo = s.dst_lo.min(w.dst_offset);
+            s.dst_hi = s.dst_hi.max(dst_end);
+            s.src_lo = s.src_lo.min(w.src_offset);
+            s.src_hi = s.src_hi.max(src_end);
+        }
+        Some(s)
+    }
+
+    /// The summary of these writes followed by `next`'s.
+    fn then(&self, next: &Self) -> Self {
+        Self {
+            dst_lo: self.dst_lo.min(next.dst_lo),
+            dst_hi: self.dst_hi.max(next.dst_hi),
+            src_lo: self.src_lo.min(next.src_lo),
+            src_hi: self.src_hi.max(next.src_hi),
+            low: self.low | next.low,
+            dst_low: self.dst_low | next.dst_low,
+            sorted: self.sorted && next.sorted && next.first_dst >= self.last_end,
+            first_dst: self.first_dst,
+            last_end: next.last_end,
+        }
+    }
+
+    /// The bitmap cells of the destination window: the coarsest power of two every range
+    /// shares (4 bytes to [`MAX_CELL`]), so 256-byte writes at multiples of 256 take a bit
+    /// each and the bitmap stays small enough for the L1 cache.
+    fn cells(&self) -> Cells {
+        let shift = self.dst_low.trailing_zeros().min(MAX_CELL.trailing_zeros());
+        Cells {
+            shift,
+            count: (self.dst_hi - self.dst_lo) >> shift,
+        }
+    }
+}
+
+/// Bitmap cells of a destination window: `count` cells of `1 << shift` bytes.
+#[derive(Clone, Copy, Debug)]
+struct Cells {
+    shift: u32,
+    count: u64,
+}
+
+impl Cells {
+    /// Whether a bitmap check of `writes` writes costs less than sorting them.
+    fn fit_bitmap(&self, writes: usize) -> bool {
+        self.count / 64 <= BITMAP_WORDS_PER_WRITE * writes as u64 && self.count <= MAX_BITMAP_UNITS
+    }
+}
+
+/// Where a plan's bindings start and the unit of its records.
+#[derive(Clone, Copy, Debug)]
+struct Layout {
+    dst_base: u64,
+    dst_size: u64,
+    src_base: u64,
+    src_size: u64,
+    wide: bool,
+    shift: u32,
+    count: u32,
+}
+
+impl Layout {
+    /// `None` when a window is larger than `max_binding` or beyond 32-bit unit offsets.
+    fn of(s: &Summary, writes: usize, storage_align: u64, max_binding: u64) -> Option<Self> {
+        let align = storage_align.max(WIDE_UNIT);
+        let dst_base = s.dst_lo - s.dst_lo % align;
+        let src_base = s.src_lo - s.src_lo % align;
+        let (dst_size, src_size) = (s.dst_hi - dst_base, s.src_hi - src_base);
+        if dst_size > max_binding || src_size > max_binding {
+            return None;
+        }
+        // The bases are multiples of 16, so offsets from them keep the low bits.
+        let wide = s.low.is_multiple_of(WIDE_UNIT);
+        let shift = if wide { WIDE_UNIT } else { 4 }.trailing_zeros();
+        let units = |v: u64| u32::try_from(v >> shift).ok();
+        // Bindings are at most `max_binding` bytes, so unit offsets fit when it is <= 16 GiB.
+        units(dst_size)?;
+        units(src_size)?;
+        Some(Self {
+            dst_base,
+            dst_size,
+            src_base,
+            src_size,
+            wide,
+            shift,
+            count: u32::try_from(writes).ok()?,
+        })
+    }
+
+    /// Fills `rows` (the record table after its count) with the records of `writes`.
+    fn fill(&self, rows: &mut [u32], writes: &[ScatterWrite]) {
+        let shift = self.shift;
+        for (r, w) in rows.chunks_exact_mut(RECORD_WORDS).zip(writes) {
+            // In range: every offset lies inside a window whose size fits (checked in `of`).
+            r[0] = ((w.dst_offset - self.dst_base) >> shift) as u32;
+            r[1] = ((w.src_offset - self.src_base) >> shift) as u32;
+            r[2] = (w.len >> shift) as u32;
+        }
+    }
+
+    fn plan(&self, records: Vec<u32>) -> ScatterPlan {
+        ScatterPlan {
+            dst_base: self.dst_base,
+            dst_size: self.dst_size,
+            src_base: self.src_base,
+            src_size: self.src_size,
+            records,
+            wide: self.wide,
+            groups: [self.count.min(MAX_GROUPS), 1],
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Most bytes the bitmaps of [`ScatterPlan::new_in_parts`] take together.
+const PARALLEL_BITMAP_BYTES: usize = 4 << 20;
+
+/// Bitmaps for [`ScatterPlan::new_in_parts`], all zeros, kept between calls (fresh memory
+/// costs a page fault a page: about 3 us each on the H100's host).
+static BITMAPS: Mutex<Vec<Vec<u64>>> = Mutex::new(Vec::new());
+
+/// `n` zeroed bitmaps of at least `words` words.
+fn take_bitmaps(n: usize, words: usize) -> Vec<Vec<u64>> {
+    let mut kept = lock(&BITMAPS);
+    (0..n)
+        .map(|_| {
+            let mut b = kept.pop().unwrap_or_default();
+            if b.len() < words {
+                b.resize(words, 0);
+            }
+            b
+        })
+        .collect()
+}
+
+/// Gives back bitmaps taken with [`take_bitmaps`], all zeros again.
+fn give_bitmaps(bitmaps: Vec<Vec<u64>>) {
+    lock(&BITMAPS).extend(bitmaps);
+}
+
+/// Marks every write's cells (of `1 << shift` bytes from `lo`) in `bits`; false at the first
+/// write whose cells are already marked (the rest are left unmarked).
+fn mark_all(bits: &mut [u64], writes: &[ScatterWrite], lo: u64, shift: u32) -> bool {
+    writes.iter().all(|w| {
+        let a = (w.dst_offset - lo) >> shift;
+        mark(bits, a, a + (w.len >> shift))
+    })
+}
+
 /// The largest bitmap cell, in bytes: ranges aligned to more still take a bit per this many
 /// bytes (the shift stays far from 64).
 const MAX_CELL: u64 = 1 << 12;
@@ -348,14 +595,13 @@ fn disjoint_by_bitmap(writes: &[ScatterWrite], lo: u64, shift: u32, cells: u64) 
             let a = (w.dst_offset - lo) >> shift;
             (a, a + (w.len >> shift))
         };
-        let mut marked = writes.len();
-        for (k, w) in writes.iter().enumerate() {
-            let (a, b) = range(w);
-            if !mark(&mut bits, a, b) {
-                marked = k;
-                break;
-            }
-        }
+        let marked = writes
+            .iter()
+            .position(|w| {
+                let (a, b) = range(w);
+                !mark(&mut bits, a, b)
+            })
+            .unwrap_or(writes.len());
         // Leave the bitmap all zeros for the next call: a memset when it is small, else
         // write by write.
         if words <= 8 * marked {
@@ -649,6 +895,18 @@ mod tests {
             }
             let plan = ScatterPlan::new(&ws, 16, u64::MAX >> 4);
             proptest::prop_assert_eq!(plan.is_some(), !overlaps(&ws));
+            // The same plan made in parts, the parts run on threads of their own.
+            let threads = |n: usize, f: &(dyn Fn(usize) + Sync)| {
+                std::thread::scope(|s| {
+                    for i in 0..n {
+                        s.spawn(move || f(i));
+                    }
+                });
+            };
+            for parts in [2, 3, 5] {
+                let in_parts = ScatterPlan::new_in_parts(&ws, 16, u64::MAX >> 4, parts, &threads);
+                proptest::prop_assert_eq!(&in_parts, &plan);
+            }
             if let Some(plan) = plan {
                 let staging: Vec<u8> = (0..src as u32).map(|i| (i * 7 % 253) as u8).collect();
                 let end = ws.iter().map(|w| w.dst_offset + w.len).max().unwrap_or(0);

@@ -178,23 +178,19 @@ pub(crate) unsafe fn run(jobs: Vec<CopyPiece>) {
     run_task(pool, Jobs::Copies(jobs), n, block);
 }
 
-/// Calls `f(i)` for each `i` below `n`, on the pool's threads and the calling one, and returns
-/// the results in order once all are done. For CPU work that splits into a few independent
-/// parts of tens of microseconds each (a scatter plan's parts).
-pub(crate) fn run_parts<T: Send>(n: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
+/// Calls `f(i)` for each `i` below `n`, on the pool's threads and the calling one; returns
+/// when all calls have. For CPU work that splits into a few independent parts of tens of
+/// microseconds each (a scatter plan made in parts). A panic in a call is raised again here.
+pub(crate) fn run_calls(n: usize, f: &(dyn Fn(usize) + Sync)) {
     let pool = pool();
     if n <= 1 || pool.workers.load(Ordering::Relaxed) == 0 {
-        return (0..n).map(f).collect();
+        (0..n).for_each(f);
+        return;
     }
-    let slots: Vec<Mutex<Option<T>>> = (0..n).map(|_| Mutex::new(None)).collect();
-    let call = |i: usize| {
-        let out = f(i);
-        *slots[i].lock().unwrap_or_else(PoisonError::into_inner) = Some(out);
-    };
-    let call: *const (dyn Fn(usize) + Sync + '_) = &call;
+    let call: *const (dyn Fn(usize) + Sync + '_) = f;
     // SAFETY: only the lifetime bound changes (same fat pointer); `run_task` returns only
-    // when every call is done, and no call starts after that (`Jobs::Calls`), so `call` and
-    // what it borrows outlive every use of the pointer.
+    // when every call is done, and no call starts after that (`Jobs::Calls`), so `f` and what
+    // it borrows outlive every use of the pointer.
     let call = unsafe {
         std::mem::transmute::<
             *const (dyn Fn(usize) + Sync + '_),
@@ -202,14 +198,6 @@ pub(crate) fn run_parts<T: Send>(n: usize, f: impl Fn(usize) -> T + Sync) -> Vec
         >(call)
     };
     run_task(pool, Jobs::Calls(call), n, 1);
-    slots
-        .into_iter()
-        .map(|s| {
-            s.into_inner()
-                .unwrap_or_else(PoisonError::into_inner)
-                .expect("every part ran (run_task returns when all have)")
-        })
-        .collect()
 }
 
 /// Publishes a task of `count` jobs taken `block` at a time, works on it, and returns once

@@ -235,12 +235,12 @@ enum Source {
     Buffer(vk::Buffer),
 }
 
-/// Runs of at least this many deferred writes are planned in parts on the copy threads.
-/// `ScatterPlan::new` takes about 10 ns a write on the H100's host, so 10,000 writes took 100
-/// to 130 us of the submission, on one thread.
+/// Runs of at least this many deferred writes are planned in parts on the copy threads
+/// (`ScatterPlan::new_in_parts`). `ScatterPlan::new` takes about 10 ns a write on the H100's
+/// host, so 10,000 writes took 100 to 130 us of the submission, on one thread.
 const PARALLEL_PLAN_MIN: usize = 4096;
 
-/// Writes per part of a plan made in parts (each part its own dispatch).
+/// Writes per part of a plan made in parts.
 const PLAN_PART: usize = 2048;
 
 /// Most parts one run of writes is planned in.
@@ -1371,21 +1371,20 @@ impl Backend for VulkanBackend {
                 let Some(src) = src else {
                     return Err(DeviceError::Internal("no staging buffer".to_owned()));
                 };
-                // Many writes are planned in parts, on the copy threads: a dispatch each, in
-                // order (a barrier between two dispatches into one buffer keeps program
-                // order; only writes within a part must be disjoint).
+                // Many writes are planned in parts on the copy threads (one plan, one
+                // dispatch).
                 let parts = if pipeline.is_some() && writes.len() >= PARALLEL_PLAN_MIN {
                     writes.len().div_ceil(PLAN_PART).min(MAX_PLAN_PARTS)
                 } else {
                     1
                 };
-                let part_len = writes.len().div_ceil(parts);
-                let plan_of = |writes: &[ScatterWrite]| {
-                    pipeline?;
-                    let mut plan = ScatterPlan::new(
+                let planned = pipeline.and_then(|p| {
+                    let mut plan = ScatterPlan::new_in_parts(
                         writes,
                         limits.min_storage_buffer_offset_alignment,
                         limits.max_storage_buffer_range,
+                        parts,
+                        &crate::copier::run_calls,
                     )
                     .filter(|plan| plan.wide || words)
                     .filter(|plan| {
@@ -1394,53 +1393,42 @@ impl Backend for VulkanBackend {
                     if spread {
                         plan.spread();
                     }
-                    Some(plan)
-                };
-                let plans = if parts > 1 {
-                    let chunks: Vec<&[ScatterWrite]> = writes.chunks(part_len).collect();
-                    crate::copier::run_parts(chunks.len(), |i| plan_of(chunks[i]))
-                } else {
-                    vec![plan_of(writes)]
-                };
-                for (plan, writes) in plans.into_iter().zip(writes.chunks(part_len.max(1))) {
-                    let planned = pipeline.zip(plan).and_then(|(p, plan)| {
-                        let records = batch.stage_records(&plan)?;
-                        Some(Op::Scatter(
-                            p,
-                            Dispatch {
-                                records,
-                                src: Binding {
-                                    buffer: src,
-                                    offset: plan.src_base,
-                                    range: plan.src_size,
-                                },
-                                dst: Binding {
-                                    buffer: d.dst,
-                                    offset: plan.dst_base,
-                                    range: plan.dst_size,
-                                },
-                                groups: plan.groups,
-                                wide: plan.wide,
-                                set: vk::DescriptorSet::null(),
+                    let records = batch.stage_records(&plan)?;
+                    Some(Op::Scatter(
+                        p,
+                        Dispatch {
+                            records,
+                            src: Binding {
+                                buffer: src,
+                                offset: plan.src_base,
+                                range: plan.src_size,
                             },
-                        ))
-                    });
-                    match planned {
-                        Some(op) => {
-                            ops.push(op);
-                            dispatches += 1;
-                        }
-                        None => {
-                            ops.extend(writes.iter().map(|w| {
-                                Op::Copy(RawCopy {
-                                    src,
-                                    src_offset: w.src_offset,
-                                    dst: d.dst,
-                                    dst_offset: w.dst_offset,
-                                    size: w.len,
-                                })
-                            }));
-                        }
+                            dst: Binding {
+                                buffer: d.dst,
+                                offset: plan.dst_base,
+                                range: plan.dst_size,
+                            },
+                            groups: plan.groups,
+                            wide: plan.wide,
+                            set: vk::DescriptorSet::null(),
+                        },
+                    ))
+                });
+                match planned {
+                    Some(op) => {
+                        ops.push(op);
+                        dispatches += 1;
+                    }
+                    None => {
+                        ops.extend(writes.iter().map(|w| {
+                            Op::Copy(RawCopy {
+                                src,
+                                src_offset: w.src_offset,
+                                dst: d.dst,
+                                dst_offset: w.dst_offset,
+                                size: w.len,
+                            })
+                        }));
                     }
                 }
             }
