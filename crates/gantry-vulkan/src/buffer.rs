@@ -63,7 +63,7 @@ pub(crate) unsafe fn copy_from_mapped(dst: &mut [u8], src: *const u8) {
 
 /// Bytes one job of [`copy_pieces`] copies at most: small enough to balance the threads,
 /// large enough that taking a job costs nothing next to the copy.
-const COPY_GRAIN: usize = 1 << 20;
+pub(crate) const COPY_GRAIN: usize = 1 << 20;
 
 /// One piece of a scattered copy: `len` bytes from `src` to `dst`.
 #[derive(Clone, Copy)]
@@ -126,6 +126,11 @@ pub(crate) unsafe fn copy_pieces_from(pieces: &[CopyPiece], parallel_min: usize)
         }
         return;
     }
+    if pieces.iter().all(|p| p.len <= COPY_GRAIN) {
+        // SAFETY: the contract; `run` returns only when all are copied.
+        unsafe { crate::copier::run(pieces) };
+        return;
+    }
     let mut jobs = Vec::with_capacity(total / COPY_GRAIN + pieces.len());
     for p in pieces {
         let mut at = 0;
@@ -138,7 +143,7 @@ pub(crate) unsafe fn copy_pieces_from(pieces: &[CopyPiece], parallel_min: usize)
     }
     // SAFETY: the jobs partition the pieces (contract), and `run` returns only when all are
     // copied.
-    unsafe { crate::copier::run(jobs) };
+    unsafe { crate::copier::run(&jobs) };
 }
 
 #[derive(Debug)]

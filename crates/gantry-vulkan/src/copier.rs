@@ -29,13 +29,18 @@ const IDLE_SPIN: Duration = Duration::from_micros(30);
 /// Spins between two looks at the clock while spinning.
 const SPINS_PER_CHECK: u32 = 64;
 
-/// What a task's jobs are.
+/// What a task's jobs are. The slices and the function are the caller's, their borrows
+/// erased: each is used only while the caller of [`run`], [`run_writes`] or [`run_calls`]
+/// waits (a job is taken only while some are left, and the caller returns once none are).
 enum Jobs {
     /// Copies.
-    Copies(Vec<CopyPiece>),
-    /// Calls of the caller's function with each index below the task's count. A raw pointer
-    /// whose borrow is erased: it is called only while the caller of [`run_calls`] waits (a
-    /// job is taken only while some are left, and the caller returns once none are).
+    Copies(*const [CopyPiece]),
+    /// Writes into one mapping: `bytes` to `base + offset` for each `(offset, bytes)`.
+    Writes {
+        base: *mut u8,
+        writes: *const [(u64, &'static [u8])],
+    },
+    /// Calls of the caller's function with each index below the task's count.
     Calls(*const (dyn Fn(usize) + Sync)),
 }
 
@@ -70,20 +75,32 @@ impl Task {
                 break;
             }
             let end = self.count.min(first + self.block);
-            match &self.jobs {
+            // SAFETY (each arm): a job is left (`first < count`), so the caller is still
+            // waiting and what the task points to is alive; each index is handed out once (the
+            // counter), so this thread is the only one doing this job; the caller keeps the
+            // memory valid until `left` reaches zero, which happens only after these jobs
+            // (Release below); the caller's contract makes every copy valid.
+            match self.jobs {
                 Jobs::Copies(jobs) => {
+                    let jobs = unsafe { &*jobs };
                     for job in &jobs[first..end] {
-                        // SAFETY: each index is handed out once (the counter), so this thread
-                        // is the only one copying this job; the caller of `run` keeps the
-                        // memory valid until `left` reaches zero, which happens only after
-                        // these copies (Release below).
                         unsafe { job.copy() };
                     }
                 }
-                &Jobs::Calls(f) => {
+                Jobs::Writes { base, writes } => {
+                    let writes = unsafe { &*writes };
+                    for &(offset, bytes) in &writes[first..end] {
+                        unsafe {
+                            std::ptr::copy_nonoverlapping(
+                                bytes.as_ptr(),
+                                base.add(offset as usize),
+                                bytes.len(),
+                            );
+                        }
+                    }
+                }
+                Jobs::Calls(f) => {
                     for i in first..end {
-                        // SAFETY: a job is left (`first < count`), so the caller of
-                        // `run_calls` is still waiting and `f` is alive.
                         let f = unsafe { &*f };
                         let call = std::panic::catch_unwind(AssertUnwindSafe(|| f(i)));
                         if call.is_err() {
@@ -163,10 +180,10 @@ fn worker(pool: &'static Pool) {
 /// # Safety
 /// Every job satisfies [`CopyPiece::new`]'s contract until this returns, and no two jobs'
 /// destinations overlap.
-pub(crate) unsafe fn run(jobs: Vec<CopyPiece>) {
+pub(crate) unsafe fn run(jobs: &[CopyPiece]) {
     let pool = pool();
     if jobs.len() <= 1 || pool.workers.load(Ordering::Relaxed) == 0 {
-        for job in &jobs {
+        for job in jobs {
             // SAFETY: the function's contract.
             unsafe { job.copy() };
         }
@@ -176,6 +193,39 @@ pub(crate) unsafe fn run(jobs: Vec<CopyPiece>) {
     let bytes: usize = jobs.iter().map(CopyPiece::len).sum();
     let block = (BLOCK_BYTES.saturating_mul(n) / bytes.max(1)).clamp(1, n);
     run_task(pool, Jobs::Copies(jobs), n, block);
+}
+
+/// Copies each `(offset, bytes)` of `writes` to `base + offset`, on the pool's threads and the
+/// calling one; returns when all are done. A mapped buffer's many small writes, without a
+/// list of pieces built first (10,000 writes: 240 KB more to write, and then read).
+///
+/// # Safety
+/// Every `base + offset .. + bytes.len()` is valid for writes until this returns, no two
+/// overlap, and none overlaps a `bytes`.
+pub(crate) unsafe fn run_writes(base: *mut u8, writes: &[(u64, &[u8])]) {
+    let pool = pool();
+    let n = writes.len();
+    if n <= 1 || pool.workers.load(Ordering::Relaxed) == 0 {
+        for &(offset, bytes) in writes {
+            // SAFETY: the function's contract.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    bytes.as_ptr(),
+                    base.add(offset as usize),
+                    bytes.len(),
+                );
+            }
+        }
+        return;
+    }
+    let total: usize = writes.iter().map(|w| w.1.len()).sum();
+    let block = (BLOCK_BYTES.saturating_mul(n) / total.max(1)).clamp(1, n);
+    let writes: *const [(u64, &[u8])] = writes;
+    // SAFETY: only the lifetime changes; used under the contract of `Jobs` (above).
+    let writes = unsafe {
+        std::mem::transmute::<*const [(u64, &[u8])], *const [(u64, &'static [u8])]>(writes)
+    };
+    run_task(pool, Jobs::Writes { base, writes }, n, block);
 }
 
 /// Calls `f(i)` for each `i` below `n`, on the pool's threads and the calling one; returns

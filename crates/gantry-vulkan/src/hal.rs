@@ -834,22 +834,31 @@ impl Backend for VulkanBackend {
             }
             return Ok(());
         };
-        let pieces: Vec<crate::buffer::CopyPiece> = writes
+        if writes
             .iter()
-            .map(|&(offset, data)| {
-                // SAFETY: each range lies inside the mapping (contract) and no two overlap
-                // (checked); `data` is host memory that is not this mapping.
-                unsafe {
-                    crate::buffer::CopyPiece::new(
-                        ptr.as_ptr().add(offset as usize),
-                        data.as_ptr(),
-                        data.len(),
-                    )
-                }
-            })
-            .collect();
-        // SAFETY: as above: in bounds, destinations disjoint.
-        unsafe { crate::buffer::copy_pieces_from(&pieces, MANY_PARALLEL_MIN) };
+            .all(|w| w.1.len() <= crate::buffer::COPY_GRAIN)
+        {
+            // SAFETY: each range lies inside the mapping (contract) and no two overlap
+            // (checked); the bytes are host memory that is not this mapping.
+            unsafe { crate::copier::run_writes(ptr.as_ptr(), writes) };
+        } else {
+            // Large writes are cut into pieces the threads share.
+            let pieces: Vec<crate::buffer::CopyPiece> = writes
+                .iter()
+                .map(|&(offset, data)| {
+                    // SAFETY: as above.
+                    unsafe {
+                        crate::buffer::CopyPiece::new(
+                            ptr.as_ptr().add(offset as usize),
+                            data.as_ptr(),
+                            data.len(),
+                        )
+                    }
+                })
+                .collect();
+            // SAFETY: as above: in bounds, destinations disjoint.
+            unsafe { crate::buffer::copy_pieces_from(&pieces, MANY_PARALLEL_MIN) };
+        }
         if let (Some(first), Some(last)) = (writes.first(), writes.last()) {
             let end = last.0 + last.1.len() as u64;
             // SAFETY: the range was just written and lies inside the mapping.
