@@ -75,21 +75,25 @@ impl Task {
                 break;
             }
             let end = self.count.min(first + self.block);
-            // SAFETY (each arm): a job is left (`first < count`), so the caller is still
-            // waiting and what the task points to is alive; each index is handed out once (the
-            // counter), so this thread is the only one doing this job; the caller keeps the
-            // memory valid until `left` reaches zero, which happens only after these jobs
-            // (Release below); the caller's contract makes every copy valid.
+            // Why each block below is sound: a job is left (`first < count`), so the caller
+            // is still waiting and what the task points to is alive; each index is handed out
+            // once (the counter), so this thread is the only one doing this job; the caller
+            // keeps the memory valid until `left` reaches zero, which happens only after these
+            // jobs (Release below); the caller's contract makes every copy valid.
             match self.jobs {
                 Jobs::Copies(jobs) => {
+                    // SAFETY: see above.
                     let jobs = unsafe { &*jobs };
                     for job in &jobs[first..end] {
+                        // SAFETY: see above.
                         unsafe { job.copy() };
                     }
                 }
                 Jobs::Writes { base, writes } => {
+                    // SAFETY: see above.
                     let writes = unsafe { &*writes };
                     for &(offset, bytes) in &writes[first..end] {
+                        // SAFETY: see above (`run_writes`'s contract).
                         unsafe {
                             std::ptr::copy_nonoverlapping(
                                 bytes.as_ptr(),
@@ -101,6 +105,7 @@ impl Task {
                 }
                 Jobs::Calls(f) => {
                     for i in first..end {
+                        // SAFETY: see above.
                         let f = unsafe { &*f };
                         let call = std::panic::catch_unwind(AssertUnwindSafe(|| f(i)));
                         if call.is_err() {
