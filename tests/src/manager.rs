@@ -610,9 +610,51 @@ fn manager_async_handles<B: Backend>(d: &Device<B>) -> R {
         })) => {}
         other => return Err(format!("out-of-bounds read: {other:?}")),
     }
+    // `upload_many` checks every entry first: one bad entry anywhere refuses the whole call.
+    let good = [9u8; 64];
+    let mut many: Vec<(u64, &[u8])> = (0..40u64).map(|i| (i * 64, &good[..])).collect();
+    for (bad, fault) in [
+        ((4064, &good[..]), "out of bounds"),
+        ((6, &good[..8]), "misaligned offset"),
+        ((64, &good[..6]), "misaligned size"),
+    ] {
+        many.insert(20, bad);
+        let refused = m.upload_many(b.buffer(), &many);
+        many.remove(20);
+        match (refused, fault) {
+            (
+                Err(MError::Core(gantry_core::Error::OutOfBounds {
+                    offset: 4064,
+                    size: 64,
+                    buffer_size: 4096,
+                })),
+                "out of bounds",
+            )
+            | (
+                Err(MError::Core(gantry_core::Error::MisalignedOffset { offset: 6, .. })),
+                "misaligned offset",
+            )
+            | (
+                Err(MError::Core(gantry_core::Error::MisalignedSize { size: 6, .. })),
+                "misaligned size",
+            ) => {}
+            (other, _) => return Err(format!("upload_many with an entry {fault}: {other:?}")),
+        }
+    }
     ensure!(
         m.queued_ops_total() == before,
         "a refused call queued something"
     );
-    Ok("write and readback awaited with block_on, polled, refused input queues nothing".into())
+    let h = m.upload_many(b.buffer(), &many).step("upload_many")?;
+    h.wait().step("upload_many wait")?;
+    compare(
+        "upload_many after refused calls",
+        &b.read(0, 2560).step("read")?.wait().step("read wait")?,
+        &[9u8; 2560],
+    )?;
+    Ok(
+        "write and readback awaited with block_on, polled, refused input (upload_many's bad \
+         entries too) queues nothing"
+            .into(),
+    )
 }

@@ -419,11 +419,15 @@ impl<B: Backend> Inner<B> {
         // that fails it takes the checks that name the fault.
         let mask = if a.is_power_of_two() { a - 1 } else { u64::MAX };
         let dst_size = dst.size();
-        for &(offset, data) in writes {
+        // All entries at once, without a branch; only a fault takes the loop that names it.
+        let faulty = writes.iter().fold(false, |bad, &(offset, data)| {
             let size = data.len() as u64;
-            if (offset | size) & mask == 0 && offset <= dst_size && size <= dst_size - offset {
-                continue;
-            }
+            bad | ((offset | size) & mask != 0)
+                | (offset > dst_size)
+                | (size > dst_size.wrapping_sub(offset))
+        });
+        for &(offset, data) in writes.iter().filter(|_| faulty) {
+            let size = data.len() as u64;
             match offset.checked_add(size) {
                 Some(end) if end <= dst_size => {}
                 _ => {
@@ -465,7 +469,12 @@ impl<B: Backend> Inner<B> {
                 self.queue_many(dst, &mut entries, &mut pieces, end)?;
                 at = 0;
             }
-            entries.push((at, offset, size));
+            // Contiguous in staging and in `dst`: one entry (a copy region, where a backend
+            // copies instead of scattering).
+            match entries.last_mut() {
+                Some(e) if e.0 + e.2 == at && e.1 + e.2 == offset => e.2 += size,
+                _ => entries.push((at, offset, size)),
+            }
             pieces.push((at, data));
             end = at + size;
         }
@@ -501,8 +510,10 @@ impl<B: Backend> Inner<B> {
         let seq = self.next_seq();
         let guard = writers.read().unwrap_or_else(PoisonError::into_inner);
         drop(st);
-        for (e, p) in entries.iter_mut().zip(pieces.iter_mut()) {
+        for e in entries.iter_mut() {
             e.0 += region.offset;
+        }
+        for p in pieces.iter_mut() {
             p.0 += region.offset;
         }
         let written = if len <= SMALL_UPLOAD {
@@ -860,6 +871,14 @@ impl<B: Backend> Inner<B> {
             // staging were staged one right after the other, so they are neighbours here.
             // The copies from one staging buffer go to the batch in one `copy_many` call
             // (the two buffers checked and locked once, not per upload).
+            if let [i] = group[..]
+                && let OpKind::UploadMany { chunk, entries, .. } = &ops[i].kind
+            {
+                // One `upload_many` region: its entries were coalesced when staged.
+                regions += entries.len() as u64;
+                self.record_copies(batch, ops, Some(&st.chunks[*chunk].buffer), entries, &[i]);
+                continue;
+            }
             let mut from: Option<&Buffer<B>> = None;
             for &i in &group {
                 let single;
