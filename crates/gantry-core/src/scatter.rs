@@ -316,6 +316,73 @@ impl ScatterPlan {
         Some(layout.plan(records))
     }
 
+    /// Where to cut `writes` (in program order) so that each piece's destination ranges are
+    /// disjoint: the ends of the longest disjoint runs, one after the other (the last is
+    /// `writes.len()`). A set that [`Self::new`] refuses only for overlaps (the same bytes
+    /// written twice in a frame) can then go as one dispatch per run, in order, instead of
+    /// one copy region per write. `None` when cutting would not help: a write that cannot be
+    /// scattered at all, a destination window too sparse for the bitmap check, or overlaps
+    /// so frequent that most writes would be in runs of fewer than [`MIN_WRITES`] (too short
+    /// for a dispatch each).
+    ///
+    /// ```
+    /// use gantry_core::scatter::{ScatterPlan, ScatterWrite};
+    /// let w = |slot: u64| ScatterWrite { dst_offset: slot * 64, src_offset: 0, len: 64 };
+    /// // Slots 0..100, then 50..200: slot 50 again at index 100 starts a second run.
+    /// let writes: Vec<ScatterWrite> = (0..100).chain(50..200).map(w).collect();
+    /// assert_eq!(ScatterPlan::disjoint_runs(&writes), Some(vec![100, 250]));
+    /// // The same slot again and again: runs of one write, not worth cutting.
+    /// assert_eq!(ScatterPlan::disjoint_runs(&[w(7); 40]), None);
+    /// ```
+    #[must_use]
+    pub fn disjoint_runs(writes: &[ScatterWrite]) -> Option<Vec<usize>> {
+        let summary = Summary::of(writes)?;
+        if summary.sorted {
+            return Some(vec![writes.len()]);
+        }
+        let cells = summary.cells();
+        if !cells.fit_bitmap(writes.len()) {
+            return None;
+        }
+        let words = usize::try_from(cells.count.div_ceil(64)).ok()?;
+        let mut bits = take_bitmaps(1, words).pop()?;
+        let range = |w: &ScatterWrite| {
+            let a = (w.dst_offset - summary.dst_lo) >> cells.shift;
+            (a, a + (w.len >> cells.shift))
+        };
+        let mut ends = Vec::new();
+        let mut start = 0;
+        for (k, w) in writes.iter().enumerate() {
+            let (a, b) = range(w);
+            if !mark(&mut bits, a, b) {
+                // Clears what the run marked (the bitmap is all zeros again), then starts the
+                // next run with this write.
+                for w in &writes[start..k] {
+                    let (a, b) = range(w);
+                    for_each_word(a, b, |i, m| bits[i] &= !m);
+                }
+                ends.push(k);
+                start = k;
+                mark(&mut bits, a, b);
+            }
+        }
+        for w in &writes[start..] {
+            let (a, b) = range(w);
+            for_each_word(a, b, |i, m| bits[i] &= !m);
+        }
+        ends.push(writes.len());
+        give_bitmaps(vec![bits]);
+        let mut start = 0;
+        let in_long_runs: usize = ends
+            .iter()
+            .map(|&end| {
+                let len = end - std::mem::replace(&mut start, end);
+                if len >= MIN_WRITES { len } else { 0 }
+            })
+            .sum();
+        (2 * in_long_runs >= writes.len()).then_some(ends)
+    }
+
     /// Gives every record a workgroup of its own (up to [`MAX_GROUPS_X`] a row, in as many
     /// rows as needed) instead of at most [`MAX_GROUPS`] taking records in turn. For GPUs:
     /// each record's loads come from staging in host memory, a PCIe round trip of a
@@ -906,6 +973,26 @@ mod tests {
             for parts in [2, 3, 5] {
                 let in_parts = ScatterPlan::new_in_parts(&ws, 16, u64::MAX >> 4, parts, &threads);
                 proptest::prop_assert_eq!(&in_parts, &plan);
+            }
+            // Cut into runs: each disjoint, each ended by the first write that overlaps it.
+            if let Some(ends) = ScatterPlan::disjoint_runs(&ws) {
+                let long: usize = ends
+                    .iter()
+                    .scan(0, |start, &end| Some(end - std::mem::replace(start, end)))
+                    .filter(|&len| len >= MIN_WRITES)
+                    .sum();
+                proptest::prop_assert!(2 * long >= ws.len());
+                proptest::prop_assert_eq!(ends.last().copied(), Some(ws.len()));
+                proptest::prop_assert_eq!(ends.len() == 1, !overlaps(&ws));
+                let mut start = 0;
+                for &end in &ends {
+                    proptest::prop_assert!(start < end);
+                    proptest::prop_assert!(!overlaps(&ws[start..end]));
+                    if end < ws.len() {
+                        proptest::prop_assert!(overlaps(&ws[start..=end]));
+                    }
+                    start = end;
+                }
             }
             if let Some(plan) = plan {
                 let staging: Vec<u8> = (0..src as u32).map(|i| (i * 7 % 253) as u8).collect();

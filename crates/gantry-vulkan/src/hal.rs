@@ -1382,12 +1382,13 @@ impl Backend for VulkanBackend {
                 };
                 // Many writes are planned in parts on the copy threads (one plan, one
                 // dispatch).
-                let parts = if pipeline.is_some() && writes.len() >= PARALLEL_PLAN_MIN {
-                    writes.len().div_ceil(PLAN_PART).min(MAX_PLAN_PARTS)
-                } else {
-                    1
-                };
-                let planned = pipeline.and_then(|p| {
+                let mut dispatch_of = |writes: &[ScatterWrite]| {
+                    let p = pipeline?;
+                    let parts = if writes.len() >= PARALLEL_PLAN_MIN {
+                        writes.len().div_ceil(PLAN_PART).min(MAX_PLAN_PARTS)
+                    } else {
+                        1
+                    };
                     let mut plan = ScatterPlan::new_in_parts(
                         writes,
                         limits.min_storage_buffer_offset_alignment,
@@ -1422,22 +1423,41 @@ impl Backend for VulkanBackend {
                             set: vk::DescriptorSet::null(),
                         },
                     ))
-                });
-                match planned {
-                    Some(op) => {
-                        ops.push(op);
-                        dispatches += 1;
-                    }
-                    None => {
-                        ops.extend(writes.iter().map(|w| {
-                            Op::Copy(RawCopy {
-                                src,
-                                src_offset: w.src_offset,
-                                dst: d.dst,
-                                dst_offset: w.dst_offset,
-                                size: w.len,
-                            })
-                        }));
+                };
+                let copy = |w: &ScatterWrite| {
+                    Op::Copy(RawCopy {
+                        src,
+                        src_offset: w.src_offset,
+                        dst: d.dst,
+                        dst_offset: w.dst_offset,
+                        size: w.len,
+                    })
+                };
+                if let Some(op) = dispatch_of(writes) {
+                    ops.push(op);
+                    dispatches += 1;
+                    continue;
+                }
+                // Refused: when for overlaps (some bytes written twice), a dispatch per
+                // disjoint run, in order (the recorder puts a barrier between two dispatches
+                // into one buffer); runs too short for a dispatch, and anything else, copy.
+                let ends = pipeline
+                    .and_then(|_| ScatterPlan::disjoint_runs(writes))
+                    .filter(|ends| ends.len() > 1)
+                    .unwrap_or_else(|| vec![writes.len()]);
+                let mut start = 0;
+                for end in ends {
+                    let run = &writes[start..end];
+                    start = end;
+                    match (run.len() >= scatter::MIN_WRITES)
+                        .then(|| dispatch_of(run))
+                        .flatten()
+                    {
+                        Some(op) => {
+                            ops.push(op);
+                            dispatches += 1;
+                        }
+                        None => ops.extend(run.iter().map(copy)),
                     }
                 }
             }

@@ -1,6 +1,7 @@
 //! The scatter dispatch (`gantry_core::scatter`): a batch of many small disjoint writes to one
-//! buffer becomes one compute dispatch, overlapping ones stay ordered copies, and every byte
-//! lands exactly as program order says, with validation and synchronization validation on.
+//! buffer becomes one compute dispatch, long disjoint runs of rewritten slots a dispatch each,
+//! overlapping ones otherwise ordered copies, and every byte lands exactly as program order
+//! says, with validation and synchronization validation on.
 
 mod common;
 
@@ -86,6 +87,24 @@ fn disjoint_small_writes_take_one_dispatch_overlapping_ones_do_not() {
             d.read(&buf, 0, size).unwrap() == model,
             "overlapping writes"
         );
+
+        // 3,000 disjoint writes, then 1,500 of the same slots again (the later wins): two
+        // disjoint runs, a dispatch each, in order.
+        let before = backend.scatter_dispatches();
+        let mut batch = d.batch().unwrap();
+        for &slot in slots[..3000].iter().chain(&slots[..1500]) {
+            let data = rng.bytes(256);
+            let at = (slot * 384) as usize;
+            batch.write(&buf, at as u64, &data).unwrap();
+            model[at..at + 256].copy_from_slice(&data);
+        }
+        batch.submit().unwrap();
+        assert_eq!(
+            backend.scatter_dispatches(),
+            before + 2,
+            "a dispatch per run"
+        );
+        assert!(d.read(&buf, 0, size).unwrap() == model, "rewritten slots");
 
         // Writes, a copy reading them, writes over the copied range: the deferred writes
         // are emitted before the copy, the later ones after it.

@@ -853,8 +853,29 @@ impl WgpuBatch {
         } else {
             None
         };
+        let refused = plan.is_none();
         let pipeline = plan.as_ref().and_then(|p| ctx.scatter_pipeline(p.wide));
         let (Some(plan), Some(pipeline)) = (plan, pipeline) else {
+            // Refused for overlaps (some bytes written twice): a group per disjoint run, in
+            // order (wgpu orders dispatches that write one buffer). A run cut again finds no
+            // overlap, so this goes one level deep.
+            if refused
+                && group.writes.len() >= 2 * scatter::MIN_WRITES
+                && let Some(ends) = ScatterPlan::disjoint_runs(&group.writes)
+                && ends.len() > 1
+            {
+                let mut start = 0;
+                for end in ends {
+                    let run = Group {
+                        dst: group.dst.clone(),
+                        src: group.src.clone(),
+                        writes: group.writes[start..end].to_vec(),
+                    };
+                    start = end;
+                    self.emit_group(ctx, run)?;
+                }
+                return Ok(());
+            }
             shared.count_copied(group.writes.len());
             self.record_copies(&group);
             return Ok(());

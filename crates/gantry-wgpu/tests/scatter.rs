@@ -99,6 +99,31 @@ fn disjoint_writes_take_one_dispatch() {
 }
 
 #[test]
+fn rewritten_slots_take_a_dispatch_per_run() {
+    with_device("rewritten", WgpuOptions::default(), |d| {
+        let buf = buffer(d, "rewritten");
+        let mut model = pattern(SIZE as usize, 5);
+        d.write(&buf, 0, &model).expect("initial contents");
+        let before = d.raw().scatter_stats();
+        let mut batch = d.batch().expect("batch");
+        // 1,000 disjoint 64-byte slots, then 600 of them again: the later wins.
+        let slots = shuffled(1000, 11);
+        for (i, &slot) in slots.iter().chain(&slots[..600]).enumerate() {
+            let data = pattern(64, 100 + i as u32);
+            let at = slot * 128;
+            batch.write(&buf, at, &data).expect("write");
+            model[at as usize..at as usize + 64].copy_from_slice(&data);
+        }
+        batch.submit().expect("submit");
+        assert_eq!(stats_since(d, before), (2, 0), "two dispatches, no copies");
+        assert!(
+            d.read(&buf, 0, SIZE).expect("read") == model,
+            "the later writes win"
+        );
+    });
+}
+
+#[test]
 fn overlapping_writes_are_not_scattered() {
     with_device("overlapping", WgpuOptions::default(), |d| {
         let buf = buffer(d, "overlapping");
