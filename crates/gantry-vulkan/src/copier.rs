@@ -23,8 +23,9 @@ const MAX_THREADS: usize = 16;
 /// time, not spins: a `pause` takes from a few cycles to 140 (Skylake and later), so the
 /// 20,000 spins this was meant about 1 ms there, and fifteen workers burned a core each
 /// through every gap between two frames (taking hyperthread siblings from the threads that
-/// record the frames). Long enough for the next piece of a pipelined transfer.
-const IDLE_SPIN: Duration = Duration::from_micros(30);
+/// record the frames). Long enough for the next piece of a pipelined transfer (its copy is
+/// recorded and submitted in between: tens of microseconds).
+const IDLE_SPIN: Duration = Duration::from_micros(100);
 
 /// Spins between two looks at the clock while spinning.
 const SPINS_PER_CHECK: u32 = 64;
