@@ -158,6 +158,66 @@ pub struct ScatterWrite {
     pub len: u64,
 }
 
+impl ScatterWrite {
+    /// The write a copy of `len` bytes from `src_offset` (in a source buffer the dispatch
+    /// binds) to `dst_offset` amounts to.
+    #[must_use]
+    pub const fn of_copy((src_offset, dst_offset, len): (u64, u64, u64)) -> Self {
+        Self {
+            dst_offset,
+            src_offset,
+            len,
+        }
+    }
+}
+
+/// Whether a dispatch can carry a write of `len` bytes between these offsets: not empty, at
+/// most [`MAX_WRITE`] bytes, everything 4-byte aligned.
+#[must_use]
+pub const fn carries(dst_offset: u64, src_offset: u64, len: u64) -> bool {
+    len > 0 && len <= MAX_WRITE && (dst_offset | src_offset | len).is_multiple_of(4)
+}
+
+/// A piece of a list of copies cut by [`copy_runs`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CopyRun<'a> {
+    /// Consecutive copies a dispatch can carry ([`carries`]).
+    Scatter(&'a [(u64, u64, u64)]),
+    /// One copy it cannot: a copy region.
+    Copy(u64, u64, u64),
+}
+
+/// Cuts `copies` (`(src_offset, dst_offset, len)`, in program order) into the longest runs a
+/// scatter dispatch can carry and, between them, the single copies it cannot; in order, so a
+/// backend defers each run as a whole and records each other copy where it stands.
+///
+/// ```
+/// use gantry_core::scatter::{copy_runs, CopyRun};
+/// let copies = [(0, 64, 16), (16, 128, 16), (32, 7, 16), (48, 256, 16)];
+/// let runs: Vec<CopyRun> = copy_runs(&copies).collect();
+/// assert_eq!(
+///     runs,
+///     [CopyRun::Scatter(&copies[..2]), CopyRun::Copy(32, 7, 16), CopyRun::Scatter(&copies[3..])]
+/// );
+/// ```
+pub fn copy_runs(copies: &[(u64, u64, u64)]) -> impl Iterator<Item = CopyRun<'_>> {
+    let mut rest = copies;
+    core::iter::from_fn(move || {
+        let &(src_offset, dst_offset, len) = rest.first()?;
+        if !carries(dst_offset, src_offset, len) {
+            rest = &rest[1..];
+            return Some(CopyRun::Copy(src_offset, dst_offset, len));
+        }
+        let n = rest
+            .iter()
+            .position(|&(s, d, l)| !carries(d, s, l))
+            .unwrap_or(rest.len());
+        let (run, tail) = rest.split_at(n);
+        rest = tail;
+        Some(CopyRun::Scatter(run))
+    })
+}
+
 /// How to scatter a set of writes into one destination with one dispatch.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ScatterPlan {

@@ -6,8 +6,9 @@
 //! pay hundreds of times; these threads are spawned once per process and sleep when idle, after
 //! spinning briefly so that the next piece of a pipelined transfer finds them awake.
 //!
-//! The caller of [`run`] takes jobs too and returns only when every job is done, so the jobs
-//! may point into memory the caller borrows.
+//! The caller of [`run`] (copy pieces), [`run_writes`] (writes into one mapping) or
+//! [`run_calls`] (parts of other CPU work: a scatter plan made in parts) takes jobs too and
+//! returns only when every job is done, so the jobs may point into memory the caller borrows.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use ash::vk;
 use ash::vk::Handle;
-use gantry_core::scatter::{self, ScatterPlan, ScatterWrite};
+use gantry_core::scatter::{self, CopyRun, ScatterPlan, ScatterWrite};
 use gantry_core::{
     AdapterInfo, Backend, BufferUsage, DeviceError, DeviceType, Limits, MapMode, MemoryLocation,
     RawBufferDesc, SubmissionIndex, SubmittedWorkDoneCallback,
@@ -924,9 +924,7 @@ impl Backend for VulkanBackend {
         // (they fit one chunk, so they stay one piece); anything else is ordered after the
         // destination's deferred writes.
         let defer = batch.scatter
-            && len <= scatter::MAX_WRITE
-            && len.is_multiple_of(4)
-            && offset.is_multiple_of(4)
+            && scatter::carries(offset, 0, len)
             && dst.usage().contains(vk::BufferUsageFlags::STORAGE_BUFFER);
         batch.before_writing(dst.raw());
         if !defer {
@@ -1037,10 +1035,9 @@ impl Backend for VulkanBackend {
     ) -> (usize, Result<(), DeviceError>) {
         let deferrable = batch.scatter
             && dst.usage().contains(vk::BufferUsageFlags::STORAGE_BUFFER)
-            && writes.iter().all(|&(offset, data)| {
-                let len = data.len() as u64;
-                len <= scatter::MAX_WRITE && (offset | len).is_multiple_of(4)
-            });
+            && writes
+                .iter()
+                .all(|&(offset, data)| scatter::carries(offset, 0, data.len() as u64));
         let total: usize = writes.iter().map(|w| w.1.len()).sum();
         if !deferrable || total < MANY_PARALLEL_MIN {
             let mut recorded = 0;
@@ -1198,8 +1195,7 @@ impl Backend for VulkanBackend {
         batch.emit_deferred(src.raw());
         let storage = vk::BufferUsageFlags::STORAGE_BUFFER;
         if batch.scatter
-            && size <= scatter::MAX_WRITE
-            && (src_offset | dst_offset | size).is_multiple_of(4)
+            && scatter::carries(dst_offset, src_offset, size)
             && src.raw() != dst.raw()
             && src.usage().contains(storage)
             && dst.usage().contains(storage)
@@ -1253,34 +1249,21 @@ impl Backend for VulkanBackend {
         batch.before_writing(dst.raw());
         batch.emit_deferred(src.raw());
         batch.register_copy_source(src);
-        let fits = |&(src_offset, dst_offset, size): &(u64, u64, u64)| {
-            size <= scatter::MAX_WRITE && (src_offset | dst_offset | size).is_multiple_of(4)
-        };
         // Runs of entries that scatter join the deferred writes in one call each; the rest
         // are copies, recorded in between (program order).
-        let mut rest = copies;
-        while !rest.is_empty() {
-            let n = rest.iter().position(|c| !fits(c)).unwrap_or(rest.len());
-            let (run, tail) = rest.split_at(n);
-            batch.defer_many(
-                dst.raw(),
-                dst.uma_ptr(),
-                Source::Buffer(src.raw()),
-                run.iter()
-                    .map(|&(src_offset, dst_offset, len)| ScatterWrite {
-                        dst_offset,
-                        src_offset,
-                        len,
-                    }),
-            );
-            rest = match tail.split_first() {
-                Some((&(src_offset, dst_offset, size), tail)) => {
+        for piece in scatter::copy_runs(copies) {
+            match piece {
+                CopyRun::Scatter(run) => batch.defer_many(
+                    dst.raw(),
+                    dst.uma_ptr(),
+                    Source::Buffer(src.raw()),
+                    run.iter().copied().map(ScatterWrite::of_copy),
+                ),
+                CopyRun::Copy(src_offset, dst_offset, size) => {
                     // SAFETY: forwarded (the caller's contract covers every entry).
                     unsafe { self.batch_copy(batch, src, src_offset, dst, dst_offset, size) };
-                    tail
                 }
-                None => tail,
-            };
+            }
         }
     }
 

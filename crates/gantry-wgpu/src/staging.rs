@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use gantry_core::DeviceError;
-use gantry_core::scatter::{self, ScatterPlan, ScatterWrite};
+use gantry_core::scatter::{self, CopyRun, ScatterPlan, ScatterWrite};
 
 use crate::WgpuBackend;
 use crate::scatter::Scatter;
@@ -552,9 +552,7 @@ impl WgpuBatch {
         let len = data.len() as u64;
         self.before_writing(ctx, dst)?;
         let scatterable = self.scatter.enabled
-            && len > 0
-            && len <= scatter::MAX_WRITE
-            && (offset | len).is_multiple_of(4)
+            && scatter::carries(offset, 0, len)
             && dst.usage().contains(wgpu::BufferUsages::STORAGE);
         // Writes in 16-byte multiples keep their source 16-byte aligned too, so that their
         // group can take the wide scatter shader.
@@ -605,10 +603,9 @@ impl WgpuBatch {
     ) -> (usize, Result<(), DeviceError>) {
         let bulk = self.scatter.enabled
             && dst.usage().contains(wgpu::BufferUsages::STORAGE)
-            && writes.iter().all(|&(offset, data)| {
-                let len = data.len() as u64;
-                len > 0 && len <= scatter::MAX_WRITE && (offset | len).is_multiple_of(4)
-            });
+            && writes
+                .iter()
+                .all(|&(offset, data)| scatter::carries(offset, 0, data.len() as u64));
         if !bulk {
             // With the shadow off, `stage` copies into the mapping (after flushing the
             // window, whose gaps must not span these bytes).
@@ -1002,8 +999,7 @@ impl WgpuBatch {
             return;
         }
         if self.scatter.enabled
-            && size <= scatter::MAX_WRITE
-            && (src_offset | dst_offset | size).is_multiple_of(4)
+            && scatter::carries(dst_offset, src_offset, size)
             && src != dst
             && dst.usage().contains(wgpu::BufferUsages::STORAGE)
         {
@@ -1047,32 +1043,17 @@ impl WgpuBatch {
             return;
         }
         let source = Source::Buffer(src.clone());
-        let fits = |&(src_offset, dst_offset, size): &(u64, u64, u64)| {
-            size <= scatter::MAX_WRITE && (src_offset | dst_offset | size).is_multiple_of(4)
-        };
         // Runs of entries that scatter join the deferred writes in one call each; the rest
         // are copies, recorded in between (program order).
-        let mut rest = copies;
-        while !rest.is_empty() {
-            let n = rest.iter().position(|c| !fits(c)).unwrap_or(rest.len());
-            let (run, tail) = rest.split_at(n);
-            self.defer_many(
-                dst,
-                &source,
-                run.iter()
-                    .map(|&(src_offset, dst_offset, len)| ScatterWrite {
-                        dst_offset,
-                        src_offset,
-                        len,
-                    }),
-            );
-            rest = match tail.split_first() {
-                Some((&(src_offset, dst_offset, size), tail)) => {
-                    self.copy(ctx, src, src_offset, dst, dst_offset, size);
-                    tail
+        for piece in scatter::copy_runs(copies) {
+            match piece {
+                CopyRun::Scatter(run) => {
+                    self.defer_many(dst, &source, run.iter().copied().map(ScatterWrite::of_copy));
                 }
-                None => tail,
-            };
+                CopyRun::Copy(src_offset, dst_offset, size) => {
+                    self.copy(ctx, src, src_offset, dst, dst_offset, size);
+                }
+            }
         }
     }
 
