@@ -355,6 +355,17 @@ enum Source {
     Buffer(wgpu::Buffer),
 }
 
+/// Where a deferred write of `len` bytes to `offset` is staged: at a multiple of the wide
+/// unit when both are (so that its group can take the wide scatter shader), else of
+/// `MAP_ALIGN`.
+fn deferred_align(offset: u64, len: u64) -> u64 {
+    if (offset | len).is_multiple_of(scatter::WIDE_UNIT) {
+        scatter::WIDE_UNIT.max(MAP_ALIGN)
+    } else {
+        MAP_ALIGN
+    }
+}
+
 /// [`WgpuBatch::current`] when no group is current.
 const NO_GROUP: usize = usize::MAX;
 
@@ -485,6 +496,31 @@ impl WgpuBatch {
         result
     }
 
+    /// Where `len` bytes go next, at a multiple of `align` (a power of two, at least
+    /// `MAP_ALIGNMENT`): the last chunk when they fit, else a new one (the shadow flushed and
+    /// the view dropped first, both belonging to the last chunk). Returns the chunk's index
+    /// and the offset; `used` is left to the caller.
+    fn room(
+        &mut self,
+        ctx: &WgpuBackend,
+        len: u64,
+        align: u64,
+    ) -> Result<(usize, u64), DeviceError> {
+        let start = gantry_core::align_up(self.used, align).unwrap_or(u64::MAX);
+        let fits = self
+            .chunks
+            .last()
+            .is_some_and(|c| start <= c.size && c.size - start >= len);
+        if fits {
+            return Ok((self.chunks.len() - 1, start));
+        }
+        self.flush_shadow()?;
+        self.view = None;
+        let chunk = self.pool.acquire(len, &|size| ctx.create_staging(size))?;
+        self.chunks.push(chunk);
+        Ok((self.chunks.len() - 1, 0))
+    }
+
     /// Copies `data` into staging at an offset that is a multiple of `align` (a power of
     /// two, at least `MAP_ALIGNMENT`); returns the chunk's index and the offset.
     fn stage(
@@ -494,21 +530,7 @@ impl WgpuBatch {
         align: u64,
     ) -> Result<(usize, u64), DeviceError> {
         let len = data.len() as u64;
-        let start = gantry_core::align_up(self.used, align).unwrap_or(u64::MAX);
-        let fits = self
-            .chunks
-            .last()
-            .is_some_and(|c| start <= c.size && c.size - start >= len);
-        let start = if fits {
-            start
-        } else {
-            self.flush_shadow()?;
-            self.view = None;
-            let chunk = self.pool.acquire(len, &|size| ctx.create_staging(size))?;
-            self.chunks.push(chunk);
-            0
-        };
-        let index = self.chunks.len() - 1;
+        let (index, start) = self.room(ctx, len, align)?;
         let at = usize::try_from(start).unwrap_or(usize::MAX);
         if data.len() >= PARALLEL_COPY_MIN {
             self.flush_shadow()?;
@@ -554,10 +576,8 @@ impl WgpuBatch {
         let scatterable = self.scatter.enabled
             && scatter::carries(offset, 0, len)
             && dst.usage().contains(wgpu::BufferUsages::STORAGE);
-        // Writes in 16-byte multiples keep their source 16-byte aligned too, so that their
-        // group can take the wide scatter shader.
-        let align = if scatterable && (offset | len).is_multiple_of(scatter::WIDE_UNIT) {
-            scatter::WIDE_UNIT.max(MAP_ALIGN)
+        let align = if scatterable {
+            deferred_align(offset, len)
         } else {
             MAP_ALIGN
         };
@@ -643,34 +663,15 @@ impl WgpuBatch {
         }
         // The shadow's window must not span these bytes (its gaps are filled).
         self.flush_shadow()?;
-        // `write`'s placement: a multiple of the wide unit for 16-byte multiples, so that
-        // the group can take the wide shader, else of `MAP_ALIGN`.
-        let align = |offset: u64, len: u64| {
-            if (offset | len).is_multiple_of(scatter::WIDE_UNIT) {
-                scatter::WIDE_UNIT.max(MAP_ALIGN)
-            } else {
-                MAP_ALIGN
-            }
-        };
         while let Some(&(offset, data)) = writes.get(*recorded) {
             let len = data.len() as u64;
-            // Where the next write goes: the last chunk when it fits, else a new one.
-            let start = gantry_core::align_up(self.used, align(offset, len)).unwrap_or(u64::MAX);
-            let fits = self
-                .chunks
-                .last()
-                .is_some_and(|c| start <= c.size && c.size - start >= len);
-            if !fits {
-                self.view = None;
-                let chunk = self.pool.acquire(len, &|size| ctx.create_staging(size))?;
-                self.chunks.push(chunk);
-                self.used = 0;
-            }
-            let index = self.chunks.len() - 1;
+            // The chunk the next write goes in; the loop below fills it.
+            let (index, start) = self.room(ctx, len, deferred_align(offset, len))?;
             let size = self.chunks[index].size;
             self.view_mut()?;
             let first = *recorded;
-            let mut used = self.used;
+            // A new chunk is used from its start.
+            let mut used = if start == 0 { 0 } else { self.used };
             let group = self.group_for(dst, &Source::Chunk(index));
             let list = &mut self.groups[group].writes;
             let Some(view) = self.view.as_mut() else {
@@ -678,7 +679,8 @@ impl WgpuBatch {
             };
             for &(offset, data) in &writes[first..] {
                 let len = data.len() as u64;
-                let at = gantry_core::align_up(used, align(offset, len)).unwrap_or(u64::MAX);
+                let at =
+                    gantry_core::align_up(used, deferred_align(offset, len)).unwrap_or(u64::MAX);
                 if at > size || size - at < len {
                     break;
                 }

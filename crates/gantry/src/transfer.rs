@@ -448,6 +448,8 @@ impl<B: Backend> Inner<B> {
         let mut entries: Vec<(u64, u64, u64)> = Vec::with_capacity(writes.len());
         let mut pieces: Vec<(u64, &[u8])> = Vec::with_capacity(writes.len());
         let mut end = 0u64;
+        // Entries merged into their neighbour here (the flush no longer sees them apart).
+        let mut coalesced = 0u64;
         for &(offset, data) in writes {
             let size = data.len() as u64;
             if size == 0 {
@@ -472,7 +474,10 @@ impl<B: Backend> Inner<B> {
             // Contiguous in staging and in `dst`: one entry (a copy region, where a backend
             // copies instead of scattering).
             match entries.last_mut() {
-                Some(e) if e.0 + e.2 == at && e.1 + e.2 == offset => e.2 += size,
+                Some(e) if e.0 + e.2 == at && e.1 + e.2 == offset => {
+                    e.2 += size;
+                    coalesced += 1;
+                }
                 _ => entries.push((at, offset, size)),
             }
             pieces.push((at, data));
@@ -481,6 +486,7 @@ impl<B: Backend> Inner<B> {
         if !entries.is_empty() {
             last = Some(self.queue_many(dst, &mut entries, &mut pieces, end)?);
         }
+        self.counters.coalesced.add(coalesced);
         Ok(last.unwrap_or_else(|| self.handle(Ticket::done())))
     }
 
