@@ -390,6 +390,7 @@ fn mapped_at_creation<B: Backend>(d: &Device<B>) -> R {
             )
             .step("create mapped")?;
         check!(buffer.is_mapped(), "{location}: not mapped at creation");
+        reuse_matches(&buffer, "mapped at creation")?;
         let data = rng.bytes(usize_of(size));
         d.write_mapped(&buffer, 0, &data).step("write_mapped")?;
         expect_err(
@@ -400,11 +401,13 @@ fn mapped_at_creation<B: Backend>(d: &Device<B>) -> R {
             },
         )?;
         d.unmap(&buffer).step("unmap")?;
+        reuse_matches(&buffer, "unmapped")?;
         compare(
             &format!("{location}"),
             &d.read(&buffer, 0, size).step("read")?,
             &data,
         )?;
+        reuse_matches(&buffer, "read")?;
     }
     pass("every location; device-local/readback through the facade's host copy")
 }
@@ -931,7 +934,9 @@ fn read_async<B: Backend>(d: &Device<B>) -> R {
         .create_buffer_init(Some("async src"), RW, MemoryLocation::DeviceLocal, &data)
         .step("src")?;
     d.copy(&src, 0, &rb, 0, size).step("copy")?;
+    reuse_matches(&rb, "copied into")?;
     let fut = d.read_async(&rb, 10, 1000).step("read_async readback")?;
+    reuse_matches(&rb, "being read")?;
     expect_err(
         "copy into a readback buffer being read",
         d.copy(&src, 0, &rb, 0, 4),
@@ -944,6 +949,7 @@ fn read_async<B: Backend>(d: &Device<B>) -> R {
         &block_on(fut).step("await")?,
         &data[10..1010],
     )?;
+    reuse_matches(&rb, "read")?;
     d.copy(&src, 0, &rb, 0, 4)
         .step("copy after the read completed")?;
     // Dropping an unfinished read leaves the buffer usable.
@@ -1076,6 +1082,18 @@ fn cpu_gpu_hazards<B: Backend>(d: &Device<B>) -> R {
     pass("host writes and maps wait for GPU reads; GPU work on mapped memory refused")
 }
 
+/// Checks what pools see of `buffer` ([`Buffer::reusable_after`], read without the state lock)
+/// against its locked state: its last use while alive and unmapped, else `None`.
+fn reuse_matches<B: Backend>(buffer: &Buffer<B>, when: &str) -> Result<(), String> {
+    let expected = (!buffer.is_destroyed() && !buffer.is_mapped()).then(|| buffer.last_use());
+    check!(
+        buffer.reusable_after() == expected,
+        "{when}: reusable_after {:?}, the state says {expected:?}",
+        buffer.reusable_after()
+    );
+    Ok(())
+}
+
 fn deferred_destroy<B: Backend>(d: &Device<B>) -> R {
     d.wait_idle().step("idle")?;
     d.poll().step("poll")?;
@@ -1087,7 +1105,9 @@ fn deferred_destroy<B: Backend>(d: &Device<B>) -> R {
         .step("src")?;
     let dst = create(d, "survivor", n, RW, MemoryLocation::DeviceLocal)?;
     d.copy(&src, 0, &dst, 0, n).step("copy")?;
+    reuse_matches(&src, "copied from")?;
     d.destroy_buffer(&src).step("destroy while in use")?;
+    reuse_matches(&src, "destroyed")?;
     expect_err(
         "use after destroy",
         d.read(&src, 0, 4),

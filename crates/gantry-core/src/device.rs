@@ -149,6 +149,52 @@ struct BufferState<B: Backend> {
     last_use: SubmissionIndex,
 }
 
+/// [`BufferInner::reuse`]'s value for a buffer that may never be reused (destroyed or mapped).
+const NEVER_REUSE: u64 = u64::MAX;
+
+impl<B: Backend> BufferState<B> {
+    /// What [`Buffer::reusable_after`] answers for this state, as [`BufferInner::reuse`] keeps
+    /// it.
+    #[inline]
+    fn reuse(&self) -> u64 {
+        if self.raw.is_some() && matches!(self.map, MapState::Unmapped) {
+            self.last_use.0
+        } else {
+            NEVER_REUSE
+        }
+    }
+}
+
+/// The buffer's state, locked; on drop it refreshes [`BufferInner::reuse`] (a plain store: every
+/// change of the state happens under this guard).
+struct StateGuard<'a, B: Backend> {
+    state: MutexGuard<'a, BufferState<B>>,
+    reuse: &'a AtomicU64,
+}
+
+impl<B: Backend> core::ops::Deref for StateGuard<'_, B> {
+    type Target = BufferState<B>;
+    #[inline]
+    fn deref(&self) -> &BufferState<B> {
+        &self.state
+    }
+}
+
+impl<B: Backend> core::ops::DerefMut for StateGuard<'_, B> {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut BufferState<B> {
+        &mut self.state
+    }
+}
+
+impl<B: Backend> Drop for StateGuard<'_, B> {
+    #[inline]
+    fn drop(&mut self) {
+        // Under the lock, so stores happen in the order of the state's changes.
+        self.reuse.store(self.state.reuse(), Ordering::Release);
+    }
+}
+
 struct BufferInner<B: Backend> {
     device: Arc<Shared<B>>,
     id: u64,
@@ -158,9 +204,20 @@ struct BufferInner<B: Backend> {
     usage: BufferUsage,
     location: MemoryLocation,
     state: Mutex<BufferState<B>>,
+    /// `state.reuse()` as of the last unlock of `state`: lets pools ask
+    /// [`Buffer::reusable_after`] without taking the lock.
+    reuse: AtomicU64,
 }
 
 impl<B: Backend> BufferInner<B> {
+    /// Locks the state (the only way to change it).
+    #[inline]
+    fn state(&self) -> StateGuard<'_, B> {
+        StateGuard {
+            state: lock(&self.state),
+            reuse: &self.reuse,
+        }
+    }
     fn destroyed(&self) -> Error {
         Error::Destroyed {
             label: self.label.clone(),
@@ -243,17 +300,17 @@ impl<B: Backend> Buffer<B> {
     /// Whether the buffer has been destroyed.
     #[must_use]
     pub fn is_destroyed(&self) -> bool {
-        lock(&self.inner.state).raw.is_none()
+        self.inner.state().raw.is_none()
     }
     /// Whether the buffer is mapped (or mapped at creation, or busy with an async read).
     #[must_use]
     pub fn is_mapped(&self) -> bool {
-        !matches!(lock(&self.inner.state).map, MapState::Unmapped)
+        !matches!(self.inner.state().map, MapState::Unmapped)
     }
     /// The last submission that used this buffer ([`SubmissionIndex::NONE`] if none).
     #[must_use]
     pub fn last_use(&self) -> SubmissionIndex {
-        lock(&self.inner.state).last_use
+        self.inner.state().last_use
     }
 
     /// The last submission that used this buffer, if it is alive and not mapped (nor busy
@@ -261,8 +318,9 @@ impl<B: Backend> Buffer<B> {
     /// returned buffer can be handed out again.
     #[must_use]
     pub fn reusable_after(&self) -> Option<SubmissionIndex> {
-        let state = lock(&self.inner.state);
-        (state.raw.is_some() && matches!(state.map, MapState::Unmapped)).then_some(state.last_use)
+        // No lock: the state's guard publishes this value (Release) at every unlock.
+        let reuse = self.inner.reuse.load(Ordering::Acquire);
+        (reuse != NEVER_REUSE).then_some(SubmissionIndex(reuse))
     }
 
     /// Runs `f` with the backend's buffer, for work the caller records through the backend's
@@ -270,7 +328,7 @@ impl<B: Backend> Buffer<B> {
     /// buffer was destroyed. gantry does not track such work: the caller orders it against
     /// gantry's submissions (wait for them before, and have gantry wait for it after).
     pub fn with_raw<R>(&self, f: impl FnOnce(&B::Buffer) -> R) -> Option<R> {
-        lock(&self.inner.state).raw.as_ref().map(f)
+        self.inner.state().raw.as_ref().map(f)
     }
 }
 
@@ -301,10 +359,10 @@ fn check_aligned(offset: u64, size: u64, alignment: u64) -> Result<()> {
 fn writable<'a, B: Backend>(
     device: &Device<B>,
     buffer: &'a Buffer<B>,
-) -> Result<MutexGuard<'a, BufferState<B>>> {
+) -> Result<StateGuard<'a, B>> {
     device.check_device(buffer)?;
     let inner = &buffer.inner;
-    let state = lock(&inner.state);
+    let state = inner.state();
     if state.raw.is_none() {
         return Err(inner.destroyed());
     }
@@ -471,6 +529,11 @@ impl<B: Backend> Device<B> {
                 requested_size: desc.size,
                 usage,
                 location: desc.location,
+                reuse: AtomicU64::new(if matches!(map, MapState::Unmapped) {
+                    SubmissionIndex::NONE.0
+                } else {
+                    NEVER_REUSE
+                }),
                 state: Mutex::new(BufferState {
                     raw: Some(raw),
                     map,
@@ -530,7 +593,7 @@ impl<B: Backend> Device<B> {
     pub fn destroy_buffer(&self, buffer: &Buffer<B>) -> Result<()> {
         self.check_device(buffer)?;
         let inner = &buffer.inner;
-        let mut state = lock(&inner.state);
+        let mut state = inner.state();
         if state.raw.is_none() {
             return Err(inner.destroyed());
         }
@@ -548,9 +611,9 @@ impl<B: Backend> Device<B> {
 
     /// Waits (without holding the buffer's lock) until the buffer's last submission has
     /// completed, then returns the locked state, re-checked.
-    fn lock_idle<'a>(&self, inner: &'a BufferInner<B>) -> Result<MutexGuard<'a, BufferState<B>>> {
+    fn lock_idle<'a>(&self, inner: &'a BufferInner<B>) -> Result<StateGuard<'a, B>> {
         loop {
-            let state = lock(&inner.state);
+            let state = inner.state();
             let last_use = state.last_use;
             if last_use == SubmissionIndex::NONE {
                 return Ok(state);
@@ -560,7 +623,7 @@ impl<B: Backend> Device<B> {
             if last_use > completed {
                 self.shared.raw.wait(last_use, None)?;
             }
-            let state = lock(&inner.state);
+            let state = inner.state();
             if state.last_use == last_use {
                 return Ok(state);
             }
@@ -592,7 +655,7 @@ impl<B: Backend> Device<B> {
             Some(_) => {}
         }
         {
-            let state = lock(&inner.state);
+            let state = inner.state();
             if state.raw.is_none() {
                 return Err(inner.destroyed());
             }
@@ -622,7 +685,7 @@ impl<B: Backend> Device<B> {
     pub fn unmap(&self, buffer: &Buffer<B>) -> Result<()> {
         self.check_device(buffer)?;
         let inner = &buffer.inner;
-        let mut guard = lock(&inner.state);
+        let mut guard = inner.state();
         let state = &mut *guard;
         let Some(raw) = state.raw.as_ref() else {
             return Err(inner.destroyed());
@@ -701,7 +764,7 @@ impl<B: Backend> Device<B> {
     pub fn write_mapped_many(&self, buffer: &Buffer<B>, writes: &[(u64, &[u8])]) -> Result<()> {
         self.check_device(buffer)?;
         let inner = &buffer.inner;
-        let mut state = lock(&inner.state);
+        let mut state = inner.state();
         let state = &mut *state;
         let Some(raw) = state.raw.as_ref() else {
             return Err(inner.destroyed());
@@ -748,7 +811,7 @@ impl<B: Backend> Device<B> {
     pub fn read_mapped(&self, buffer: &Buffer<B>, offset: u64, out: &mut [u8]) -> Result<()> {
         self.check_device(buffer)?;
         let inner = &buffer.inner;
-        let state = lock(&inner.state);
+        let state = inner.state();
         let Some(raw) = state.raw.as_ref() else {
             return Err(inner.destroyed());
         };
@@ -785,7 +848,7 @@ impl<B: Backend> Device<B> {
         let inner = &buffer.inner;
         let size = len64(data);
         {
-            let state = lock(&inner.state);
+            let state = inner.state();
             if state.raw.is_none() {
                 return Err(inner.destroyed());
             }
@@ -817,7 +880,7 @@ impl<B: Backend> Device<B> {
         self.check_device(buffer)?;
         let inner = &buffer.inner;
         let size = len64(data);
-        let mut state = lock(&inner.state);
+        let mut state = inner.state();
         let Some(raw) = state.raw.as_ref() else {
             return Err(inner.destroyed());
         };
@@ -896,7 +959,7 @@ impl<B: Backend> Device<B> {
         self.check_device(buffer)?;
         let inner = &buffer.inner;
         let size = len64(out);
-        let state = lock(&inner.state);
+        let state = inner.state();
         let (start, len) = self.check_read(inner, &state, offset, size)?;
         if size == 0 {
             return Ok(());
@@ -960,7 +1023,7 @@ impl<B: Backend> Device<B> {
     pub fn read_async(&self, buffer: &Buffer<B>, offset: u64, size: u64) -> Result<ReadFuture<B>> {
         self.check_device(buffer)?;
         let inner = &buffer.inner;
-        let mut state = lock(&inner.state);
+        let mut state = inner.state();
         let (start, len) = self.check_read(inner, &state, offset, size)?;
         if size == 0 {
             return Ok(ReadFuture {
@@ -1290,12 +1353,8 @@ impl<B: Backend> Batch<B> {
         } else {
             (&dst.inner, &src.inner)
         };
-        let guard_a = lock(&first.state);
-        let guard_b = if same {
-            None
-        } else {
-            Some(lock(&second.state))
-        };
+        let guard_a = first.state();
+        let guard_b = if same { None } else { Some(second.state()) };
         let (src_state, dst_state) = match (&guard_b, src.inner.id <= dst.inner.id) {
             (None, _) => (&*guard_a, &*guard_a),
             (Some(b), true) => (&*guard_a, &**b),
@@ -1396,7 +1455,7 @@ impl<B: Backend> Batch<B> {
         buffers.dedup_by_key(|b| b.id);
         let mut guards = Vec::with_capacity(buffers.len());
         for inner in &buffers {
-            let state = lock(&inner.state);
+            let state = inner.state();
             if state.raw.is_none() {
                 return Err(inner.destroyed());
             }
@@ -1433,7 +1492,7 @@ pub struct ReadFuture<B: Backend> {
 impl<B: Backend> ReadFuture<B> {
     fn finish(&mut self) {
         if let Some(inner) = self.pending.take() {
-            let mut state = lock(&inner.state);
+            let mut state = inner.state();
             if matches!(state.map, MapState::ReadPending) {
                 state.map = MapState::Unmapped;
             }

@@ -13,6 +13,13 @@
 //! the lock, when it first parks a buffer there) and keeps the reservation while its buffer is
 //! on loan, so `free buffers of a slot <= list + reservations <= cap` at all times.
 //!
+//! A buffer parked in a thread cache keeps the reference to its pool that its loan held, and
+//! hands it to the next loan: a hit and a return touch no reference count either. The pool
+//! therefore lives on while buffers are parked; what the user holds is a [`Pool`] handle, and
+//! when the last handle goes the pool is *closed*: thread caches drop what they park (this
+//! thread's at once, other threads' at their next use of a pool), and buffers returned later
+//! are dropped.
+//!
 //! The reuse rule (M7) is the same in both tiers: a buffer is handed out only when it is alive,
 //! unmapped and its last submission is `<=` the completed index. The completed index is
 //! cached; the device is polled only when the cached value says "not yet".
@@ -229,7 +236,8 @@ struct PoolInner<S: Source> {
     shared: Mutex<Shared<S::Item>>,
     /// The latest completed submission seen (refreshed by polling when needed).
     completed: AtomicU64,
-    /// Bumped by `clear`: thread caches of an older epoch drop what they park.
+    /// Bumped by [`EPOCH`] at each `clear`: thread caches of an older epoch drop what they
+    /// park. Bit [`CLOSED`] is set when the last [`Pool`] handle goes.
     epoch: AtomicU64,
     misses: Counter,
     busy_skips: Counter,
@@ -237,21 +245,29 @@ struct PoolInner<S: Source> {
 
 static NEXT_POOL_ID: AtomicU64 = AtomicU64::new(1);
 
+/// [`PoolInner::epoch`]'s bit for a closed pool.
+const CLOSED: u64 = 1;
+/// One `clear` in [`PoolInner::epoch`].
+const EPOCH: u64 = 2;
+
 /// One thread's cache for one pool: at most one parked buffer per slot.
 struct LocalCache<S: Source> {
     pool: Weak<PoolInner<S>>,
     epoch: u64,
-    slots: Vec<LocalSlot<S::Item>>,
+    slots: Vec<LocalSlot<S>>,
     counters: Arc<LocalCounters>,
 }
 
+/// A buffer with the reference to its pool that its loan held (see the module doc).
+type Held<S> = (<S as Source>::Item, Arc<PoolInner<S>>);
+
 /// A thread cache's place in a shared slot (it holds one of the slot's reservations).
-struct LocalSlot<T> {
+struct LocalSlot<S: Source> {
     slot: usize,
     exp: u32,
     usage: u32,
     location: MemoryLocation,
-    parked: Option<T>,
+    parked: Option<Held<S>>,
 }
 
 impl<S: Source> LocalCache<S> {
@@ -279,9 +295,10 @@ impl<S: Source> LocalCache<S> {
         drop(slots);
     }
 
-    /// Drops everything if the pool was cleared since this cache last looked.
-    fn sync_epoch(&mut self, pool: &PoolInner<S>) {
-        let epoch = pool.epoch.load(Ordering::Acquire);
+    /// Drops everything if the pool was cleared since this cache last looked (`epoch` is the
+    /// pool's, just read).
+    #[inline]
+    fn sync_epoch(&mut self, pool: &PoolInner<S>, epoch: u64) {
         if epoch != self.epoch {
             self.release_all(pool, false);
             self.epoch = epoch;
@@ -305,7 +322,9 @@ trait AnyCache: Any {
 
 impl<S: Source> AnyCache for LocalCache<S> {
     fn alive(&self) -> bool {
-        self.pool.strong_count() > 0
+        self.pool
+            .upgrade()
+            .is_some_and(|p| p.epoch.load(Ordering::Acquire) & CLOSED == 0)
     }
 }
 
@@ -319,8 +338,9 @@ thread_local! {
 }
 
 /// Runs `f` on this thread's cache for `pool` (created if missing), after dropping what a
-/// `clear` made stale. `None` when thread-local storage is unavailable (the thread is
-/// exiting) or in use further up the stack: the caller then uses the shared tier.
+/// `clear` made stale. `None` when the pool is closed, or thread-local storage is unavailable
+/// (the thread is exiting) or in use further up the stack: the caller then uses the shared
+/// tier.
 #[inline]
 fn with_local<S: Source, R>(
     pool: &Arc<PoolInner<S>>,
@@ -329,39 +349,104 @@ fn with_local<S: Source, R>(
     LOCAL
         .try_with(|local| {
             let mut local = local.try_borrow_mut().ok()?;
-            let i = match local.iter().position(|e| e.pool == pool.id) {
-                Some(i) => i,
-                None => {
-                    // Caches of pools that are gone hold nothing the GPU uses, but may park
-                    // buffers: drop them now.
-                    local.retain(|e| e.cache.alive());
-                    let counters = Arc::new(LocalCounters::default());
-                    lock(&pool.shared).threads.push(Arc::clone(&counters));
-                    local.push(LocalEntry {
-                        pool: pool.id,
-                        cache: Box::new(LocalCache::<S> {
-                            pool: Arc::downgrade(pool),
-                            epoch: pool.epoch.load(Ordering::Acquire),
-                            slots: Vec::new(),
-                            counters,
-                        }),
-                    });
-                    local.len() - 1
-                }
-            };
-            let any: &mut dyn Any = local[i].cache.as_mut();
-            let cache = any.downcast_mut::<LocalCache<S>>()?;
-            cache.sync_epoch(pool);
-            Some(f(cache))
+            Some(f(cache_for(&mut local, pool)?))
         })
         .ok()
         .flatten()
 }
 
+/// This thread's cache for `pool` in `local` (created if missing), after dropping what a
+/// `clear` made stale; `None` when the pool is closed. The cache borrows `local` only, not
+/// `pool`.
+#[inline]
+fn cache_for<'l, S: Source>(
+    local: &'l mut Vec<LocalEntry>,
+    pool: &Arc<PoolInner<S>>,
+) -> Option<&'l mut LocalCache<S>> {
+    let epoch = pool.epoch.load(Ordering::Acquire);
+    if epoch & CLOSED != 0 {
+        return None;
+    }
+    let i = match local.iter().position(|e| e.pool == pool.id) {
+        Some(i) => i,
+        None => {
+            // Caches of pools that are gone or closed hold nothing the GPU uses, but may
+            // park buffers: drop them now.
+            local.retain(|e| e.cache.alive());
+            let counters = Arc::new(LocalCounters::default());
+            lock(&pool.shared).threads.push(Arc::clone(&counters));
+            local.push(LocalEntry {
+                pool: pool.id,
+                cache: Box::new(LocalCache::<S> {
+                    pool: Arc::downgrade(pool),
+                    epoch,
+                    slots: Vec::new(),
+                    counters,
+                }),
+            });
+            local.len() - 1
+        }
+    };
+    let any: &mut dyn Any = local[i].cache.as_mut();
+    let cache = any.downcast_mut::<LocalCache<S>>()?;
+    cache.sync_epoch(pool, epoch);
+    Some(cache)
+}
+
+/// Parks `held` (a buffer of `slot` with its pool reference) in this thread's cache if the
+/// cache has a free place there or can reserve one; leaves it in `*held` otherwise. The pool
+/// reference moves into the cache: no reference count changes.
+#[inline]
+fn park<S: Source>(held: &mut Option<Held<S>>, slot: usize, exp: u32) {
+    // Fails (leaving `held`) when thread-local storage is gone or busy.
+    let _ = LOCAL.try_with(|local| {
+        let Ok(mut local) = local.try_borrow_mut() else {
+            return;
+        };
+        let Some((_, pool)) = held.as_ref() else {
+            return;
+        };
+        let Some(cache) = cache_for(&mut local, pool) else {
+            return;
+        };
+        if let Some(ls) = cache.slots.iter_mut().find(|s| s.slot == slot) {
+            if ls.parked.is_none() {
+                ls.parked = held.take();
+                let c = &cache.counters;
+                c.park(1u64 << exp, true);
+                bump(&c.returned, 1);
+            }
+            return;
+        }
+        let key = {
+            let Some((_, pool)) = held.as_ref() else {
+                return;
+            };
+            let mut sh = lock(&pool.shared);
+            let s = &mut sh.slots[slot];
+            if s.list.len() + s.reserved >= s.cap {
+                return;
+            }
+            s.reserved += 1;
+            (s.usage, s.location)
+        };
+        cache.slots.push(LocalSlot {
+            slot,
+            exp,
+            usage: key.0,
+            location: key.1,
+            parked: held.take(),
+        });
+        let c = &cache.counters;
+        c.park(1u64 << exp, true);
+        bump(&c.returned, 1);
+    });
+}
+
 /// What the thread cache found for an acquire.
-enum LocalTake<T> {
-    /// A buffer ready for reuse.
-    Hit(T, usize),
+enum LocalTake<S: Source> {
+    /// A buffer ready for reuse (with its pool reference), and its slot.
+    Hit(Held<S>, usize),
     /// A parked buffer the GPU may still use.
     Busy,
     /// Nothing parked.
@@ -408,7 +493,7 @@ impl<S: Source> PoolInner<S> {
         usage: u32,
         location: MemoryLocation,
         refreshed: &mut bool,
-    ) -> Result<LocalTake<S::Item>> {
+    ) -> Result<LocalTake<S>> {
         let Some(ls) = cache
             .slots
             .iter_mut()
@@ -417,66 +502,26 @@ impl<S: Source> PoolInner<S> {
             return Ok(LocalTake::Empty);
         };
         let ready = match ls.parked.as_ref() {
-            Some(item) => self.ready(item, refreshed)?,
+            Some((item, _)) => self.ready(item, refreshed)?,
             None => return Ok(LocalTake::Empty),
         };
         if ready == Some(false) {
             return Ok(LocalTake::Busy);
         }
-        let Some(item) = ls.parked.take() else {
+        let Some(held) = ls.parked.take() else {
             return Ok(LocalTake::Empty);
         };
         let c = &cache.counters;
         c.park(1u64 << exp, false);
         if ready.is_some() {
             bump(&c.hits, 1);
-            Ok(LocalTake::Hit(item, ls.slot))
+            Ok(LocalTake::Hit(held, ls.slot))
         } else {
             // Destroyed or mapped while on loan: never handed out again.
             bump(&c.discarded, 1);
-            drop(item);
+            drop(held);
             Ok(LocalTake::Empty)
         }
-    }
-
-    /// Parks `item` (of `slot`) in this thread's cache if the cache has a free place there or
-    /// can reserve one; leaves it in `*item` otherwise.
-    #[inline]
-    fn park_local(
-        &self,
-        cache: &mut LocalCache<S>,
-        slot: usize,
-        exp: u32,
-        item: &mut Option<S::Item>,
-    ) {
-        if let Some(ls) = cache.slots.iter_mut().find(|s| s.slot == slot) {
-            if ls.parked.is_none() {
-                ls.parked = item.take();
-                let c = &cache.counters;
-                c.park(1u64 << exp, true);
-                bump(&c.returned, 1);
-            }
-            return;
-        }
-        let key = {
-            let mut sh = lock(&self.shared);
-            let s = &mut sh.slots[slot];
-            if s.list.len() + s.reserved >= s.cap {
-                return;
-            }
-            s.reserved += 1;
-            (s.usage, s.location)
-        };
-        cache.slots.push(LocalSlot {
-            slot,
-            exp,
-            usage: key.0,
-            location: key.1,
-            parked: item.take(),
-        });
-        let c = &cache.counters;
-        c.park(1u64 << exp, true);
-        bump(&c.returned, 1);
     }
 
     /// The shared tier's acquire: a ready buffer of the slot, or `None` (with the slot id).
@@ -531,11 +576,14 @@ impl<S: Source> PoolInner<S> {
         }
     }
 
-    /// The shared tier's release: into the slot's list if the bound allows, else dropped.
+    /// The shared tier's release: into the slot's list if the bound allows and the pool is
+    /// open, else dropped.
     fn put_shared(&self, slot: usize, item: S::Item) {
         let mut sh = lock(&self.shared);
+        // Read under the lock: `close` sets the bit under it before emptying the lists.
+        let open = self.epoch.load(Ordering::Acquire) & CLOSED == 0;
         let s = &mut sh.slots[slot];
-        if s.list.len() + s.reserved < s.cap {
+        if open && s.list.len() + s.reserved < s.cap {
             s.list.push(item);
             sh.totals.returned += 1;
         } else {
@@ -580,8 +628,13 @@ fn acquire<S: Source>(
             inner.take_local(cache, exp, bits, location, &mut refreshed)
         });
         match local {
-            Some(Ok(LocalTake::Hit(item, slot))) => {
-                return Ok(Loan::new(inner, item, slot, exp, size));
+            Some(Ok(LocalTake::Hit(held, slot))) => {
+                return Ok(Loan {
+                    held: Some(held),
+                    slot,
+                    exp,
+                    size,
+                });
             }
             Some(Ok(LocalTake::Busy)) => busy = true,
             Some(Err(e)) => return Err(e),
@@ -625,10 +678,10 @@ fn acquire_shared<S: Source>(
     Ok(Loan::new(inner, item, slot, exp, size))
 }
 
-/// A buffer of a pool on loan; it goes back when dropped.
+/// A buffer of a pool on loan, with a reference to the pool; it goes back when dropped.
 struct Loan<S: Source> {
-    item: Option<S::Item>,
-    pool: Arc<PoolInner<S>>,
+    /// Taken out only by `drop`.
+    held: Option<Held<S>>,
     slot: usize,
     exp: u32,
     size: u64,
@@ -637,30 +690,77 @@ struct Loan<S: Source> {
 impl<S: Source> Loan<S> {
     fn new(pool: &Arc<PoolInner<S>>, item: S::Item, slot: usize, exp: u32, size: u64) -> Self {
         Self {
-            item: Some(item),
-            pool: Arc::clone(pool),
+            held: Some((item, Arc::clone(pool))),
             slot,
             exp,
             size,
         }
     }
+
+    fn item(&self) -> Option<&S::Item> {
+        self.held.as_ref().map(|(item, _)| item)
+    }
 }
 
 impl<S: Source> Drop for Loan<S> {
     fn drop(&mut self) {
-        let mut item = self.item.take();
-        if item.is_none() {
-            return;
-        }
-        let pool = &self.pool;
-        with_local(pool, |cache| {
-            pool.park_local(cache, self.slot, self.exp, &mut item);
-        });
+        let mut held = self.held.take();
+        park(&mut held, self.slot, self.exp);
         // Destroyed or mapped buffers are dropped at the next acquire that looks at them.
-        if let Some(item) = item {
+        if let Some((item, pool)) = held {
             pool.put_shared(self.slot, item);
         }
     }
+}
+
+/// What the user holds of a pool (through [`BufferPool`]): when the last handle goes, the pool
+/// closes (see the module doc).
+struct Pool<S: Source> {
+    inner: Arc<PoolInner<S>>,
+}
+
+impl<S: Source> core::ops::Deref for Pool<S> {
+    type Target = Arc<PoolInner<S>>;
+    fn deref(&self) -> &Arc<PoolInner<S>> {
+        &self.inner
+    }
+}
+
+impl<S: Source> Drop for Pool<S> {
+    fn drop(&mut self) {
+        close(&self.inner);
+    }
+}
+
+/// Closes the pool: no more parking; the free buffers of the shared lists and of this
+/// thread's cache are dropped now (other threads' at their next use of a pool, or exit).
+fn close<S: Source>(inner: &Arc<PoolInner<S>>) {
+    let lists: Vec<Vec<S::Item>> = {
+        let mut sh = lock(&inner.shared);
+        inner.epoch.fetch_or(CLOSED, Ordering::AcqRel);
+        sh.slots
+            .iter_mut()
+            .map(|s| core::mem::take(&mut s.list))
+            .collect()
+    };
+    drop(lists);
+    let id = inner.id;
+    let mine = LOCAL
+        .try_with(|local| {
+            let mut local = local.try_borrow_mut().ok()?;
+            let i = local.iter().position(|e| e.pool == id)?;
+            Some(local.swap_remove(i))
+        })
+        .ok()
+        .flatten();
+    // Its parked buffers and their pool references go here, outside the borrow.
+    drop(mine);
+}
+
+fn new_pool<S: Source>(source: S, max_per_class: usize) -> Arc<Pool<S>> {
+    Arc::new(Pool {
+        inner: new_inner(source, max_per_class),
+    })
 }
 
 fn new_inner<S: Source>(source: S, max_per_class: usize) -> Arc<PoolInner<S>> {
@@ -700,7 +800,7 @@ fn free_counts<S: Source>(inner: &PoolInner<S>) -> (u64, u64) {
 fn clear<S: Source>(inner: &Arc<PoolInner<S>>) {
     let lists: Vec<Vec<S::Item>> = {
         let mut sh = lock(&inner.shared);
-        inner.epoch.fetch_add(1, Ordering::AcqRel);
+        inner.epoch.fetch_add(EPOCH, Ordering::AcqRel);
         sh.slots
             .iter_mut()
             .map(|s| core::mem::take(&mut s.list))
@@ -725,7 +825,7 @@ fn clear<S: Source>(inner: &Arc<PoolInner<S>>) {
 /// thread's next use of any pool). So after [`BufferPool::clear`], buffers parked by other
 /// threads stay counted in [`BufferPool::free_buffers`] until those threads next use the pool.
 pub struct BufferPool<B: Backend> {
-    inner: Arc<PoolInner<Device<B>>>,
+    inner: Arc<Pool<Device<B>>>,
 }
 
 impl<B: Backend> Clone for BufferPool<B> {
@@ -750,7 +850,7 @@ impl<B: Backend> BufferPool<B> {
     #[must_use]
     pub fn new(device: Device<B>, max_per_class: usize) -> Self {
         Self {
-            inner: new_inner(device, max_per_class),
+            inner: new_pool(device, max_per_class),
         }
     }
 
@@ -838,7 +938,7 @@ pub struct PooledBuffer<B: Backend> {
 impl<B: Backend> core::fmt::Debug for PooledBuffer<B> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("PooledBuffer")
-            .field("buffer", &self.loan.item)
+            .field("buffer", &self.loan.item())
             .field("requested", &self.loan.size)
             .finish()
     }
@@ -852,8 +952,7 @@ impl<B: Backend> PooledBuffer<B> {
     #[must_use]
     pub fn buffer(&self) -> &Buffer<B> {
         self.loan
-            .item
-            .as_ref()
+            .item()
             .expect("a pooled buffer is only taken out when dropped")
     }
     /// The size asked for.

@@ -6,7 +6,7 @@ use std::sync::{Arc, Barrier};
 use gantry_core::{BufferUsage, MemoryLocation, SubmissionIndex};
 use gantry_stats::MetricValue;
 
-use super::{PoolInner, Source, acquire, clear, free_counts, new_inner, reset, snapshot};
+use super::{Pool, PoolInner, Source, acquire, clear, free_counts, new_pool, reset, snapshot};
 use crate::Result;
 
 /// A device whose completed index the test sets; it counts what it creates.
@@ -52,12 +52,12 @@ impl Source for Fake {
 const U: BufferUsage = BufferUsage::TRANSFER_SRC.union(BufferUsage::TRANSFER_DST);
 const L: MemoryLocation = MemoryLocation::DeviceLocal;
 
-fn pool(max_per_class: usize) -> Arc<PoolInner<Fake>> {
-    new_inner(Fake::default(), max_per_class)
+fn pool(max_per_class: usize) -> Arc<Pool<Fake>> {
+    new_pool(Fake::default(), max_per_class)
 }
 
 fn item(l: &super::Loan<Fake>) -> &Item {
-    l.item.as_ref().unwrap()
+    l.item().unwrap()
 }
 
 fn counter(p: &PoolInner<Fake>, name: &str) -> u64 {
@@ -278,4 +278,82 @@ fn dropping_the_pool_frees_this_threads_cache() {
         0,
         "the parked buffer outlived its pool"
     );
+}
+
+#[test]
+fn parked_buffers_carry_the_pool_reference() {
+    let p = pool(4);
+    let strong = || Arc::strong_count(&p.inner);
+    assert_eq!(strong(), 1);
+    let a = acquire(&p, 4096, U, L).unwrap();
+    assert_eq!(strong(), 2, "the loan holds the pool");
+    drop(a);
+    assert_eq!(strong(), 2, "the parked buffer holds the loan's reference");
+    for _ in 0..3 {
+        let b = acquire(&p, 4096, U, L).unwrap();
+        assert_eq!(counter(&p, "misses"), 1);
+        assert_eq!(strong(), 2, "a hit takes the parked reference");
+        drop(b);
+        assert_eq!(strong(), 2);
+    }
+    clear(&p);
+    drop(acquire(&p, 256, U, L).unwrap()); // this thread's cache notices the clear
+    assert_eq!(strong(), 2, "only the 256-byte buffer is parked now");
+    clear(&p);
+    {
+        let sh = super::lock(&p.shared);
+        assert!(sh.slots.iter().all(|s| s.list.is_empty()));
+    }
+    super::with_local(&p, |_| ());
+    assert_eq!(strong(), 1, "nothing parked, nothing on loan");
+}
+
+#[test]
+fn loans_outliving_the_pool_are_dropped_on_return() {
+    let p = pool(4);
+    let a = acquire(&p, 4096, U, L).unwrap();
+    let b = acquire(&p, 4096, U, L).unwrap();
+    let weak_a = Arc::downgrade(&item(&a).dead);
+    let weak_b = Arc::downgrade(&item(&b).dead);
+    let inner = Arc::downgrade(&p.inner);
+    drop(p);
+    assert!(inner.upgrade().is_some(), "the loans keep the pool's state");
+    drop(a);
+    assert_eq!(weak_a.strong_count(), 0, "not parked in a closed pool");
+    drop(b);
+    assert_eq!(weak_b.strong_count(), 0, "not listed in a closed pool");
+    assert!(
+        inner.upgrade().is_none(),
+        "the last loan took the pool's state with it"
+    );
+}
+
+#[test]
+fn closing_drops_other_threads_parked_buffers_at_their_next_pool() {
+    let p = pool(4);
+    let other = pool(4);
+    let (p2, other2) = (Arc::clone(&p), Arc::clone(&other));
+    let parked = Arc::new(Barrier::new(2));
+    let closed = Arc::new(Barrier::new(2));
+    let (parked2, closed2) = (Arc::clone(&parked), Arc::clone(&closed));
+    let weak = std::thread::spawn(move || {
+        let a = acquire(&p2, 4096, U, L).unwrap();
+        let weak = Arc::downgrade(&item(&a).dead);
+        drop(a);
+        drop(p2);
+        parked2.wait();
+        closed2.wait();
+        assert_eq!(weak.strong_count(), 1, "still parked here");
+        // The first use of another pool on this thread drops caches of closed pools.
+        drop(acquire(&other2, 4096, U, L).unwrap());
+        weak
+    });
+    parked.wait();
+    let inner = Arc::downgrade(&p.inner);
+    drop(p);
+    closed.wait();
+    let weak = weak.join().unwrap();
+    assert_eq!(weak.strong_count(), 0);
+    assert!(inner.upgrade().is_none());
+    drop(other);
 }
