@@ -18,6 +18,8 @@ pub fn entries() -> Vec<Box<dyn Entry>> {
     let mut out: Vec<Box<dyn Entry>> = Vec::new();
     #[cfg(feature = "wgpu")]
     out.push(entry(wgpu_backend::hooks()));
+    #[cfg(feature = "wgpu")]
+    out.push(entry(wgpu_backend::direct_hooks()));
     #[cfg(feature = "reference")]
     out.push(entry(reference_hooks()));
     #[cfg(feature = "vulkan")]
@@ -58,11 +60,31 @@ mod wgpu_backend {
     use super::BackendHooks;
     use crate::{Case, Outcome};
 
+    /// Direct writes off (on by default on CPU devices such as lavapipe), so that the
+    /// `wgpu` column covers the device paths; the `wgpu-direct` column turns them on.
     fn options(index: usize, validation: bool) -> WgpuOptions {
         WgpuOptions {
             adapter: AdapterSelector::Index(index),
             validation,
+            direct_writes: Some(false),
             ..WgpuOptions::default()
+        }
+    }
+
+    /// The same backend with direct writes on (`WgpuOptions::direct_writes`): where the
+    /// adapter can map device-local buffers (lavapipe), idle batches of small writes are
+    /// carried out on the host.
+    pub(super) fn direct_hooks() -> BackendHooks<WgpuBackend> {
+        BackendHooks {
+            name: "wgpu-direct",
+            open: |index, validation| {
+                WgpuBackend::new(&WgpuOptions {
+                    direct_writes: Some(true),
+                    ..options(index, validation)
+                })
+            },
+            extra_cases: Vec::new,
+            ..hooks()
         }
     }
 

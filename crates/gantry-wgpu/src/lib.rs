@@ -35,7 +35,7 @@ mod tracker;
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -92,6 +92,14 @@ pub struct WgpuOptions {
     /// of 256 bytes: 2.3 ms to record on an H100, 0.42 ms through the window); off for CPU
     /// and integrated devices, whose staging is cached host memory.
     pub write_shadow: Option<bool>,
+    /// Let a batch write its deferred small writes on the host, straight into the
+    /// destinations' memory, instead of recording a scatter dispatch: on devices whose
+    /// device-local memory the host reaches (CPU implementations such as lavapipe,
+    /// integrated GPUs). `None` (the default): on for CPU and integrated devices that have
+    /// `MAPPABLE_PRIMARY_BUFFERS`; off for discrete GPUs. On, device-local buffers are created
+    /// with `MAP_WRITE` as well (the backend maps them only for this), and a batch's deferred
+    /// writes wait in host memory until submission; see [`WgpuBackend::direct_writes`].
+    pub direct_writes: Option<bool>,
     /// How long a wait polls (`PollType::Poll`) before it blocks in `PollType::Wait`
     /// (default 100 µs): a blocking wait wakes up tens of microseconds after the work
     /// completes, so short waits, such as a frame's transfers, finish sooner polling. Zero
@@ -111,6 +119,7 @@ impl Default for WgpuOptions {
             staging_chunk_bytes: 8 << 20,
             scatter: true,
             write_shadow: None,
+            direct_writes: None,
             wait_spin: Duration::from_micros(100),
         }
     }
@@ -167,7 +176,9 @@ const WGPU_SHADER_USAGE: BufferUsage = BufferUsage::UNIFORM
 /// wgpu's usage for a buffer of `usage` at `location`. A device-local buffer that may be
 /// written (`COPY_DST`) also gets `STORAGE`, so that batched small writes can be scattered
 /// into it by a compute dispatch; `STORAGE` costs nothing on the APIs wgpu targets here.
-fn wgpu_usage(usage: BufferUsage, location: MemoryLocation) -> wgpu::BufferUsages {
+/// With `direct` ([`WgpuOptions::direct_writes`]) it gets `MAP_WRITE` too, so that batches
+/// can write it on the host.
+fn wgpu_usage(usage: BufferUsage, location: MemoryLocation, direct: bool) -> wgpu::BufferUsages {
     let mut out = match location {
         MemoryLocation::DeviceLocal => wgpu::BufferUsages::empty(),
         MemoryLocation::Upload => wgpu::BufferUsages::MAP_WRITE,
@@ -188,6 +199,9 @@ fn wgpu_usage(usage: BufferUsage, location: MemoryLocation) -> wgpu::BufferUsage
     }
     if location == MemoryLocation::DeviceLocal && out.contains(wgpu::BufferUsages::COPY_DST) {
         out |= wgpu::BufferUsages::STORAGE;
+        if direct {
+            out |= wgpu::BufferUsages::MAP_WRITE;
+        }
     }
     out
 }
@@ -236,6 +250,12 @@ pub struct WgpuBackend {
     write_shadow: bool,
     /// [`WgpuOptions::wait_spin`].
     wait_spin: Duration,
+    /// Whether device-local buffers get `MAP_WRITE` ([`WgpuOptions::direct_writes`]).
+    direct_capable: bool,
+    /// Whether batches begun now write on the host ([`WgpuBackend::set_direct_writes`]).
+    direct_enabled: AtomicBool,
+    /// Writes carried out on the host so far.
+    pub(crate) direct_count: AtomicU64,
     lost: Arc<AtomicBool>,
     uncaptured: Arc<Mutex<Vec<String>>>,
 }
@@ -367,6 +387,8 @@ impl WgpuBackend {
             winfo.device_type == wgpu::DeviceType::Cpu,
         ));
         let write_shadow = options.write_shadow.unwrap_or(!limits.unified_memory);
+        let direct_capable =
+            mappable_primary && options.direct_writes.unwrap_or(limits.unified_memory);
         Ok(Self {
             readback,
             scatter,
@@ -379,6 +401,9 @@ impl WgpuBackend {
             staging,
             write_shadow,
             wait_spin: options.wait_spin,
+            direct_capable,
+            direct_enabled: AtomicBool::new(direct_capable),
+            direct_count: AtomicU64::new(0),
             lost,
             uncaptured,
         })
@@ -411,6 +436,32 @@ impl WgpuBackend {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner),
         )
+    }
+
+    /// How many batched writes were carried out on the host so far
+    /// ([`WgpuOptions::direct_writes`]).
+    ///
+    /// A batch writes on the host at submission when everything it recorded is deferred small
+    /// writes (bound for the scatter dispatch) to buffers created with direct writes on, and
+    /// no earlier submission still uses those buffers: it maps each destination's window,
+    /// copies the writes in and unmaps it, and records no GPU work for them. Otherwise the
+    /// writes go to staging and the dispatch as usual.
+    #[must_use]
+    pub fn direct_writes(&self) -> u64 {
+        self.direct_count.load(Ordering::Relaxed)
+    }
+
+    /// Turns direct writes on or off for batches begun from now on. On, only buffers created
+    /// while [`WgpuOptions::direct_writes`] was on qualify (they carry `MAP_WRITE`).
+    pub fn set_direct_writes(&self, on: bool) {
+        self.direct_enabled
+            .store(on && self.direct_capable, Ordering::Relaxed);
+    }
+
+    /// Whether batches begun now may write on the host ([`Self::set_direct_writes`]).
+    #[must_use]
+    pub fn direct_writes_enabled(&self) -> bool {
+        self.direct_enabled.load(Ordering::Relaxed)
     }
 
     /// Bytes of idle staging memory kept for reuse.
@@ -599,6 +650,9 @@ impl WgpuBackend {
 #[derive(Default)]
 struct ReadSlot {
     result: Option<Result<(), wgpu::BufferAsyncError>>,
+    /// Set by the callback and never cleared (the future takes `result`): what the helper
+    /// thread waits for.
+    called: bool,
     waker: Option<Waker>,
 }
 
@@ -675,6 +729,7 @@ impl WgpuBackend {
                 let waker = {
                     let mut slot = cb_slot.lock().unwrap_or_else(PoisonError::into_inner);
                     slot.result = Some(r);
+                    slot.called = true;
                     slot.waker.take()
                 };
                 if let Some(w) = waker {
@@ -693,14 +748,10 @@ impl WgpuBackend {
                     timeout: None,
                 });
                 // The callback may have run on another thread's poll; keep polling until it
-                // has, without spinning hard.
+                // has, without spinning hard. (Not `result`: the future may have taken it, and
+                // a thread still polling a device at process exit can crash in its teardown.)
                 for _ in 0..10_000 {
-                    if done
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .result
-                        .is_some()
-                    {
+                    if done.lock().unwrap_or_else(PoisonError::into_inner).called {
                         return;
                     }
                     let _ = device.poll(wgpu::PollType::Poll);
@@ -738,7 +789,7 @@ impl Backend for WgpuBackend {
 
     unsafe fn create_buffer(&self, desc: &RawBufferDesc<'_>) -> Result<WgpuBuffer, DeviceError> {
         self.check_lost()?;
-        let usage = wgpu_usage(desc.usage, desc.location);
+        let usage = wgpu_usage(desc.usage, desc.location, self.direct_capable);
         let buffer = self.scoped(|| {
             self.device.create_buffer(&wgpu::BufferDescriptor {
                 label: desc.label,
@@ -844,6 +895,7 @@ impl Backend for WgpuBackend {
             Arc::clone(&self.staging),
             Arc::clone(&self.scatter),
             self.write_shadow,
+            self.direct_enabled.load(Ordering::Relaxed),
         ))
     }
 

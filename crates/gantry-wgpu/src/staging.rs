@@ -2,7 +2,7 @@
 //! a batch records into them, are unmapped at submit, re-mapped with `map_async` (which
 //! completes once the submission is done) and reused, up to a bound on idle bytes.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use gantry_core::DeviceError;
@@ -20,6 +20,10 @@ const SHADOW_BYTES: usize = 64 << 10;
 
 /// Below this, one thread copies; above, the copy is split over threads.
 const PARALLEL_COPY_MIN: usize = 16 << 20;
+
+/// Most bytes of deferred writes a batch keeps in host memory for direct writes
+/// (`WgpuBatch::host`); later ones are staged as usual.
+const HOST_BYTES_MAX: usize = 64 << 20;
 
 fn write_view(buffer: &wgpu::Buffer, offset: u64, data: &[u8]) -> Result<(), DeviceError> {
     let start = offset - offset % MAP_ALIGN;
@@ -347,11 +351,13 @@ struct Group {
     writes: Vec<ScatterWrite>,
 }
 
-/// Where a group's bytes are: a staging chunk of the batch, or (deferred copies) the copies'
-/// source buffer.
+/// Where a group's bytes are: a staging chunk of the batch, the batch's host buffer (for
+/// direct writes; staged before anything is recorded from it), or (deferred copies) the
+/// copies' source buffer.
 #[derive(Debug, Clone, PartialEq)]
 enum Source {
     Chunk(usize),
+    Host,
     Buffer(wgpu::Buffer),
 }
 
@@ -414,6 +420,14 @@ pub struct WgpuBatch {
     scatter: Arc<Scatter>,
     /// Scratch buffers the batch's dispatches read, returned to the pool after submission.
     scratch: Vec<wgpu::Buffer>,
+    /// Whether deferred writes wait in `host` for a direct write at submission
+    /// ([`crate::WgpuOptions::direct_writes`]).
+    direct: bool,
+    /// The bytes of deferred writes whose group's source is [`Source::Host`] (each at its
+    /// `deferred_align`), at most [`HOST_BYTES_MAX`].
+    host: Vec<u8>,
+    /// Whether any command was recorded into the encoder.
+    encoder_used: bool,
     /// An error from recording (a temporary buffer that could not be created), returned by
     /// submit.
     pub(crate) error: Option<DeviceError>,
@@ -425,6 +439,7 @@ impl WgpuBatch {
         pool: Arc<StagingPool>,
         scatter: Arc<Scatter>,
         use_shadow: bool,
+        direct: bool,
     ) -> Self {
         Self {
             encoder: Some(
@@ -445,11 +460,16 @@ impl WgpuBatch {
             current: NO_GROUP,
             scatter,
             scratch: Vec::new(),
+            direct,
+            host: Vec::new(),
+            encoder_used: false,
             error: None,
         }
     }
 
+    /// The encoder, to record into it.
     fn encoder(&mut self) -> &mut wgpu::CommandEncoder {
+        self.encoder_used = true;
         self.encoder
             .as_mut()
             .expect("the encoder is only taken by finish")
@@ -494,6 +514,129 @@ impl WgpuBatch {
         shadow.clear();
         self.shadow = shadow;
         result
+    }
+
+    /// Where `len` bytes of a deferred write go next in [`Self::host`], at a multiple of
+    /// `align`, with the padding added; `None` when the batch has direct writes off or the
+    /// host buffer would pass [`HOST_BYTES_MAX`] (the write is staged as usual).
+    fn host_room(&mut self, len: u64, align: u64) -> Option<u64> {
+        if !self.direct {
+            return None;
+        }
+        let at = gantry_core::align_up(self.host.len() as u64, align)?;
+        if at.checked_add(len)? > HOST_BYTES_MAX as u64 {
+            return None;
+        }
+        self.host.resize(usize::try_from(at).ok()?, 0);
+        Some(at)
+    }
+
+    /// Stages the host buffer's bytes (one block) and points every group that reads them,
+    /// in `self.groups` and in `more`, at that chunk: before any of them is recorded.
+    fn stage_host(&mut self, ctx: &WgpuBackend, more: &mut [Group]) -> Result<(), DeviceError> {
+        let mut host = std::mem::take(&mut self.host);
+        // Host offsets are aligned from the buffer's start: a base aligned to the largest
+        // `deferred_align` keeps them aligned.
+        let staged = self.stage(ctx, &host, scatter::WIDE_UNIT.max(MAP_ALIGN));
+        host.clear();
+        self.host = host;
+        let (index, base) = staged?;
+        for g in self.groups.iter_mut().chain(more.iter_mut()) {
+            if g.src == Source::Host {
+                g.src = Source::Chunk(index);
+                for w in &mut g.writes {
+                    w.src_offset += base;
+                }
+            }
+        }
+        self.current = NO_GROUP;
+        Ok(())
+    }
+
+    /// Carries out the deferred writes on the host, if the batch is only such writes from
+    /// [`Self::host`] to buffers the host may map (`MAP_WRITE`) and none of those is still
+    /// used by a submission: maps each destination's window, copies the writes in, unmaps.
+    /// Otherwise (or if a mapping fails) leaves the groups to be recorded as usual; a
+    /// destination written before the failure is written again by them, with the same bytes.
+    fn write_direct(&mut self, ctx: &WgpuBackend) {
+        let eligible = !self.encoder_used
+            && self.copy_groups == 0
+            && self.groups.iter().enumerate().all(|(i, g)| {
+                g.src == Source::Host
+                    && !g.writes.is_empty()
+                    && g.dst.usage().contains(wgpu::BufferUsages::MAP_WRITE)
+                    // One group per destination: one mapping each.
+                    && !self.groups[..i].iter().any(|h| h.dst == g.dst)
+            });
+        if !eligible || self.groups.is_empty() {
+            return;
+        }
+        // Each destination's window: from its first write's start (on `MAP_ALIGNMENT`) to its
+        // last write's end (on `COPY_BUFFER_ALIGNMENT`).
+        let windows: Vec<(u64, u64)> = self
+            .groups
+            .iter()
+            .map(|g| {
+                let (lo, hi) = g.writes.iter().fold((u64::MAX, 0), |(lo, hi), w| {
+                    (lo.min(w.dst_offset), hi.max(w.dst_offset + w.len))
+                });
+                let hi = gantry_core::align_up(hi, wgpu::COPY_BUFFER_ALIGNMENT)
+                    .unwrap_or(u64::MAX)
+                    .min(g.dst.size());
+                (gantry_core::align_down(lo, MAP_ALIGN), hi)
+            })
+            .collect();
+        // 0: pending, 1: mapped, 2: refused.
+        let states: Vec<Arc<AtomicU8>> = self
+            .groups
+            .iter()
+            .zip(&windows)
+            .map(|(g, &(lo, hi))| {
+                let state = Arc::new(AtomicU8::new(0));
+                let done = Arc::clone(&state);
+                let asked = ctx.scoped(|| {
+                    g.dst.map_async(wgpu::MapMode::Write, lo..hi, move |r| {
+                        done.store(if r.is_ok() { 1 } else { 2 }, Ordering::Release);
+                    });
+                });
+                if asked.is_err() {
+                    state.store(2, Ordering::Release);
+                }
+                state
+            })
+            .collect();
+        // Completes the mappings of buffers no submission uses; the others stay pending.
+        let polled = ctx.wgpu_device().poll(wgpu::PollType::Poll).is_ok();
+        let mapped = polled && states.iter().all(|s| s.load(Ordering::Acquire) == 1);
+        let mut written = mapped;
+        if mapped {
+            for (g, &(lo, hi)) in self.groups.iter().zip(&windows) {
+                let Ok(mut view) = g.dst.get_mapped_range_mut(lo..hi) else {
+                    written = false;
+                    break;
+                };
+                for w in &g.writes {
+                    // Inside the window and the host buffer by construction.
+                    let at = (w.dst_offset - lo) as usize;
+                    let from = w.src_offset as usize;
+                    let len = w.len as usize;
+                    view.slice(at..at + len)
+                        .copy_from_slice(&self.host[from..from + len]);
+                }
+            }
+        }
+        // Unmaps what was mapped and cancels what is pending.
+        for g in &self.groups {
+            g.dst.unmap();
+        }
+        if written {
+            let count: usize = self.groups.iter().map(|g| g.writes.len()).sum();
+            ctx.direct_count
+                .fetch_add(count as u64, std::sync::atomic::Ordering::Relaxed);
+            self.groups.clear();
+            self.current = NO_GROUP;
+            self.host.clear();
+        }
     }
 
     /// Where `len` bytes go next, at a multiple of `align` (a power of two, at least
@@ -581,6 +724,14 @@ impl WgpuBatch {
         } else {
             MAP_ALIGN
         };
+        if scatterable && let Some(src_offset) = self.host_room(len, align) {
+            if self.pending.as_ref().is_some_and(|p| p.dst == *dst) {
+                self.flush();
+            }
+            self.host.extend_from_slice(data);
+            self.defer(dst, Source::Host, offset, src_offset, len);
+            return Ok(());
+        }
         let (index, src_offset) = self.stage(ctx, data, align)?;
         if scatterable {
             if self.pending.as_ref().is_some_and(|p| p.dst == *dst) {
@@ -660,6 +811,25 @@ impl WgpuBatch {
         self.before_writing(ctx, dst)?;
         if self.pending.as_ref().is_some_and(|p| p.dst == *dst) {
             self.flush();
+        }
+        if self.direct && !writes.is_empty() {
+            // Into host memory while there is room (see `host_room`).
+            let group = self.group_for(dst, &Source::Host);
+            let mut list = std::mem::take(&mut self.groups[group].writes);
+            for &(offset, data) in writes {
+                let len = data.len() as u64;
+                let Some(at) = self.host_room(len, deferred_align(offset, len)) else {
+                    break;
+                };
+                self.host.extend_from_slice(data);
+                list.push(ScatterWrite {
+                    dst_offset: offset,
+                    src_offset: at,
+                    len,
+                });
+                *recorded += 1;
+            }
+            self.groups[group].writes = list;
         }
         // The shadow's window must not span these bytes (its gaps are filled).
         self.flush_shadow()?;
@@ -822,8 +992,11 @@ impl WgpuBatch {
         self.emit(ctx, groups)
     }
 
-    fn emit(&mut self, ctx: &WgpuBackend, groups: Vec<Group>) -> Result<(), DeviceError> {
+    fn emit(&mut self, ctx: &WgpuBackend, mut groups: Vec<Group>) -> Result<(), DeviceError> {
         let mut result = Ok(());
+        if groups.iter().any(|g| g.src == Source::Host) {
+            result = self.stage_host(ctx, &mut groups);
+        }
         for group in groups {
             // After a failure the rest are dropped: the batch fails at submit.
             if result.is_ok() {
@@ -893,7 +1066,9 @@ impl WgpuBatch {
             (at, at + rec_len)
         };
         let scratch = shared.acquire_scratch(scratch_size, |size| ctx.create_scratch(size))?;
-        let src = self.source(&group.src);
+        let src = self
+            .source(&group.src)
+            .ok_or_else(|| DeviceError::Internal("scatter group of unstaged host bytes".into()))?;
         let records = self.chunks[rec_chunk].buffer.clone();
         let encoder = self.encoder();
         if one_copy {
@@ -955,7 +1130,12 @@ impl WgpuBatch {
 
     /// Records a group's writes as copy regions in program order, adjacent ones merged.
     fn record_copies(&mut self, group: &Group) {
-        let src = self.source(&group.src);
+        let Some(src) = self.source(&group.src) else {
+            self.error.get_or_insert_with(|| {
+                DeviceError::Internal("copies of unstaged host bytes".into())
+            });
+            return;
+        };
         let encoder = self.encoder();
         let mut run: Option<ScatterWrite> = None;
         for w in &group.writes {
@@ -975,11 +1155,13 @@ impl WgpuBatch {
         }
     }
 
-    /// The buffer a group's bytes are in.
-    fn source(&self, src: &Source) -> wgpu::Buffer {
+    /// The buffer a group's bytes are in; `None` for host bytes, which `emit` stages before
+    /// their groups are recorded.
+    fn source(&self, src: &Source) -> Option<wgpu::Buffer> {
         match src {
-            Source::Chunk(i) => self.chunks[*i].buffer.clone(),
-            Source::Buffer(b) => b.clone(),
+            Source::Chunk(i) => Some(self.chunks[*i].buffer.clone()),
+            Source::Host => None,
+            Source::Buffer(b) => Some(b.clone()),
         }
     }
 
@@ -1065,6 +1247,9 @@ impl WgpuBatch {
         mut self,
         ctx: &WgpuBackend,
     ) -> Result<(wgpu::CommandBuffer, Vec<Chunk>, Vec<wgpu::Buffer>), DeviceError> {
+        if self.direct {
+            self.write_direct(ctx);
+        }
         self.emit_all(ctx)?;
         self.flush();
         self.flush_shadow()?;

@@ -9,8 +9,10 @@ use gantry_wgpu::{ScatterStats, WgpuBackend, WgpuBuffer, WgpuOptions};
 const SIZE: u64 = 1 << 20;
 
 fn with_device(name: &str, options: WgpuOptions, f: impl FnOnce(&Device<WgpuBackend>)) {
+    // Direct writes (on by default on CPU devices) would take these batches off the GPU.
     let backend = match WgpuBackend::new(&WgpuOptions {
         validation: true,
+        direct_writes: options.direct_writes.or(Some(false)),
         ..options
     }) {
         Ok(b) => b,
