@@ -97,8 +97,9 @@ pub struct WgpuOptions {
     /// device-local memory the host reaches (CPU implementations such as lavapipe,
     /// integrated GPUs). `None` (the default): on for CPU and integrated devices that have
     /// `MAPPABLE_PRIMARY_BUFFERS`; off for discrete GPUs. On, device-local buffers are created
-    /// with `MAP_WRITE` as well (the backend maps them only for this), and a batch's deferred
-    /// writes wait in host memory until submission; see [`WgpuBackend::direct_writes`].
+    /// with `MAP_WRITE` and upload buffers with `MAP_READ` as well (the backend maps them so
+    /// only for this), and a batch's deferred writes wait in host memory until submission;
+    /// see [`WgpuBackend::direct_writes`].
     pub direct_writes: Option<bool>,
     /// How long a wait polls (`PollType::Poll`) before it blocks in `PollType::Wait`
     /// (default 100 µs): a blocking wait wakes up tens of microseconds after the work
@@ -181,6 +182,10 @@ const WGPU_SHADER_USAGE: BufferUsage = BufferUsage::UNIFORM
 fn wgpu_usage(usage: BufferUsage, location: MemoryLocation, direct: bool) -> wgpu::BufferUsages {
     let mut out = match location {
         MemoryLocation::DeviceLocal => wgpu::BufferUsages::empty(),
+        // With direct writes, batches also read upload buffers on the host.
+        MemoryLocation::Upload if direct => {
+            wgpu::BufferUsages::MAP_WRITE | wgpu::BufferUsages::MAP_READ
+        }
         MemoryLocation::Upload => wgpu::BufferUsages::MAP_WRITE,
         MemoryLocation::Readback => wgpu::BufferUsages::MAP_READ,
     };
@@ -442,10 +447,12 @@ impl WgpuBackend {
     /// ([`WgpuOptions::direct_writes`]).
     ///
     /// A batch writes on the host at submission when everything it recorded is deferred small
-    /// writes (bound for the scatter dispatch) to buffers created with direct writes on, and
-    /// no earlier submission still uses those buffers: it maps each destination's window,
-    /// copies the writes in and unmaps it, and records no GPU work for them. Otherwise the
-    /// writes go to staging and the dispatch as usual.
+    /// writes and copies (bound for the scatter dispatch) from host memory or upload buffers
+    /// to buffers created with direct writes on, and no earlier submission still uses those
+    /// buffers: it maps each source's and destination's window, copies the writes and
+    /// unmaps, and records no GPU work for them. Otherwise they go to staging and the
+    /// dispatch as usual. A `BufferManager`'s flush is such a batch: copies from its
+    /// staging ring.
     #[must_use]
     pub fn direct_writes(&self) -> u64 {
         self.direct_count.load(Ordering::Relaxed)

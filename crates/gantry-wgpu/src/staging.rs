@@ -553,16 +553,27 @@ impl WgpuBatch {
         Ok(())
     }
 
-    /// Carries out the deferred writes on the host, if the batch is only such writes from
-    /// [`Self::host`] to buffers the host may map (`MAP_WRITE`) and none of those is still
-    /// used by a submission: maps each destination's window, copies the writes in, unmaps.
-    /// Otherwise (or if a mapping fails) leaves the groups to be recorded as usual; a
-    /// destination written before the failure is written again by them, with the same bytes.
+    /// Carries out the deferred writes on the host, if the batch recorded nothing else, every
+    /// group reads [`Self::host`] or a buffer the host may read (`MAP_READ`: a
+    /// `BufferManager`'s staging ring, say) and writes a buffer the host may map
+    /// (`MAP_WRITE`), and none of those buffers is still used by a submission: maps each
+    /// source's and destination's window, copies the writes, unmaps. Otherwise (or if a
+    /// mapping fails) leaves the groups to be recorded as usual; a destination written before
+    /// the failure is written again by them, with the same bytes.
+    ///
+    /// The pending groups are independent: a command that writes a buffer some group reads
+    /// first emits every group, and one that reads a group's destination emits that group
+    /// (`before_writing`, `emit_for`), so no pending group reads another's destination.
     fn write_direct(&mut self, ctx: &WgpuBackend) {
+        let readable = |b: &wgpu::Buffer| b.usage().contains(wgpu::BufferUsages::MAP_READ);
         let eligible = !self.encoder_used
-            && self.copy_groups == 0
             && self.groups.iter().enumerate().all(|(i, g)| {
-                g.src == Source::Host
+                let source_ok = match &g.src {
+                    Source::Host => true,
+                    Source::Buffer(b) => readable(b) && !self.groups.iter().any(|h| h.dst == *b),
+                    Source::Chunk(_) => false,
+                };
+                source_ok
                     && !g.writes.is_empty()
                     && g.dst.usage().contains(wgpu::BufferUsages::MAP_WRITE)
                     // One group per destination: one mapping each.
@@ -571,72 +582,124 @@ impl WgpuBatch {
         if !eligible || self.groups.is_empty() {
             return;
         }
-        // Each destination's window: from its first write's start (on `MAP_ALIGNMENT`) to its
-        // last write's end (on `COPY_BUFFER_ALIGNMENT`).
+        // Each destination's window, and each source buffer's (over all its groups).
+        let window = |ranges: &mut dyn Iterator<Item = (u64, u64)>, size: u64| {
+            let (lo, hi) = ranges.fold((u64::MAX, 0), |(lo, hi), (at, len)| {
+                (lo.min(at), hi.max(at + len))
+            });
+            let hi = gantry_core::align_up(hi, wgpu::COPY_BUFFER_ALIGNMENT)
+                .unwrap_or(u64::MAX)
+                .min(size);
+            (gantry_core::align_down(lo, MAP_ALIGN), hi)
+        };
         let windows: Vec<(u64, u64)> = self
             .groups
             .iter()
             .map(|g| {
-                let (lo, hi) = g.writes.iter().fold((u64::MAX, 0), |(lo, hi), w| {
-                    (lo.min(w.dst_offset), hi.max(w.dst_offset + w.len))
-                });
-                let hi = gantry_core::align_up(hi, wgpu::COPY_BUFFER_ALIGNMENT)
-                    .unwrap_or(u64::MAX)
-                    .min(g.dst.size());
-                (gantry_core::align_down(lo, MAP_ALIGN), hi)
+                window(
+                    &mut g.writes.iter().map(|w| (w.dst_offset, w.len)),
+                    g.dst.size(),
+                )
             })
             .collect();
+        let mut sources: Vec<(wgpu::Buffer, u64, u64)> = Vec::new();
+        for g in &self.groups {
+            if let Source::Buffer(b) = &g.src
+                && !sources.iter().any(|(s, ..)| s == b)
+            {
+                let (lo, hi) = window(
+                    &mut self
+                        .groups
+                        .iter()
+                        .filter(|h| h.src == g.src)
+                        .flat_map(|h| h.writes.iter().map(|w| (w.src_offset, w.len))),
+                    b.size(),
+                );
+                sources.push((b.clone(), lo, hi));
+            }
+        }
         // 0: pending, 1: mapped, 2: refused.
-        let states: Vec<Arc<AtomicU8>> = self
+        let map = |buffer: &wgpu::Buffer, mode, lo, hi| {
+            let state = Arc::new(AtomicU8::new(0));
+            let done = Arc::clone(&state);
+            let asked = ctx.scoped(|| {
+                buffer.map_async(mode, lo..hi, move |r| {
+                    done.store(if r.is_ok() { 1 } else { 2 }, Ordering::Release);
+                });
+            });
+            if asked.is_err() {
+                state.store(2, Ordering::Release);
+            }
+            state
+        };
+        let mut states: Vec<Arc<AtomicU8>> = self
             .groups
             .iter()
             .zip(&windows)
-            .map(|(g, &(lo, hi))| {
-                let state = Arc::new(AtomicU8::new(0));
-                let done = Arc::clone(&state);
-                let asked = ctx.scoped(|| {
-                    g.dst.map_async(wgpu::MapMode::Write, lo..hi, move |r| {
-                        done.store(if r.is_ok() { 1 } else { 2 }, Ordering::Release);
-                    });
-                });
-                if asked.is_err() {
-                    state.store(2, Ordering::Release);
-                }
-                state
-            })
+            .map(|(g, &(lo, hi))| map(&g.dst, wgpu::MapMode::Write, lo, hi))
             .collect();
+        states.extend(
+            sources
+                .iter()
+                .map(|(b, lo, hi)| map(b, wgpu::MapMode::Read, *lo, *hi)),
+        );
         // Completes the mappings of buffers no submission uses; the others stay pending.
         let polled = ctx.wgpu_device().poll(wgpu::PollType::Poll).is_ok();
-        let mapped = polled && states.iter().all(|s| s.load(Ordering::Acquire) == 1);
-        let mut written = mapped;
-        if mapped {
-            for (g, &(lo, hi)) in self.groups.iter().zip(&windows) {
-                let Ok(mut view) = g.dst.get_mapped_range_mut(lo..hi) else {
-                    written = false;
-                    break;
-                };
-                for w in &g.writes {
-                    // Inside the window and the host buffer by construction.
-                    let at = (w.dst_offset - lo) as usize;
-                    let from = w.src_offset as usize;
-                    let len = w.len as usize;
-                    view.slice(at..at + len)
-                        .copy_from_slice(&self.host[from..from + len]);
-                }
-            }
-        }
+        let written = polled
+            && states.iter().all(|s| s.load(Ordering::Acquire) == 1)
+            && self.copy_direct(&windows, &sources);
         // Unmaps what was mapped and cancels what is pending.
         for g in &self.groups {
             g.dst.unmap();
+        }
+        for (b, ..) in &sources {
+            b.unmap();
         }
         if written {
             let count: usize = self.groups.iter().map(|g| g.writes.len()).sum();
             ctx.direct_count
                 .fetch_add(count as u64, std::sync::atomic::Ordering::Relaxed);
             self.groups.clear();
+            self.copy_groups = 0;
             self.current = NO_GROUP;
             self.host.clear();
         }
+    }
+
+    /// [`Self::write_direct`]'s copies, every window mapped: `false` if a view could not be
+    /// had.
+    fn copy_direct(&self, windows: &[(u64, u64)], sources: &[(wgpu::Buffer, u64, u64)]) -> bool {
+        let mut views = Vec::with_capacity(sources.len());
+        for (b, lo, hi) in sources {
+            let Ok(view) = b.get_mapped_range(*lo..*hi) else {
+                return false;
+            };
+            views.push(view);
+        }
+        for (g, &(lo, hi)) in self.groups.iter().zip(windows) {
+            let (bytes, base): (&[u8], u64) = match &g.src {
+                Source::Host => (&self.host, 0),
+                Source::Buffer(b) => {
+                    let Some(i) = sources.iter().position(|(s, ..)| s == b) else {
+                        return false;
+                    };
+                    (&views[i], sources[i].1)
+                }
+                Source::Chunk(_) => return false,
+            };
+            let Ok(mut view) = g.dst.get_mapped_range_mut(lo..hi) else {
+                return false;
+            };
+            for w in &g.writes {
+                // Inside both windows by construction.
+                let at = (w.dst_offset - lo) as usize;
+                let from = (w.src_offset - base) as usize;
+                let len = w.len as usize;
+                view.slice(at..at + len)
+                    .copy_from_slice(&bytes[from..from + len]);
+            }
+        }
+        true
     }
 
     /// Where `len` bytes go next, at a multiple of `align` (a power of two, at least

@@ -240,3 +240,77 @@ fn direct_writes_can_be_turned_off() {
     check("off", &d.read(&buf, 0, size).expect("read"), &model);
     finish("off", &d);
 }
+
+/// Small copies from upload buffers (how a `BufferManager` flushes its staging ring) are
+/// carried out on the host too: the upload buffers carry `MAP_READ` with direct writes on.
+#[test]
+fn copies_from_upload_buffers_are_done_on_the_host() {
+    let Some(d) = device("copies") else { return };
+    let mut rng = Rng(0xC0B1E5);
+    let size = 2u64 << 20;
+    let dsts = [
+        buffer(&d, "copy dst a", size),
+        buffer(&d, "copy dst b", size),
+    ];
+    let mut models: Vec<Vec<u8>> = dsts
+        .iter()
+        .map(|b| {
+            let init = rng.bytes(size as usize);
+            d.write(b, 0, &init).expect("initial contents");
+            init
+        })
+        .collect();
+    let ring_bytes = rng.bytes(1 << 20);
+    let ring = d
+        .create_buffer_init(
+            Some("copy ring"),
+            BufferUsage::TRANSFER_SRC,
+            MemoryLocation::Upload,
+            &ring_bytes,
+        )
+        .expect("upload buffer");
+    d.wait_idle().expect("idle");
+    let direct = d.raw().direct_writes();
+    let stats = d.raw().scatter_stats();
+    let mut batch = d.batch().expect("batch");
+    let mut n = 0u64;
+    for (dst, model) in dsts.iter().zip(&mut models) {
+        // The source window starts well past the ring's start: offsets are rebased on it.
+        let copies: Vec<(u64, u64, u64)> = (0..700)
+            .map(|_| {
+                let len = 4 * (1 + rng.below(128));
+                let from = (256 << 10) + 4 * rng.below(((768 << 10) - len) / 4);
+                let to = 4 * rng.below((size - len) / 4);
+                (from, to, len)
+            })
+            .collect();
+        batch.copy_many(&ring, dst, &copies).expect("copy_many");
+        for &(from, to, len) in &copies {
+            model[to as usize..(to + len) as usize]
+                .copy_from_slice(&ring_bytes[from as usize..(from + len) as usize]);
+        }
+        n += copies.len() as u64;
+        // Writes of host bytes to another destination join the same submission.
+    }
+    let extra = buffer(&d, "copy extra", size);
+    let mut extra_model = vec![0u8; size as usize];
+    d.write(&extra, 0, &extra_model).expect("zero");
+    d.wait_idle().expect("idle");
+    n += random_writes(&mut rng, &mut batch, &extra, &mut extra_model);
+    batch.submit().expect("submit");
+    assert_eq!(
+        d.raw().direct_writes() - direct,
+        n,
+        "every copy and write on the host"
+    );
+    assert_eq!(d.raw().scatter_stats(), stats, "no dispatch, no copies");
+    for (dst, model) in dsts.iter().zip(&models) {
+        check("copies", &d.read(dst, 0, size).expect("read"), model);
+    }
+    check(
+        "writes",
+        &d.read(&extra, 0, size).expect("read"),
+        &extra_model,
+    );
+    finish("copies", &d);
+}
