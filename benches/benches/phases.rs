@@ -51,12 +51,33 @@ fn report(name: &str, frames: &[Frame]) {
         .iter()
         .map(|f| f.record + f.submit + f.wait)
         .collect();
+    // The mean is what criterion reports: rare slow frames move it, not the median.
+    let mean = total.iter().sum::<Duration>().as_secs_f64() * 1e6 / total.len().max(1) as f64;
+    let mut sorted = total.clone();
+    sorted.sort_unstable();
+    let tail = |q: f64| sorted[((sorted.len() - 1) as f64 * q) as usize].as_secs_f64() * 1e6;
     println!(
-        "{name:<40} record {}  submit {}  wait {}  total {}",
+        "{name:<40} record {}  submit {}  wait {}  total {}  mean {mean:.1}, 99th {:.1}, max {:.1}",
         micros(frames.iter().map(|f| f.record).collect()),
         micros(frames.iter().map(|f| f.submit).collect()),
         micros(frames.iter().map(|f| f.wait).collect()),
         micros(total),
+        tail(0.99),
+        tail(1.0),
+    );
+    // The slowest frames, by phase: where a tail comes from.
+    let mut slow: Vec<&Frame> = frames.iter().collect();
+    slow.sort_unstable_by_key(|f| core::cmp::Reverse(f.record + f.submit + f.wait));
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    let worst: Vec<String> = slow
+        .iter()
+        .take(3)
+        .map(|f| format!("{:.0}/{:.0}/{:.0}", us(f.record), us(f.submit), us(f.wait)))
+        .collect();
+    println!(
+        "{:<40} slowest frames (record/submit/wait µs): {}",
+        "",
+        worst.join(", ")
     );
 }
 

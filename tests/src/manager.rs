@@ -55,6 +55,7 @@ pub fn cases<B: Backend>() -> Vec<Case<B>> {
         case!(manager_staging_recovery_order),
         case!(manager_registry_pool_report),
         case!(manager_async_handles),
+        case!(manager_joined_uploads),
     ]
 }
 
@@ -657,4 +658,130 @@ fn manager_async_handles<B: Backend>(d: &Device<B>) -> R {
          entries too) queues nothing"
             .into(),
     )
+}
+
+/// Small uploads to one buffer join the last queued operation when nothing else was queued
+/// since (`joined_uploads` in the report). A model of both buffers checks every byte, and
+/// every read queued between the uploads sees exactly the uploads queued before it. Copies
+/// and reads of the buffer in between keep later uploads from joining earlier ones.
+fn manager_joined_uploads<B: Backend>(d: &Device<B>) -> R {
+    let m = BufferManager::new(d.clone(), ManagerConfig::default()).step("manager")?;
+    let size: u64 = 256 << 10;
+    let a = m
+        .create_storage_buffer("joined a", size, MemoryLocation::DeviceLocal)
+        .step("a")?;
+    let b = m
+        .create_storage_buffer("joined b", size, MemoryLocation::DeviceLocal)
+        .step("b")?;
+    let mut rng = Rng::new(0x101ED);
+    let mut models = [rng.bytes(size as usize), rng.bytes(size as usize)];
+    m.upload(a.buffer(), 0, &models[0]).step("a contents")?;
+    m.upload(b.buffer(), 0, &models[1]).step("b contents")?;
+    let bufs = [a.buffer(), b.buffer()];
+    let mut reads = Vec::new();
+    let mut next = 0u64;
+    for i in 0..4000 {
+        match rng.below(100) {
+            0..=74 => {
+                // Mostly to `a`; every third one right after the previous (merged entries).
+                let len = 4 * (1 + rng.below(64));
+                let at = if i % 3 == 0 && next + len <= size {
+                    next
+                } else {
+                    4 * rng.below((size - len) / 4)
+                };
+                let data = rng.bytes(len as usize);
+                m.upload(bufs[0], at, &data).step("upload a")?;
+                models[0][at as usize..(at + len) as usize].copy_from_slice(&data);
+                next = at + len;
+            }
+            75..=84 => {
+                let len = 4 * (1 + rng.below(64));
+                let at = 4 * rng.below((size - len) / 4);
+                let data = rng.bytes(len as usize);
+                m.upload(bufs[1], at, &data).step("upload b")?;
+                models[1][at as usize..(at + len) as usize].copy_from_slice(&data);
+            }
+            85..=91 => {
+                let which = rng.below(2) as usize;
+                let len = 4 * (1 + rng.below(512));
+                let at = 4 * rng.below((size - len) / 4);
+                let want = models[which][at as usize..(at + len) as usize].to_vec();
+                reads.push((m.read(bufs[which], at, len).step("read")?, want));
+            }
+            92..=97 => {
+                let from = rng.below(2) as usize;
+                let len = 4 * (1 + rng.below(256));
+                let src = 4 * rng.below((size - len) / 4);
+                let dst = 4 * rng.below((size - len) / 4);
+                m.copy(bufs[from], src, bufs[1 - from], dst, len)
+                    .step("copy")?;
+                let bytes = models[from][src as usize..(src + len) as usize].to_vec();
+                models[1 - from][dst as usize..(dst + len) as usize].copy_from_slice(&bytes);
+            }
+            _ => {
+                m.flush().step("flush")?;
+            }
+        }
+    }
+    // Across threads: a read another thread queues between two uploads of this one sees the
+    // first, not the second, though the second could join the first's operation (the read
+    // is in another queue).
+    let slot = 64 << 10;
+    let mut cross = 0;
+    std::thread::scope(|scope| -> Result<(), String> {
+        let (ask, asked) = std::sync::mpsc::channel::<()>();
+        let (tell, told) = std::sync::mpsc::channel();
+        let (mr, src) = (&m, bufs[0]);
+        let reader = scope.spawn(move || -> Result<(), String> {
+            for () in asked {
+                let handle = mr.read(src, slot, 256).step("read from another thread")?;
+                tell.send(handle).map_err(|e| e.to_string())?;
+            }
+            Ok(())
+        });
+        for round in 0..50u8 {
+            let first = vec![round; 256];
+            m.upload(bufs[0], slot, &first).step("first upload")?;
+            ask.send(()).map_err(|e| e.to_string())?;
+            let handle = told.recv().map_err(|e| e.to_string())?;
+            m.upload(bufs[0], slot, &[!round; 256])
+                .step("second upload")?;
+            if round % 10 == 9 {
+                m.flush().step("flush")?;
+            }
+            reads.push((handle, first));
+            models[0][slot as usize..slot as usize + 256].fill(!round);
+            cross += 1;
+        }
+        drop(ask);
+        reader.join().map_err(|_| "reader panicked".to_string())?
+    })?;
+    m.flush().step("flush")?;
+    let n = reads.len();
+    for (i, (handle, want)) in reads.into_iter().enumerate() {
+        compare(
+            &format!("read {i}"),
+            &handle.wait().step("read wait")?,
+            &want,
+        )?;
+    }
+    for (buf, model) in bufs.iter().zip(&models) {
+        compare(
+            "final",
+            &m.read(buf, 0, size).step("read")?.wait().step("wait")?,
+            model,
+        )?;
+    }
+    let joined = m.joined_uploads_total();
+    ensure!(
+        m.report().get("orchestrator", "joined_uploads").is_some(),
+        "the report lacks joined_uploads"
+    );
+    ensure!(joined > 1000, "only {joined} uploads joined");
+    Ok(format!(
+        "4000 random uploads, copies, reads and flushes, {cross} reads from another thread \
+         between two uploads: {joined} uploads joined, {n} reads saw exactly what came before \
+         them"
+    ))
 }

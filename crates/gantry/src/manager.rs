@@ -639,6 +639,7 @@ impl<B: Backend> BufferManager<B> {
             .counter("submissions", c.submissions.get(), Unit::Count)
             .counter("copy_regions", c.copy_regions.get(), Unit::Count)
             .counter("coalesced", c.coalesced.get(), Unit::Count)
+            .counter("joined_uploads", c.joined.get(), Unit::Count)
             .counter("failed_ops", c.failed_ops.get(), Unit::Count)
             .counter(
                 "device_live_bytes",
@@ -679,6 +680,14 @@ impl<B: Backend> BufferManager<B> {
     #[must_use]
     pub fn queued_ops_total(&self) -> u64 {
         self.inner.counters.queued_ops.get()
+    }
+
+    /// Uploads that joined the operation queued just before them (an upload to the same
+    /// buffer, nothing else queued since) instead of queuing their own: they share its ticket
+    /// and reach the backend as one list of writes.
+    #[must_use]
+    pub fn joined_uploads_total(&self) -> u64 {
+        self.inner.counters.joined.get()
     }
 
     /// Copy regions recorded so far (after coalescing).

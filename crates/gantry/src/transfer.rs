@@ -140,6 +140,8 @@ pub(crate) struct TransferCounters {
     pub(crate) submissions: Counter,
     pub(crate) copy_regions: Counter,
     pub(crate) coalesced: Counter,
+    /// Uploads that joined the last queued operation instead of queuing their own.
+    pub(crate) joined: Counter,
     pub(crate) failed_ops: Counter,
 }
 
@@ -179,6 +181,73 @@ impl<B: Backend> Inner<B> {
         }
         let shard = SHARD.with(|s| *s);
         lock(&self.queues[shard]).push(op);
+    }
+
+    /// Adds an upload of `size` bytes, staged at `staging_offset` in chunk `chunk`, to
+    /// `dst_offset` in `dst`, to the last operation queued (by any thread) when that is an
+    /// upload to `dst` from the same chunk with no owner; returns its ticket, which the new
+    /// upload shares. The caller holds the staging lock, so no flush takes the operation
+    /// meanwhile.
+    ///
+    /// Order: the operation must be the last one queued at all (no sequence number was taken
+    /// since it), else a later operation of another thread (a read of `dst`, say) would move
+    /// behind this upload. An operation queued after this check gets a later number, so it
+    /// stays after the upload, as it came after it.
+    fn join(
+        &self,
+        dst: &Buffer<B>,
+        chunk: usize,
+        staging_offset: u64,
+        dst_offset: u64,
+        size: u64,
+    ) -> Option<Arc<Ticket>> {
+        let shard = SHARD.with(|s| *s);
+        let mut queue = lock(&self.queues[shard]);
+        let last = queue.last_mut()?;
+        if last.owner.is_some() || self.seq.load(Ordering::Acquire) != last.seq.wrapping_add(1) {
+            return None;
+        }
+        let entry = (staging_offset, dst_offset, size);
+        match &mut last.kind {
+            OpKind::UploadMany {
+                dst: d,
+                chunk: c,
+                entries,
+            } if d.id() == dst.id() && *c == chunk => match entries.last_mut() {
+                // Contiguous in staging and in `dst`: one entry.
+                Some(e) if e.0 + e.2 == staging_offset && e.1 + e.2 == dst_offset => {
+                    e.2 += size;
+                    self.counters.coalesced.inc();
+                }
+                _ => entries.push(entry),
+            },
+            OpKind::Upload {
+                dst: d,
+                dst_offset: o,
+                size: n,
+                src:
+                    Src::Staged {
+                        chunk: c,
+                        offset: so,
+                    },
+            } if d.id() == dst.id() && *c == chunk => {
+                let first = (*so, *o, *n);
+                let entries =
+                    if first.0 + first.2 == staging_offset && first.1 + first.2 == dst_offset {
+                        self.counters.coalesced.inc();
+                        vec![(first.0, first.1, first.2 + size)]
+                    } else {
+                        vec![first, entry]
+                    };
+                last.kind = OpKind::UploadMany {
+                    dst: dst.clone(),
+                    chunk,
+                    entries,
+                };
+            }
+            _ => return None,
+        }
+        Some(Arc::clone(&last.ticket))
     }
 
     fn next_seq(&self) -> u64 {
@@ -307,9 +376,9 @@ impl<B: Backend> Inner<B> {
         if size == 0 {
             return Ok(self.handle(Ticket::done()));
         }
-        let ticket = Ticket::queued();
         let mut st = lock(&self.staging);
         if size > st.config.chunk_size {
+            let ticket = Ticket::queued();
             if !st.config.dedicated_for_large {
                 st.counters.exhausted += 1;
                 st.event(StagingEvent::Exhausted { requested: size });
@@ -357,6 +426,19 @@ impl<B: Backend> Inner<B> {
             return Ok(self.handle(ticket));
         }
         let region = self.place(&mut st, size)?;
+        if size <= LOCKED_UPLOAD {
+            // Small enough to copy under the staging lock: no writer guard, and the op is
+            // queued (or joined) before a flush (which takes this lock) can close the chunk.
+            lock(&st.chunks[region.chunk].shadow).put(region.offset, data);
+            if owner.is_none()
+                && let Some(ticket) = self.join(dst, region.chunk, region.offset, offset, size)
+            {
+                drop(st);
+                self.counters.joined.inc();
+                return Ok(self.handle(ticket));
+            }
+        }
+        let ticket = Ticket::queued();
         let op = |seq| Op {
             seq,
             kind: OpKind::Upload {
@@ -372,9 +454,7 @@ impl<B: Backend> Inner<B> {
             owner: owner.clone(),
         };
         if size <= LOCKED_UPLOAD {
-            // Small enough to copy under the staging lock: no writer guard, and the op is
-            // queued before a flush (which takes this lock) can close the chunk.
-            lock(&st.chunks[region.chunk].shadow).put(region.offset, data);
+            // Copied above, under the staging lock.
             self.push(op(self.next_seq()));
             drop(st);
             return Ok(self.handle(ticket));
