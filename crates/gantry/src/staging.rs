@@ -463,7 +463,14 @@ impl Shadow {
             self.bytes.resize(end.next_power_of_two(), 0);
         }
         self.bytes[start..end].copy_from_slice(data);
-        self.spans.push((offset, data.len() as u64));
+        // Right after the last span (within alignment padding): extend it, so that a run of
+        // uploads stays one span and `flush_into` has nothing to sort.
+        match self.spans.last_mut() {
+            Some((s, len)) if *s + *len <= offset && offset <= *s + *len + 256 => {
+                *len = offset + data.len() as u64 - *s;
+            }
+            _ => self.spans.push((offset, data.len() as u64)),
+        }
     }
 
     /// Copies each of `pieces` (`(chunk offset, bytes)`), all inside `[start, start + len)`,

@@ -305,12 +305,8 @@ impl<B: Backend> Inner<B> {
         Ok(())
     }
 
-    /// Places `size` bytes in staging, recovering as documented in [`crate::staging`].
-    fn place(&self, st: &mut StagingState<B>, size: u64) -> Result<Region> {
-        self.place_aligned(st, size, self.alignment())
-    }
-
-    /// [`Self::place`] at a multiple of `align` (a power of two, at least the copy alignment).
+    /// Places `size` bytes in staging at a multiple of `align` (a power of two, at least the
+    /// copy alignment), recovering as documented in [`crate::staging`].
     fn place_aligned(&self, st: &mut StagingState<B>, size: u64, align: u64) -> Result<Region> {
         if let Some(r) = st.try_place(&self.device, size, align)? {
             return Ok(r);
@@ -425,7 +421,14 @@ impl<B: Backend> Inner<B> {
             });
             return Ok(self.handle(ticket));
         }
-        let region = self.place(&mut st, size)?;
+        // 16-byte multiples at 16-byte offsets, as `upload_many` stages them: the backends'
+        // wide scatter shader takes such writes.
+        let align = if size.is_multiple_of(16) {
+            self.alignment().max(16)
+        } else {
+            self.alignment()
+        };
+        let region = self.place_aligned(&mut st, size, align)?;
         if size <= LOCKED_UPLOAD {
             // Small enough to copy under the staging lock: no writer guard, and the op is
             // queued (or joined) before a flush (which takes this lock) can close the chunk.
