@@ -149,18 +149,24 @@ struct BufferState<B: Backend> {
     last_use: SubmissionIndex,
 }
 
-/// [`BufferInner::reuse`]'s value for a buffer that may never be reused (destroyed or mapped).
-const NEVER_REUSE: u64 = u64::MAX;
+/// [`BufferInner::reuse`]'s value for a destroyed buffer.
+const DESTROYED: u64 = u64::MAX;
+/// [`BufferInner::reuse`]'s value for a mapped buffer (or one mapped at creation, or busy with
+/// an asynchronous read). Both this and [`DESTROYED`] mean "never reuse"; no submission index
+/// comes near them.
+const MAPPED: u64 = u64::MAX - 1;
 
 impl<B: Backend> BufferState<B> {
     /// What [`Buffer::reusable_after`] answers for this state, as [`BufferInner::reuse`] keeps
     /// it.
     #[inline]
     fn reuse(&self) -> u64 {
-        if self.raw.is_some() && matches!(self.map, MapState::Unmapped) {
-            self.last_use.0
+        if self.raw.is_none() {
+            DESTROYED
+        } else if !matches!(self.map, MapState::Unmapped) {
+            MAPPED
         } else {
-            NEVER_REUSE
+            self.last_use.0
         }
     }
 }
@@ -205,7 +211,8 @@ struct BufferInner<B: Backend> {
     location: MemoryLocation,
     state: Mutex<BufferState<B>>,
     /// `state.reuse()` as of the last unlock of `state`: lets pools ask
-    /// [`Buffer::reusable_after`] without taking the lock.
+    /// [`Buffer::reusable_after`], and anyone [`Buffer::is_destroyed`] and
+    /// [`Buffer::is_mapped`], without taking the lock.
     reuse: AtomicU64,
 }
 
@@ -300,12 +307,13 @@ impl<B: Backend> Buffer<B> {
     /// Whether the buffer has been destroyed.
     #[must_use]
     pub fn is_destroyed(&self) -> bool {
-        self.inner.state().raw.is_none()
+        // No lock: the state's guard publishes this (Release) at every unlock.
+        self.inner.reuse.load(Ordering::Acquire) == DESTROYED
     }
     /// Whether the buffer is mapped (or mapped at creation, or busy with an async read).
     #[must_use]
     pub fn is_mapped(&self) -> bool {
-        !matches!(self.inner.state().map, MapState::Unmapped)
+        self.inner.reuse.load(Ordering::Acquire) == MAPPED
     }
     /// The last submission that used this buffer ([`SubmissionIndex::NONE`] if none).
     #[must_use]
@@ -320,7 +328,7 @@ impl<B: Backend> Buffer<B> {
     pub fn reusable_after(&self) -> Option<SubmissionIndex> {
         // No lock: the state's guard publishes this value (Release) at every unlock.
         let reuse = self.inner.reuse.load(Ordering::Acquire);
-        (reuse != NEVER_REUSE).then_some(SubmissionIndex(reuse))
+        (reuse < MAPPED).then_some(SubmissionIndex(reuse))
     }
 
     /// Runs `f` with the backend's buffer, for work the caller records through the backend's
@@ -532,7 +540,7 @@ impl<B: Backend> Device<B> {
                 reuse: AtomicU64::new(if matches!(map, MapState::Unmapped) {
                     SubmissionIndex::NONE.0
                 } else {
-                    NEVER_REUSE
+                    MAPPED
                 }),
                 state: Mutex::new(BufferState {
                     raw: Some(raw),
