@@ -599,17 +599,22 @@ impl<S: Source> Drop for PoolInner<S> {
     fn drop(&mut self) {
         // This thread's cache for this pool goes now; other threads drop theirs when they
         // next use a pool (or exit).
-        let id = self.id;
-        let mine = LOCAL
-            .try_with(|local| {
-                let mut local = local.try_borrow_mut().ok()?;
-                let i = local.iter().position(|e| e.pool == id)?;
-                Some(local.swap_remove(i))
-            })
-            .ok()
-            .flatten();
-        drop(mine);
+        drop_local_cache(self.id);
     }
+}
+
+/// Drops this thread's cache of pool `id`, if any (outside the thread-local's borrow: its
+/// parked buffers and their pool references may take the pool with them).
+fn drop_local_cache(id: u64) {
+    let mine = LOCAL
+        .try_with(|local| {
+            let mut local = local.try_borrow_mut().ok()?;
+            let i = local.iter().position(|e| e.pool == id)?;
+            Some(local.swap_remove(i))
+        })
+        .ok()
+        .flatten();
+    drop(mine);
 }
 
 /// The fast path, inlined into the caller: a ready buffer parked in this thread's cache.
@@ -735,26 +740,23 @@ impl<S: Source> Drop for Pool<S> {
 /// Closes the pool: no more parking; the free buffers of the shared lists and of this
 /// thread's cache are dropped now (other threads' at their next use of a pool, or exit).
 fn close<S: Source>(inner: &Arc<PoolInner<S>>) {
-    let lists: Vec<Vec<S::Item>> = {
-        let mut sh = lock(&inner.shared);
+    drop(take_lists(inner, true));
+    drop_local_cache(inner.id);
+}
+
+/// Empties the shared lists (the caller drops their buffers, outside the lock) and, under
+/// the lock, sets [`CLOSED`] (`close`) or starts a new epoch (a clear).
+fn take_lists<S: Source>(inner: &PoolInner<S>, close: bool) -> Vec<Vec<S::Item>> {
+    let mut sh = lock(&inner.shared);
+    if close {
         inner.epoch.fetch_or(CLOSED, Ordering::AcqRel);
-        sh.slots
-            .iter_mut()
-            .map(|s| core::mem::take(&mut s.list))
-            .collect()
-    };
-    drop(lists);
-    let id = inner.id;
-    let mine = LOCAL
-        .try_with(|local| {
-            let mut local = local.try_borrow_mut().ok()?;
-            let i = local.iter().position(|e| e.pool == id)?;
-            Some(local.swap_remove(i))
-        })
-        .ok()
-        .flatten();
-    // Its parked buffers and their pool references go here, outside the borrow.
-    drop(mine);
+    } else {
+        inner.epoch.fetch_add(EPOCH, Ordering::AcqRel);
+    }
+    sh.slots
+        .iter_mut()
+        .map(|s| core::mem::take(&mut s.list))
+        .collect()
 }
 
 fn new_pool<S: Source>(source: S, max_per_class: usize) -> Arc<Pool<S>> {
@@ -798,15 +800,7 @@ fn free_counts<S: Source>(inner: &PoolInner<S>) -> (u64, u64) {
 }
 
 fn clear<S: Source>(inner: &Arc<PoolInner<S>>) {
-    let lists: Vec<Vec<S::Item>> = {
-        let mut sh = lock(&inner.shared);
-        inner.epoch.fetch_add(EPOCH, Ordering::AcqRel);
-        sh.slots
-            .iter_mut()
-            .map(|s| core::mem::take(&mut s.list))
-            .collect()
-    };
-    drop(lists);
+    drop(take_lists(inner, false));
     // This thread's cache now; other threads' caches at their next use of the pool.
     with_local(inner, |_| ());
 }
