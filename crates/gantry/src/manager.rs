@@ -685,6 +685,27 @@ impl<B: Backend> BufferManager<B> {
     /// Uploads that joined the operation queued just before them (an upload to the same
     /// buffer, nothing else queued since) instead of queuing their own: they share its ticket
     /// and reach the backend as one list of writes.
+    ///
+    /// ```
+    /// use gantry::{BufferManager, ManagerConfig};
+    /// use gantry::core::{reference::ReferenceBackend, BufferDesc, BufferUsage, Device, MemoryLocation};
+    ///
+    /// # fn main() -> gantry::Result<()> {
+    /// let device = Device::new(ReferenceBackend::new(64 << 20));
+    /// let manager = BufferManager::new(device, ManagerConfig::default())?;
+    /// let rw = BufferUsage::TRANSFER_SRC | BufferUsage::TRANSFER_DST;
+    /// let a = manager.create_buffer(&BufferDesc::new(4096, rw, MemoryLocation::DeviceLocal))?;
+    /// let b = manager.create_buffer(&BufferDesc::new(4096, rw, MemoryLocation::DeviceLocal))?;
+    /// manager.upload(a.buffer(), 0, &[1u8; 64])?;
+    /// manager.upload(a.buffer(), 256, &[2u8; 64])?; // joins the first
+    /// manager.upload(b.buffer(), 0, &[3u8; 64])?; // another buffer: its own operation
+    /// manager.read(a.buffer(), 0, 4)?; // a read in between...
+    /// manager.upload(a.buffer(), 512, &[4u8; 64])?; // ...keeps this one out
+    /// assert_eq!(manager.joined_uploads_total(), 1);
+    /// manager.flush()?;
+    /// assert_eq!(manager.read(a.buffer(), 256, 4)?.wait()?, [2u8; 4]);
+    /// # Ok(()) }
+    /// ```
     #[must_use]
     pub fn joined_uploads_total(&self) -> u64 {
         self.inner.counters.joined.get()
