@@ -413,14 +413,15 @@ impl Drop for LocalCache {
                     pool.shared_put_with_credit(buf);
                 }
                 pool.give_credits(self.credits);
+                // Fold the counters into the pool's and leave the list under one hold of the
+                // list's lock, which `count` takes to read both: it sees this thread's
+                // counts once, before or after, never in both places.
+                let mut threads = pool.threads.lock().unwrap_or_else(|e| e.into_inner());
                 pool.hits
                     .fetch_add(self.counters.hits.load(Relaxed), Relaxed);
                 pool.misses
                     .fetch_add(self.counters.misses.load(Relaxed), Relaxed);
-                pool.threads
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .retain(|c| !Arc::ptr_eq(c, &self.counters));
+                threads.retain(|c| !Arc::ptr_eq(c, &self.counters));
             }
             None => {
                 if let Some(stats) = &self.stats {
