@@ -63,6 +63,27 @@ impl Rng {
     }
 }
 
+/// Fills each buffer with random bytes; returns them, the model of each buffer.
+fn fill(
+    d: &Device<WgpuBackend>,
+    bufs: &[gantry_core::Buffer<WgpuBackend>],
+    rng: &mut Rng,
+) -> Vec<Vec<u8>> {
+    bufs.iter()
+        .map(|b| {
+            let init = rng.bytes(b.size() as usize);
+            d.write(b, 0, &init).expect("initial contents");
+            init
+        })
+        .collect()
+}
+
+/// Writes carried out on the GPU (scatter dispatches or copy regions) since `before`.
+fn gpu_writes(d: &Device<WgpuBackend>, before: gantry_wgpu::ScatterStats) -> u64 {
+    let now = d.raw().scatter_stats();
+    now.scattered_writes + now.copied_writes - before.scattered_writes - before.copied_writes
+}
+
 fn check(name: &str, got: &[u8], model: &[u8]) {
     if let Some(i) = got.iter().zip(model).position(|(g, m)| g != m) {
         panic!(
@@ -109,14 +130,7 @@ fn idle_batches_write_on_the_host() {
     let mut rng = Rng(0xD1EC7);
     let size = 4u64 << 20;
     let bufs = [buffer(&d, "direct a", size), buffer(&d, "direct b", size)];
-    let mut models: Vec<Vec<u8>> = bufs
-        .iter()
-        .map(|b| {
-            let init = rng.bytes(size as usize);
-            d.write(b, 0, &init).expect("initial contents");
-            init
-        })
-        .collect();
+    let mut models = fill(&d, &bufs, &mut rng);
     d.wait_idle().expect("idle");
     for round in 0..4 {
         let direct = d.raw().direct_writes();
@@ -172,10 +186,7 @@ fn writes_after_a_busy_copy_keep_program_order() {
         let n = random_writes(&mut rng, &mut batch, &dst, &mut model);
         batch.submit().expect("submit writes");
         let on_host = d.raw().direct_writes() - direct;
-        let after = d.raw().scatter_stats();
-        let on_gpu = after.scattered_writes + after.copied_writes
-            - stats.scattered_writes
-            - stats.copied_writes;
+        let on_gpu = gpu_writes(&d, stats);
         assert_eq!(on_host + on_gpu, n, "round {round}: {on_host} + {on_gpu}");
         eprintln!("round {round}: {on_host} on the host, {on_gpu} on the GPU");
         check(
@@ -231,9 +242,8 @@ fn direct_writes_can_be_turned_off() {
     let n = random_writes(&mut rng, &mut batch, &buf, &mut model);
     batch.submit().expect("submit");
     assert_eq!(d.raw().direct_writes(), 0);
-    let after = d.raw().scatter_stats();
     assert_eq!(
-        after.scattered_writes + after.copied_writes - stats.scattered_writes - stats.copied_writes,
+        gpu_writes(&d, stats),
         n,
         "every write through the dispatch or copies"
     );
@@ -252,14 +262,7 @@ fn copies_from_upload_buffers_are_done_on_the_host() {
         buffer(&d, "copy dst a", size),
         buffer(&d, "copy dst b", size),
     ];
-    let mut models: Vec<Vec<u8>> = dsts
-        .iter()
-        .map(|b| {
-            let init = rng.bytes(size as usize);
-            d.write(b, 0, &init).expect("initial contents");
-            init
-        })
-        .collect();
+    let mut models = fill(&d, &dsts, &mut rng);
     let ring_bytes = rng.bytes(1 << 20);
     let ring = d
         .create_buffer_init(

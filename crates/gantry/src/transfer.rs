@@ -19,6 +19,32 @@ use crate::error::{Error, Result};
 use crate::pool::{BufferPool, PooledBuffer};
 use crate::staging::{Region, StagingEvent, StagingState};
 
+/// Where `size` staged bytes start: at a multiple of 16 when `size` is one (the backends' wide
+/// scatter shader takes such writes), else at the copy alignment `align`.
+fn staged_align(size: u64, align: u64) -> u64 {
+    if size.is_multiple_of(16) {
+        align.max(16)
+    } else {
+        align
+    }
+}
+
+/// Appends the upload `(staging offset, dst offset, size)` to `entries`, extending the last
+/// entry instead when the two are contiguous in staging and in the destination (one copy
+/// region, where a backend copies instead of scattering); returns whether it extended.
+fn push_entry(entries: &mut Vec<(u64, u64, u64)>, (at, offset, size): (u64, u64, u64)) -> bool {
+    match entries.last_mut() {
+        Some(e) if e.0 + e.2 == at && e.1 + e.2 == offset => {
+            e.2 += size;
+            true
+        }
+        _ => {
+            entries.push((at, offset, size));
+            false
+        }
+    }
+}
+
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -207,43 +233,31 @@ impl<B: Backend> Inner<B> {
         if last.owner.is_some() || self.seq.load(Ordering::Acquire) != last.seq.wrapping_add(1) {
             return None;
         }
-        let entry = (staging_offset, dst_offset, size);
+        // A single staged upload becomes a list of one, then takes the entry like a list.
+        if let OpKind::Upload {
+            dst: d,
+            dst_offset,
+            size,
+            src: Src::Staged { chunk: c, offset },
+        } = &last.kind
+            && d.id() == dst.id()
+            && *c == chunk
+        {
+            last.kind = OpKind::UploadMany {
+                dst: dst.clone(),
+                chunk,
+                entries: vec![(*offset, *dst_offset, *size)],
+            };
+        }
         match &mut last.kind {
             OpKind::UploadMany {
                 dst: d,
                 chunk: c,
                 entries,
-            } if d.id() == dst.id() && *c == chunk => match entries.last_mut() {
-                // Contiguous in staging and in `dst`: one entry.
-                Some(e) if e.0 + e.2 == staging_offset && e.1 + e.2 == dst_offset => {
-                    e.2 += size;
+            } if d.id() == dst.id() && *c == chunk => {
+                if push_entry(entries, (staging_offset, dst_offset, size)) {
                     self.counters.coalesced.inc();
                 }
-                _ => entries.push(entry),
-            },
-            OpKind::Upload {
-                dst: d,
-                dst_offset: o,
-                size: n,
-                src:
-                    Src::Staged {
-                        chunk: c,
-                        offset: so,
-                    },
-            } if d.id() == dst.id() && *c == chunk => {
-                let first = (*so, *o, *n);
-                let entries =
-                    if first.0 + first.2 == staging_offset && first.1 + first.2 == dst_offset {
-                        self.counters.coalesced.inc();
-                        vec![(first.0, first.1, first.2 + size)]
-                    } else {
-                        vec![first, entry]
-                    };
-                last.kind = OpKind::UploadMany {
-                    dst: dst.clone(),
-                    chunk,
-                    entries,
-                };
             }
             _ => return None,
         }
@@ -421,14 +435,7 @@ impl<B: Backend> Inner<B> {
             });
             return Ok(self.handle(ticket));
         }
-        // 16-byte multiples at 16-byte offsets, as `upload_many` stages them: the backends'
-        // wide scatter shader takes such writes.
-        let align = if size.is_multiple_of(16) {
-            self.alignment().max(16)
-        } else {
-            self.alignment()
-        };
-        let region = self.place_aligned(&mut st, size, align)?;
+        let region = self.place_aligned(&mut st, size, staged_align(size, self.alignment()))?;
         if size <= LOCKED_UPLOAD {
             // Small enough to copy under the staging lock: no writer guard, and the op is
             // queued (or joined) before a flush (which takes this lock) can close the chunk.
@@ -546,22 +553,14 @@ impl<B: Backend> Inner<B> {
                 last = Some(self.upload(dst, offset, data, None)?);
                 continue;
             }
-            // 16-byte steps when the size allows (the wide scatter shader), else the copy
-            // alignment (a power of two or the checks above failed every odd entry).
-            let align = if size.is_multiple_of(16) { 16 } else { a };
-            let mut at = align_up(end, align).unwrap_or(u64::MAX);
+            // (The copy alignment is a power of two, or the checks above failed every entry.)
+            let mut at = align_up(end, staged_align(size, a)).unwrap_or(u64::MAX);
             if at.saturating_add(size) > chunk_size {
                 self.queue_many(dst, &mut entries, &mut pieces, end)?;
                 at = 0;
             }
-            // Contiguous in staging and in `dst`: one entry (a copy region, where a backend
-            // copies instead of scattering).
-            match entries.last_mut() {
-                Some(e) if e.0 + e.2 == at && e.1 + e.2 == offset => {
-                    e.2 += size;
-                    coalesced += 1;
-                }
-                _ => entries.push((at, offset, size)),
+            if push_entry(&mut entries, (at, offset, size)) {
+                coalesced += 1;
             }
             pieces.push((at, data));
             end = at + size;
