@@ -27,6 +27,7 @@
 #![deny(missing_docs)]
 
 mod backend;
+pub mod copier;
 mod device;
 mod error;
 pub mod scatter;

@@ -65,41 +65,7 @@ pub(crate) unsafe fn copy_from_mapped(dst: &mut [u8], src: *const u8) {
 /// large enough that taking a job costs nothing next to the copy.
 pub(crate) const COPY_GRAIN: usize = 1 << 20;
 
-/// One piece of a scattered copy: `len` bytes from `src` to `dst`.
-#[derive(Clone, Copy)]
-pub(crate) struct CopyPiece {
-    dst: MappedPtr,
-    src: MappedPtr,
-    len: usize,
-}
-
-impl CopyPiece {
-    /// # Safety
-    /// When the piece is copied, `src` is valid for reads and `dst` for writes of `len`
-    /// bytes, they do not overlap, and nothing else accesses the destination bytes.
-    pub(crate) unsafe fn new(dst: *mut u8, src: *const u8, len: usize) -> Self {
-        let p = |x: *mut u8| MappedPtr(NonNull::new(x).unwrap_or(NonNull::dangling()));
-        Self {
-            dst: p(dst),
-            src: p(src.cast_mut()),
-            len,
-        }
-    }
-
-    /// Bytes in the piece.
-    pub(crate) fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Copies the piece.
-    ///
-    /// # Safety
-    /// [`CopyPiece::new`]'s contract holds now.
-    pub(crate) unsafe fn copy(&self) {
-        // SAFETY: the contract.
-        unsafe { std::ptr::copy_nonoverlapping(self.src.get(), self.dst.get(), self.len) };
-    }
-}
+pub(crate) use gantry_core::copier::CopyPiece;
 
 /// Copies every piece; when the total is large (one thread cannot saturate the memory
 /// system), the pieces are cut into jobs of at most [`COPY_GRAIN`] bytes that the copy
@@ -118,7 +84,7 @@ pub(crate) unsafe fn copy_pieces(pieces: &[CopyPiece]) {
 /// # Safety
 /// As for [`copy_pieces`].
 pub(crate) unsafe fn copy_pieces_from(pieces: &[CopyPiece], parallel_min: usize) {
-    let total: usize = pieces.iter().map(|p| p.len).sum();
+    let total: usize = pieces.iter().map(|p| p.len()).sum();
     if total < parallel_min {
         for p in pieces {
             // SAFETY: the function's contract.
@@ -126,24 +92,24 @@ pub(crate) unsafe fn copy_pieces_from(pieces: &[CopyPiece], parallel_min: usize)
         }
         return;
     }
-    if pieces.iter().all(|p| p.len <= COPY_GRAIN) {
+    if pieces.iter().all(|p| p.len() <= COPY_GRAIN) {
         // SAFETY: the contract; `run` returns only when all are copied.
-        unsafe { crate::copier::run(pieces) };
+        unsafe { gantry_core::copier::run(pieces) };
         return;
     }
     let mut jobs = Vec::with_capacity(total / COPY_GRAIN + pieces.len());
     for p in pieces {
         let mut at = 0;
-        while at < p.len {
-            let n = (p.len - at).min(COPY_GRAIN);
+        while at < p.len() {
+            let n = (p.len() - at).min(COPY_GRAIN);
             // SAFETY: `at + n <= p.len`: in bounds of both ranges of the piece.
-            jobs.push(unsafe { CopyPiece::new(p.dst.get().add(at), p.src.get().add(at), n) });
+            jobs.push(unsafe { CopyPiece::new(p.dst().add(at), p.src().add(at), n) });
             at += n;
         }
     }
     // SAFETY: the jobs partition the pieces (contract), and `run` returns only when all are
     // copied.
-    unsafe { crate::copier::run(&jobs) };
+    unsafe { gantry_core::copier::run(&jobs) };
 }
 
 #[derive(Debug)]

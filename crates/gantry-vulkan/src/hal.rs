@@ -235,17 +235,6 @@ enum Source {
     Buffer(vk::Buffer),
 }
 
-/// Runs of at least this many deferred writes are planned in parts on the copy threads
-/// (`ScatterPlan::new_in_parts`). `ScatterPlan::new` takes about 10 ns a write on the H100's
-/// host, so 10,000 writes took 100 to 130 us of the submission, on one thread.
-const PARALLEL_PLAN_MIN: usize = 4096;
-
-/// Writes per part of a plan made in parts.
-const PLAN_PART: usize = 2048;
-
-/// Most parts one run of writes is planned in.
-const MAX_PLAN_PARTS: usize = 8;
-
 /// Every write staged in a batch's chunks starts at a multiple of this (the wide scatter
 /// shader's unit).
 const STAGED_ALIGN: u64 = 16;
@@ -840,7 +829,7 @@ impl Backend for VulkanBackend {
         {
             // SAFETY: each range lies inside the mapping (contract) and no two overlap
             // (checked); the bytes are host memory that is not this mapping.
-            unsafe { crate::copier::run_writes(ptr.as_ptr(), writes) };
+            unsafe { gantry_core::copier::run_writes(ptr.as_ptr(), writes) };
         } else {
             // Large writes are cut into pieces the threads share.
             let pieces: Vec<crate::buffer::CopyPiece> = writes
@@ -1033,12 +1022,10 @@ impl Backend for VulkanBackend {
         dst: &VulkanBuffer,
         writes: &[(u64, &[u8])],
     ) -> (usize, Result<(), DeviceError>) {
-        let deferrable = batch.scatter
-            && dst.usage().contains(vk::BufferUsageFlags::STORAGE_BUFFER)
-            && writes
-                .iter()
-                .all(|&(offset, data)| scatter::carries(offset, 0, data.len() as u64));
-        let total: usize = writes.iter().map(|w| w.1.len()).sum();
+        // One pass for both: whether a dispatch carries every write, and their bytes.
+        let (carried, total) = scatter::carries_all(writes);
+        let deferrable =
+            batch.scatter && dst.usage().contains(vk::BufferUsageFlags::STORAGE_BUFFER) && carried;
         if !deferrable || total < MANY_PARALLEL_MIN {
             let mut recorded = 0;
             for &(offset, data) in writes {
@@ -1054,7 +1041,6 @@ impl Backend for VulkanBackend {
         // in the current chunk, a new chunk when it is full), deferred, and their bytes copied
         // together by the copy threads.
         batch.before_writing(dst.raw());
-        let mut pieces = Vec::with_capacity(writes.len());
         // Per chunk used: (index, first byte written, end).
         let mut ranges: Vec<(usize, u64, u64)> = Vec::new();
         let mut recorded = 0;
@@ -1087,25 +1073,18 @@ impl Backend for VulkanBackend {
                 break;
             };
             // As many writes as fit in this chunk, each at a multiple of `STAGED_ALIGN` (as
-            // `defer_staged` places them), straight into the destination's deferred list.
+            // `defer_staged` places them), straight into the destination's deferred list; then
+            // their bytes, copied by the copy threads to where the list says.
             let (from, first) = (batch.cursor, recorded);
             let (mut at, mut end) = (from, from);
             let list = batch.deferred_list(dst.raw(), dst.uma_ptr(), Source::Chunk(index));
+            list.reserve(writes.len() - recorded);
+            let listed = list.len();
             for &(offset, data) in &writes[recorded..] {
                 let len = data.len() as u64;
                 if size.saturating_sub(at) < len {
                     break;
                 }
-                // SAFETY: the staging chunk is the batch's own (not submitted yet), mapped,
-                // and `at + len` fits in it (checked); `data` is host memory that is not this
-                // mapping; no two pieces share staging bytes (`at` only moves forward).
-                pieces.push(unsafe {
-                    crate::buffer::CopyPiece::new(
-                        ptr.as_ptr().add(at as usize),
-                        data.as_ptr(),
-                        data.len(),
-                    )
-                });
                 list.push(ScatterWrite {
                     dst_offset: offset,
                     src_offset: at,
@@ -1114,6 +1093,18 @@ impl Backend for VulkanBackend {
                 end = at + len;
                 at = end.next_multiple_of(STAGED_ALIGN);
                 recorded += 1;
+            }
+            // SAFETY: the staging chunk is the batch's own (not submitted yet) and mapped;
+            // each listed range lies inside it (checked above) and after the previous one
+            // (`at` only moves forward), so none overlaps another or a write's bytes (host
+            // memory, not this mapping).
+            unsafe {
+                gantry_core::copier::run_staged(
+                    ptr.as_ptr(),
+                    &writes[first..recorded],
+                    &list[listed..],
+                    MANY_PARALLEL_MIN,
+                );
             }
             batch.cursor = at;
             if recorded == first {
@@ -1124,9 +1115,7 @@ impl Backend for VulkanBackend {
             }
             ranges.push((index, from, end));
         }
-        // Whatever was deferred gets its bytes, even when staging ran out midway.
-        // SAFETY: each piece was built above from an in-bounds, unaliased staging range.
-        unsafe { crate::buffer::copy_pieces_from(&pieces, MANY_PARALLEL_MIN) };
+        // Whatever was deferred got its bytes, even when staging ran out midway.
         for &(index, from, to) in &ranges {
             // SAFETY: the range was just written, lies inside the mapped chunk, and the chunk
             // is not submitted yet (nothing for coherent memory).
@@ -1367,17 +1356,13 @@ impl Backend for VulkanBackend {
                 // dispatch).
                 let mut dispatch_of = |writes: &[ScatterWrite]| {
                     let p = pipeline?;
-                    let parts = if writes.len() >= PARALLEL_PLAN_MIN {
-                        writes.len().div_ceil(PLAN_PART).min(MAX_PLAN_PARTS)
-                    } else {
-                        1
-                    };
+                    let parts = scatter::plan_parts(writes.len());
                     let mut plan = ScatterPlan::new_in_parts(
                         writes,
                         limits.min_storage_buffer_offset_alignment,
                         limits.max_storage_buffer_range,
                         parts,
-                        &crate::copier::run_calls,
+                        &gantry_core::copier::run_calls,
                     )
                     .filter(|plan| plan.wide || words)
                     .filter(|plan| {

@@ -42,7 +42,6 @@
 mod backend;
 mod buffer;
 mod context;
-mod copier;
 pub mod debug;
 pub mod error;
 pub mod hal;

@@ -1,4 +1,5 @@
-//! A persistent pool of copy threads for large host copies into and out of staging memory.
+//! A persistent pool of copy threads for large host copies into and out of staging memory,
+//! shared by the backends.
 //!
 //! One CPU thread copies about 10 GB/s on the H100's host, sixteen about 54 GB/s (PERF.md), so
 //! large copies are split into jobs that several threads take in turn. Spawning those threads
@@ -9,13 +10,98 @@
 //! The caller of [`run`] (copy pieces), [`run_writes`] (writes into one mapping) or
 //! [`run_calls`] (parts of other CPU work: a scatter plan made in parts) takes jobs too and
 //! returns only when every job is done, so the jobs may point into memory the caller borrows.
+//! [`run_staged`] copies many small writes to where a batch staged them.
+//!
+//! ```
+//! use gantry_core::copier::run_calls;
+//! use std::sync::atomic::{AtomicU64, Ordering};
+//!
+//! // Sums 0..8 in parts, on the copy threads and this one.
+//! let sum = AtomicU64::new(0);
+//! run_calls(8, &|i| {
+//!     sum.fetch_add(i as u64, Ordering::Relaxed);
+//! });
+//! assert_eq!(sum.into_inner(), 28);
+//! ```
 
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::buffer::CopyPiece;
+use std::ptr::NonNull;
+
+use crate::scatter::ScatterWrite;
+
+/// An address in host memory that jobs copy to or from.
+///
+/// `Send`/`Sync` only on this wrapper: the type gives no access to the bytes by itself; every
+/// access goes through `unsafe` code whose callers guarantee the absence of data races.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Ptr(NonNull<u8>);
+// SAFETY: see the type's documentation: an address, never dereferenced without a caller's
+// guarantee of exclusive or read-only access.
+unsafe impl Send for Ptr {}
+// SAFETY: as above.
+unsafe impl Sync for Ptr {}
+
+/// One piece of a scattered copy: `len` bytes from `src` to `dst`.
+#[derive(Clone, Copy, Debug)]
+pub struct CopyPiece {
+    dst: Ptr,
+    src: Ptr,
+    len: usize,
+}
+
+impl CopyPiece {
+    /// A piece copying `len` bytes from `src` to `dst`.
+    ///
+    /// # Safety
+    /// When the piece is copied, `src` is valid for reads and `dst` for writes of `len`
+    /// bytes, they do not overlap, and nothing else accesses the destination bytes.
+    #[must_use]
+    pub unsafe fn new(dst: *mut u8, src: *const u8, len: usize) -> Self {
+        let p = |x: *mut u8| Ptr(NonNull::new(x).unwrap_or(NonNull::dangling()));
+        Self {
+            dst: p(dst),
+            src: p(src.cast_mut()),
+            len,
+        }
+    }
+
+    /// Bytes in the piece.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the piece copies nothing.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Where the piece copies to.
+    #[must_use]
+    pub fn dst(&self) -> *mut u8 {
+        self.dst.0.as_ptr()
+    }
+
+    /// Where the piece copies from.
+    #[must_use]
+    pub fn src(&self) -> *const u8 {
+        self.src.0.as_ptr()
+    }
+
+    /// Copies the piece.
+    ///
+    /// # Safety
+    /// [`CopyPiece::new`]'s contract holds now.
+    pub unsafe fn copy(&self) {
+        // SAFETY: the contract.
+        unsafe { std::ptr::copy_nonoverlapping(self.src(), self.dst(), self.len) };
+    }
+}
 
 /// Most threads (the caller included) that work on one copy.
 const MAX_THREADS: usize = 16;
@@ -41,6 +127,12 @@ enum Jobs {
     Writes {
         base: *mut u8,
         writes: *const [(u64, &'static [u8])],
+    },
+    /// Staged writes: `writes[k].1` to `base + at[k].src_offset` for each `k`.
+    Staged {
+        base: *mut u8,
+        writes: *const [(u64, &'static [u8])],
+        at: *const [ScatterWrite],
     },
     /// Calls of the caller's function with each index below the task's count.
     Calls(*const (dyn Fn(usize) + Sync)),
@@ -101,6 +193,20 @@ impl Task {
                                 bytes.as_ptr(),
                                 base.add(offset as usize),
                                 bytes.len(),
+                            );
+                        }
+                    }
+                }
+                Jobs::Staged { base, writes, at } => {
+                    // SAFETY: see above.
+                    let (writes, at) = unsafe { (&*writes, &*at) };
+                    for (w, a) in writes[first..end].iter().zip(&at[first..end]) {
+                        // SAFETY: see above (`run_staged`'s contract).
+                        unsafe {
+                            std::ptr::copy_nonoverlapping(
+                                w.1.as_ptr(),
+                                base.add(a.src_offset as usize),
+                                w.1.len(),
                             );
                         }
                     }
@@ -187,7 +293,7 @@ fn worker(pool: &'static Pool) {
 /// # Safety
 /// Every job satisfies [`CopyPiece::new`]'s contract until this returns, and no two jobs'
 /// destinations overlap.
-pub(crate) unsafe fn run(jobs: &[CopyPiece]) {
+pub unsafe fn run(jobs: &[CopyPiece]) {
     let pool = pool();
     if jobs.len() <= 1 || pool.workers.load(Ordering::Relaxed) == 0 {
         for job in jobs {
@@ -209,7 +315,7 @@ pub(crate) unsafe fn run(jobs: &[CopyPiece]) {
 /// # Safety
 /// Every `base + offset .. + bytes.len()` is valid for writes until this returns, no two
 /// overlap, and none overlaps a `bytes`.
-pub(crate) unsafe fn run_writes(base: *mut u8, writes: &[(u64, &[u8])]) {
+pub unsafe fn run_writes(base: *mut u8, writes: &[(u64, &[u8])]) {
     let pool = pool();
     let n = writes.len();
     if n <= 1 || pool.workers.load(Ordering::Relaxed) == 0 {
@@ -235,10 +341,56 @@ pub(crate) unsafe fn run_writes(base: *mut u8, writes: &[(u64, &[u8])]) {
     run_task(pool, Jobs::Writes { base, writes }, n, block);
 }
 
+/// Copies `writes[k].1` to `base + at[k].src_offset` for each `k` (the first
+/// `min(writes.len(), at.len())`): many small writes staged by a batch, copied where it
+/// placed them, on the pool's threads and the calling one when they come to `parallel_min`
+/// bytes or more (else on the calling one); returns when all are done. No list of pieces is
+/// built first (10,000 writes: 240 KB less to write and read again).
+///
+/// # Safety
+/// Every `base + at[k].src_offset .. + writes[k].1.len()` is valid for writes until this
+/// returns, no two overlap, and none overlaps a `writes[k].1`.
+pub unsafe fn run_staged(
+    base: *mut u8,
+    writes: &[(u64, &[u8])],
+    at: &[ScatterWrite],
+    parallel_min: usize,
+) {
+    let n = writes.len().min(at.len());
+    let (writes, at) = (&writes[..n], &at[..n]);
+    let total: usize = writes.iter().map(|w| w.1.len()).sum();
+    let pool = if total < parallel_min || n <= 1 {
+        None
+    } else {
+        Some(pool()).filter(|p| p.workers.load(Ordering::Relaxed) > 0)
+    };
+    let Some(pool) = pool else {
+        for (w, a) in writes.iter().zip(at) {
+            // SAFETY: the function's contract.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    w.1.as_ptr(),
+                    base.add(a.src_offset as usize),
+                    w.1.len(),
+                );
+            }
+        }
+        return;
+    };
+    let block = (BLOCK_BYTES.saturating_mul(n) / total.max(1)).clamp(1, n);
+    let writes: *const [(u64, &[u8])] = writes;
+    // SAFETY: only the lifetime changes; used under the contract of `Jobs` (above).
+    let writes = unsafe {
+        std::mem::transmute::<*const [(u64, &[u8])], *const [(u64, &'static [u8])]>(writes)
+    };
+    run_task(pool, Jobs::Staged { base, writes, at }, n, block);
+}
+
 /// Calls `f(i)` for each `i` below `n`, on the pool's threads and the calling one; returns
 /// when all calls have. For CPU work that splits into a few independent parts of tens of
 /// microseconds each (a scatter plan made in parts). A panic in a call is raised again here.
-pub(crate) fn run_calls(n: usize, f: &(dyn Fn(usize) + Sync)) {
+/// The signature fits [`crate::scatter::ScatterPlan::new_in_parts`]'s runner.
+pub fn run_calls(n: usize, f: &(dyn Fn(usize) + Sync)) {
     let pool = pool();
     if n <= 1 || pool.workers.load(Ordering::Relaxed) == 0 {
         (0..n).for_each(f);
