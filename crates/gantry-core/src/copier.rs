@@ -457,3 +457,47 @@ fn run_task(pool: &'static Pool, jobs: Jobs, count: usize, block: usize) {
         "a part run on the copy threads panicked"
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        /// Every write lands where its entry says, on one thread or on the pool's, and
+        /// nothing else of the mapping changes.
+        #[test]
+        fn run_staged_copies_each_write_where_listed(
+            lens in proptest::collection::vec(1usize..300, 0..3000),
+            gap in 0u64..40,
+            parallel in any::<bool>(),
+        ) {
+            let datas: Vec<Vec<u8>> = lens
+                .iter()
+                .enumerate()
+                .map(|(i, &n)| (0..n).map(|b| (b as u8) ^ (i as u8) ^ 0x5a).collect())
+                .collect();
+            let writes: Vec<(u64, &[u8])> =
+                datas.iter().enumerate().map(|(i, d)| (i as u64 * 7, &d[..])).collect();
+            let mut at = Vec::new();
+            let mut used = gap;
+            for d in &datas {
+                at.push(ScatterWrite { dst_offset: 0, src_offset: used, len: d.len() as u64 });
+                used += d.len() as u64 + gap;
+            }
+            let mut map = vec![0xeeu8; usize::try_from(used).unwrap_or(0) + 8];
+            let min = if parallel { 0 } else { usize::MAX };
+            // SAFETY: every listed range lies inside `map` (ours), one after another; the
+            // writes are other memory.
+            unsafe { run_staged(map.as_mut_ptr(), &writes, &at, min) };
+            let mut expect = vec![0xeeu8; map.len()];
+            for (d, a) in datas.iter().zip(&at) {
+                let s = a.src_offset as usize;
+                expect[s..s + d.len()].copy_from_slice(d);
+            }
+            prop_assert!(map == expect);
+        }
+    }
+}
