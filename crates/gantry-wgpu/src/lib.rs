@@ -861,6 +861,27 @@ impl Backend for WgpuBackend {
         if start >= end {
             return Ok(());
         }
+        // In increasing order without overlaps (a manager's staged region) and many bytes:
+        // the copy threads take them, into a view from the buffer's start (so the entries'
+        // offsets address it). Anything else is copied in order, the later write winning.
+        let total: usize = writes.iter().map(|w| w.1.len()).sum();
+        let ascending = writes
+            .windows(2)
+            .all(|w| w[0].0 + w[0].1.len() as u64 <= w[1].0);
+        if ascending
+            && total >= staging::PARALLEL_STAGED_MIN
+            && let Ok(mut view) = buffer.buffer.get_mapped_range_mut(0..end)
+        {
+            let mut mapping = view.slice(..);
+            if mapping.len() as u64 >= hi {
+                let base = mapping.as_raw_element_ptr().as_ptr();
+                // SAFETY: `base` is the start of a writable view of `hi` bytes or more, held
+                // here (nothing else writes it); every entry lies below `hi`, no two overlap
+                // (ascending, checked); the bytes are host memory, not this mapping.
+                unsafe { gantry_core::copier::run_writes(base, writes) };
+                return Ok(());
+            }
+        }
         let mut view = buffer
             .buffer
             .get_mapped_range_mut(start..end)

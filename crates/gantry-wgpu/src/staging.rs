@@ -21,10 +21,10 @@ const SHADOW_BYTES: usize = 64 << 10;
 /// Below this, one thread copies; above, the copy is split over threads.
 const PARALLEL_COPY_MIN: usize = 16 << 20;
 
-/// Many small writes of at least this many bytes in all are copied into staging by the copy
-/// threads (`gantry_core::copier`): 10,000 writes of 256 bytes took 190 us on one thread of
-/// the H100's host.
-const PARALLEL_STAGED_MIN: usize = 256 << 10;
+/// Many small writes of at least this many bytes in all are copied into staging (or a mapped
+/// buffer) by the copy threads (`gantry_core::copier`): 10,000 writes of 256 bytes took 190 us
+/// on one thread of the H100's host.
+pub(crate) const PARALLEL_STAGED_MIN: usize = 256 << 10;
 
 /// Most bytes of deferred writes a batch keeps in host memory for direct writes
 /// (`WgpuBatch::host`); later ones are staged as usual.
