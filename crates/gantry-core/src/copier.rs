@@ -288,6 +288,52 @@ fn worker(pool: &'static Pool) {
     }
 }
 
+/// Bytes one job of [`copy_pieces`] copies at most: small enough to balance the threads,
+/// large enough that taking a job costs nothing next to the copy.
+pub const COPY_GRAIN: usize = 1 << 20;
+
+/// The least bytes of a job [`copy_pieces`] cuts (a copy of a few MiB is cut finer than
+/// [`COPY_GRAIN`], so that every thread gets a part).
+const MIN_GRAIN: usize = 128 << 10;
+
+/// Copies every piece: on the calling thread below `parallel_min` bytes in all; else the
+/// pieces are cut into jobs (of [`COPY_GRAIN`] bytes at most, fewer for a few MiB so that
+/// every thread gets some) that the pool's threads and the calling one take in turn.
+///
+/// # Safety
+/// Every piece satisfies [`CopyPiece::new`]'s contract until this returns, and no two pieces'
+/// destinations overlap.
+pub unsafe fn copy_pieces(pieces: &[CopyPiece], parallel_min: usize) {
+    let total: usize = pieces.iter().map(CopyPiece::len).sum();
+    if total < parallel_min {
+        for p in pieces {
+            // SAFETY: the function's contract.
+            unsafe { p.copy() };
+        }
+        return;
+    }
+    let threads = pool().workers.load(Ordering::Relaxed) + 1;
+    let grain = total.div_ceil(threads).clamp(MIN_GRAIN, COPY_GRAIN);
+    if pieces.iter().all(|p| p.len() <= grain) {
+        // SAFETY: the contract; `run` returns only when all are copied.
+        unsafe { run(pieces) };
+        return;
+    }
+    let mut jobs = Vec::with_capacity(total / grain + pieces.len());
+    for p in pieces {
+        let mut at = 0;
+        while at < p.len() {
+            let n = (p.len() - at).min(grain);
+            // SAFETY: `at + n <= p.len`: in bounds of both ranges of the piece.
+            jobs.push(unsafe { CopyPiece::new(p.dst().add(at), p.src().add(at), n) });
+            at += n;
+        }
+    }
+    // SAFETY: the jobs partition the pieces (contract), and `run` returns only when all are
+    // copied.
+    unsafe { run(&jobs) };
+}
+
 /// Copies every job, on the pool's threads and the calling one; returns when all are done.
 ///
 /// # Safety

@@ -38,8 +38,10 @@ impl MappedPtr {
 
 /// Copies of at least this many bytes between host memory and a mapping are split over
 /// threads: one CPU thread cannot saturate the memory system (PERF.md: 9.8 GB/s for one thread
-/// against 54 GB/s for sixteen on the H100 host).
-pub(crate) const PARALLEL_COPY_MIN: usize = 8 << 20;
+/// against 54 GB/s for sixteen on the H100 host). From 1 MiB: the copy threads are persistent,
+/// so a manager's flushed shadow (2.5 MB for 10,000 small uploads: 250 us on one thread there)
+/// is worth splitting too.
+pub(crate) const PARALLEL_COPY_MIN: usize = 1 << 20;
 
 /// Copies `src` to `dst`, split over the copy threads when large.
 ///
@@ -61,15 +63,11 @@ pub(crate) unsafe fn copy_from_mapped(dst: &mut [u8], src: *const u8) {
     unsafe { copy_pieces(&[CopyPiece::new(dst.as_mut_ptr(), src, dst.len())]) };
 }
 
-/// Bytes one job of [`copy_pieces`] copies at most: small enough to balance the threads,
-/// large enough that taking a job costs nothing next to the copy.
-pub(crate) const COPY_GRAIN: usize = 1 << 20;
-
-pub(crate) use gantry_core::copier::CopyPiece;
+pub(crate) use gantry_core::copier::{COPY_GRAIN, CopyPiece};
 
 /// Copies every piece; when the total is large (one thread cannot saturate the memory
 /// system), the pieces are cut into jobs of at most [`COPY_GRAIN`] bytes that the copy
-/// threads (`crate::copier`) and the caller take in turn.
+/// threads (`gantry_core::copier`) and the caller take in turn.
 ///
 /// # Safety
 /// Every piece satisfies [`CopyPiece::new`]'s contract, and no two pieces' destinations
@@ -79,37 +77,14 @@ pub(crate) unsafe fn copy_pieces(pieces: &[CopyPiece]) {
     unsafe { copy_pieces_from(pieces, PARALLEL_COPY_MIN) };
 }
 
-/// [`copy_pieces`], shared out among the copy threads from `parallel_min` bytes in all.
+/// [`copy_pieces`], shared out among the copy threads from `parallel_min` bytes in all
+/// ([`gantry_core::copier::copy_pieces`]).
 ///
 /// # Safety
 /// As for [`copy_pieces`].
 pub(crate) unsafe fn copy_pieces_from(pieces: &[CopyPiece], parallel_min: usize) {
-    let total: usize = pieces.iter().map(|p| p.len()).sum();
-    if total < parallel_min {
-        for p in pieces {
-            // SAFETY: the function's contract.
-            unsafe { p.copy() };
-        }
-        return;
-    }
-    if pieces.iter().all(|p| p.len() <= COPY_GRAIN) {
-        // SAFETY: the contract; `run` returns only when all are copied.
-        unsafe { gantry_core::copier::run(pieces) };
-        return;
-    }
-    let mut jobs = Vec::with_capacity(total / COPY_GRAIN + pieces.len());
-    for p in pieces {
-        let mut at = 0;
-        while at < p.len() {
-            let n = (p.len() - at).min(COPY_GRAIN);
-            // SAFETY: `at + n <= p.len`: in bounds of both ranges of the piece.
-            jobs.push(unsafe { CopyPiece::new(p.dst().add(at), p.src().add(at), n) });
-            at += n;
-        }
-    }
-    // SAFETY: the jobs partition the pieces (contract), and `run` returns only when all are
-    // copied.
-    unsafe { gantry_core::copier::run(&jobs) };
+    // SAFETY: forwarded.
+    unsafe { gantry_core::copier::copy_pieces(pieces, parallel_min) };
 }
 
 #[derive(Debug)]

@@ -18,8 +18,12 @@ const SHADOW_WRITE_MAX: usize = 4096;
 /// The shadow's window: copied into the mapping when full.
 const SHADOW_BYTES: usize = 64 << 10;
 
-/// Below this, one thread copies; above, the copy is split over threads.
+/// Below this, one thread copies a readback; above, the copy is split over threads.
 const PARALLEL_COPY_MIN: usize = 16 << 20;
+
+/// Below this, one thread copies into a mapping; above, the copy threads share it (they are
+/// persistent, so a manager's flushed shadow of a few MB is worth splitting).
+const PARALLEL_WRITE_MIN: usize = 1 << 20;
 
 /// Many small writes of at least this many bytes in all are copied into staging (or a mapped
 /// buffer) by the copy threads (`gantry_core::copier`): 10,000 writes of 256 bytes took 190 us
@@ -44,43 +48,39 @@ fn write_view(buffer: &wgpu::Buffer, offset: u64, data: &[u8]) -> Result<(), Dev
 }
 
 /// Copies `data` into the mapped `buffer` at `offset` (any alignment), splitting large copies
-/// over the machine's cores (one thread reaches about 10 GB/s into write-combined memory;
-/// several reach far more). Each thread takes its own view of a disjoint range.
+/// over the copy threads (`gantry_core::copier`: one thread reaches about 10 GB/s into
+/// write-combined memory; several reach far more), through one view of the range.
 pub(crate) fn write_mapped_range(
     buffer: &wgpu::Buffer,
     offset: u64,
     data: &[u8],
 ) -> Result<(), DeviceError> {
-    if data.len() < PARALLEL_COPY_MIN {
+    if data.len() < PARALLEL_WRITE_MIN {
         return write_view(buffer, offset, data);
     }
-    let threads = copy_threads();
-    if threads == 1 {
-        return write_view(buffer, offset, data);
+    let start = offset - offset % MAP_ALIGN;
+    let end = gantry_core::align_up(offset + data.len() as u64, wgpu::COPY_BUFFER_ALIGNMENT)
+        .unwrap_or(u64::MAX)
+        .min(buffer.size());
+    let mut view = buffer
+        .get_mapped_range_mut(start..end)
+        .map_err(|e| DeviceError::Internal(format!("get_mapped_range_mut: {e}")))?;
+    let mut mapping = view.slice(..);
+    let skip = usize::try_from(offset - start).unwrap_or(usize::MAX);
+    if mapping.len() < skip.saturating_add(data.len()) {
+        return Err(DeviceError::Internal(
+            "mapped view shorter than its range".into(),
+        ));
     }
-    // Interior boundaries on MAP_ALIGNMENT, so the views do not overlap.
-    let piece =
-        gantry_core::align_up(data.len().div_ceil(threads) as u64, MAP_ALIGN).unwrap_or(u64::MAX);
-    let first_end = (offset - offset % MAP_ALIGN + piece).min(offset + data.len() as u64);
-    std::thread::scope(|scope| {
-        let mut handles = Vec::new();
-        let mut at = offset;
-        let end = offset + data.len() as u64;
-        let mut next_end = first_end;
-        while at < end {
-            let lo = usize::try_from(at - offset).unwrap_or(usize::MAX);
-            let hi = usize::try_from(next_end - offset).unwrap_or(usize::MAX);
-            let part = &data[lo..hi];
-            let piece_offset = at;
-            handles.push(scope.spawn(move || write_view(buffer, piece_offset, part)));
-            at = next_end;
-            next_end = (next_end + piece).min(end);
-        }
-        handles.into_iter().try_for_each(|h| {
-            h.join()
-                .unwrap_or_else(|_| Err(DeviceError::Internal("copy thread panicked".into())))
-        })
-    })
+    let base = mapping.as_raw_element_ptr().as_ptr();
+    // SAFETY: `base + skip .. + data.len()` lies inside the view (checked), which this thread
+    // holds mutably (nothing else writes it) until the copy returns; `data` is host memory,
+    // not this mapping.
+    unsafe {
+        let piece = gantry_core::copier::CopyPiece::new(base.add(skip), data.as_ptr(), data.len());
+        gantry_core::copier::copy_pieces(&[piece], PARALLEL_WRITE_MIN);
+    }
+    Ok(())
 }
 
 fn read_view(buffer: &wgpu::Buffer, offset: u64, out: &mut [u8]) -> Result<(), DeviceError> {
@@ -743,7 +743,7 @@ impl WgpuBatch {
         let len = data.len() as u64;
         let (index, start) = self.room(ctx, len, align)?;
         let at = usize::try_from(start).unwrap_or(usize::MAX);
-        if data.len() >= PARALLEL_COPY_MIN {
+        if data.len() >= PARALLEL_WRITE_MIN {
             self.flush_shadow()?;
             self.view = None;
             write_mapped_range(&self.chunks[index].buffer, start, data)?;

@@ -29,9 +29,12 @@ fn write_mapped_many_lands_every_entry() {
                 .with_label("mapped many"),
         )
         .expect("buffer");
-    let mut model = vec![0u8; size as usize];
+    // A 4 MiB pattern first, at an unaligned offset (one copy the copy threads share).
+    let mut model: Vec<u8> = (0..size).map(|i| (i * 7 + (i >> 12)) as u8).collect();
     d.map(&buf, MapMode::Write).expect("map");
-    d.write_mapped(&buf, 0, &model).expect("zero");
+    d.write_mapped(&buf, 0, &[0u8; 3]).expect("head");
+    d.write_mapped(&buf, 3, &model[3..]).expect("pattern");
+    model[..3].fill(0);
     // 10,000 ascending 256-byte entries with gaps (2.56 MB: the copy threads' path), from
     // offset 4096 (the view still starts at 0).
     let datas: Vec<Vec<u8>> = (0..10_000u32)
