@@ -3,7 +3,9 @@
 //! times whole frames (`wgpu_transfer`, `manager`); this splits them, so that a figure such as
 //! "1.1 ms a frame" says which part to work on. Prints medians and the 10th and 90th
 //! percentiles of `GANTRY_PHASES_FRAMES` frames (default 300) after 30 warm-up frames;
-//! `GANTRY_PHASES_ONLY=text` runs only the rows whose name contains `text`.
+//! `GANTRY_PHASES_ONLY=text` runs only the rows whose name contains `text`;
+//! `GANTRY_PHASES_EXTRA_DEVICES=1` keeps the other devices `wgpu_transfer`'s 10k group opens
+//! (a second wgpu device, scatter off, and a Vulkan one) open while the rows run.
 //!
 //! ```sh
 //! cargo bench -p gantry-benches --bench phases
@@ -190,6 +192,20 @@ fn main() {
     );
     let wgpu = open();
     println!("wgpu: {:?}", wgpu.adapter_info());
+    // As in `wgpu_transfer`'s 10k group: other devices open beside the one measured.
+    let _extra = std::env::var_os("GANTRY_PHASES_EXTRA_DEVICES").map(|_| {
+        println!("with a second wgpu device and a Vulkan device open");
+        let copies = Device::new(
+            gantry_wgpu::WgpuBackend::new(&gantry_wgpu::WgpuOptions {
+                scatter: false,
+                ..gantry_wgpu::WgpuOptions::default()
+            })
+            .expect("a wgpu adapter"),
+        );
+        let vulkan =
+            Device::new(VulkanBackend::new(&VulkanOptions::default()).expect("a Vulkan device"));
+        (copies, vulkan)
+    });
     batch_rows("wgpu ", &wgpu);
     println!(
         "wgpu staging chunks created: {}",
