@@ -286,16 +286,34 @@ fn small_writes(c: &mut Criterion) {
     }
     // The same writes in one `write_many` call (the buffer's checks made once).
     let many: Vec<(u64, &[u8])> = offsets.iter().map(|&o| (o, &record[..])).collect();
+    // Each frame timed on its own too: criterion's estimate (a mean) is printed beside the
+    // frames' median and tail, to see whether a gap to the phases bench is in every frame.
+    let mut frames: [Vec<std::time::Duration>; 4] = Default::default();
     group.bench_function("gantry_batch_write_many", |b| {
-        b.iter(|| {
-            let mut batch = gantry.batch().expect("batch");
-            batch
-                .write_many(&gbuf, black_box(&many))
-                .expect("write_many");
-            let index = batch.submit().expect("submit");
-            gantry.wait(index, None).expect("wait");
+        b.iter_custom(|iters| {
+            let start = std::time::Instant::now();
+            for _ in 0..iters {
+                let t = std::time::Instant::now();
+                let mut batch = gantry.batch().expect("batch");
+                batch
+                    .write_many(&gbuf, black_box(&many))
+                    .expect("write_many");
+                let recorded = t.elapsed();
+                let index = batch.submit().expect("submit");
+                let submitted = t.elapsed();
+                gantry.wait(index, None).expect("wait");
+                let done = t.elapsed();
+                frames[0].push(recorded);
+                frames[1].push(submitted - recorded);
+                frames[2].push(done - submitted);
+                frames[3].push(done);
+            }
+            start.elapsed()
         });
     });
+    for (phase, f) in ["record", "submit", "wait", "frame"].iter().zip(&mut frames) {
+        common::print_frames(&format!("gantry_batch_write_many {phase}"), f);
+    }
     group.bench_function("gantry_vulkan_batch_write_many", |b| {
         b.iter(|| {
             let mut batch = vulkan.batch().expect("batch");
