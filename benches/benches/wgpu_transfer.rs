@@ -311,8 +311,11 @@ fn small_writes(c: &mut Criterion) {
             start.elapsed()
         });
     });
-    for (phase, f) in ["record", "submit", "wait", "frame"].iter().zip(&mut frames) {
-        common::print_frames(&format!("gantry_batch_write_many {phase}"), f);
+    for (phase, f) in ["record", "submit", "wait", "frame"]
+        .iter()
+        .zip(&mut frames)
+    {
+        print_frames(&format!("gantry_batch_write_many {phase}"), f);
     }
     group.bench_function("gantry_vulkan_batch_write_many", |b| {
         b.iter(|| {
@@ -446,6 +449,26 @@ fn small_writes(c: &mut Criterion) {
         });
     });
     group.finish();
+}
+
+/// Prints the median, 90th and 99th percentiles and mean of `frames` (each frame timed on its
+/// own, warm-up included), in µs, on one line after `name`.
+fn print_frames(name: &str, frames: &mut [std::time::Duration]) {
+    if frames.is_empty() {
+        return;
+    }
+    frames.sort_unstable();
+    let us = |d: std::time::Duration| d.as_secs_f64() * 1e6;
+    let at = |q: f64| us(frames[((frames.len() - 1) as f64 * q) as usize]);
+    let mean = frames.iter().map(|&d| us(d)).sum::<f64>() / frames.len() as f64;
+    println!(
+        "{name}: {} frames timed one by one: median {:.1} µs, 90th {:.1}, 99th {:.1}, mean {:.1}",
+        frames.len(),
+        at(0.5),
+        at(0.9),
+        at(0.99),
+        mean
+    );
 }
 
 fn benches(c: &mut Criterion) {

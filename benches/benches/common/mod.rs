@@ -69,23 +69,3 @@ pub fn configure(c: &mut Criterion) -> Criterion {
         c.sample_size(20).measurement_time(Duration::from_secs(10))
     }
 }
-
-/// Prints the median, 90th and 99th percentiles and mean of `frames` (each frame timed on its
-/// own, warm-up included), in µs, on one line after `name`.
-pub fn print_frames(name: &str, frames: &mut [Duration]) {
-    if frames.is_empty() {
-        return;
-    }
-    frames.sort_unstable();
-    let us = |d: Duration| d.as_secs_f64() * 1e6;
-    let at = |q: f64| us(frames[((frames.len() - 1) as f64 * q) as usize]);
-    let mean = frames.iter().map(|&d| us(d)).sum::<f64>() / frames.len() as f64;
-    println!(
-        "{name}: {} frames timed one by one: median {:.1} µs, 90th {:.1}, 99th {:.1}, mean {:.1}",
-        frames.len(),
-        at(0.5),
-        at(0.9),
-        at(0.99),
-        mean
-    );
-}
