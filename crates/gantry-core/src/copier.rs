@@ -387,6 +387,60 @@ pub unsafe fn run_writes(base: *mut u8, writes: &[(u64, &[u8])]) {
     run_task(pool, Jobs::Writes { base, writes }, n, block);
 }
 
+/// Whether `writes` (`(offset, bytes)`) are in increasing order without overlaps: what
+/// [`write_ascending`] needs to share them out.
+///
+/// ```
+/// use gantry_core::copier::ascending;
+/// let b = [0u8; 16];
+/// assert!(ascending(&[(0, &b[..]), (16, &b[..])]));
+/// assert!(!ascending(&[(0, &b[..]), (8, &b[..])]));
+/// ```
+#[must_use]
+pub fn ascending(writes: &[(u64, &[u8])]) -> bool {
+    writes
+        .windows(2)
+        .all(|w| w[0].0.saturating_add(w[0].1.len() as u64) <= w[1].0)
+}
+
+/// Copies each `(offset, bytes)` of `writes` to `base + offset`: on the calling thread below
+/// `parallel_min` bytes in all, else on the pool's threads and the calling one (entries
+/// larger than [`COPY_GRAIN`] cut into pieces); returns when all are done.
+///
+/// # Safety
+/// `writes` are [`ascending`]; every `base + offset .. + bytes.len()` is valid for writes
+/// until this returns, nothing else accesses it, and none overlaps a `bytes`.
+pub unsafe fn write_ascending(base: *mut u8, writes: &[(u64, &[u8])], parallel_min: usize) {
+    let total: usize = writes.iter().map(|w| w.1.len()).sum();
+    if total < parallel_min || writes.iter().all(|w| w.1.len() <= COPY_GRAIN) {
+        if total < parallel_min {
+            for &(offset, bytes) in writes {
+                // SAFETY: the function's contract.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        bytes.as_ptr(),
+                        base.add(offset as usize),
+                        bytes.len(),
+                    );
+                }
+            }
+        } else {
+            // SAFETY: the function's contract.
+            unsafe { run_writes(base, writes) };
+        }
+        return;
+    }
+    let pieces: Vec<CopyPiece> = writes
+        .iter()
+        .map(|&(offset, bytes)| {
+            // SAFETY: in the caller's range (contract).
+            unsafe { CopyPiece::new(base.add(offset as usize), bytes.as_ptr(), bytes.len()) }
+        })
+        .collect();
+    // SAFETY: the pieces' destinations are disjoint (ascending) and valid (contract).
+    unsafe { copy_pieces(&pieces, parallel_min) };
+}
+
 /// Copies `writes[k].1` to `base + at[k].src_offset` for each `k` (the first
 /// `min(writes.len(), at.len())`): many small writes staged by a batch, copied where it
 /// placed them, on the pool's threads and the calling one when they come to `parallel_min`
@@ -542,6 +596,40 @@ mod tests {
             for (d, a) in datas.iter().zip(&at) {
                 let s = a.src_offset as usize;
                 expect[s..s + d.len()].copy_from_slice(d);
+            }
+            prop_assert!(map == expect);
+        }
+
+        /// Ascending entries, some larger than a job's grain, land at their offsets on one
+        /// thread or on the pool's; the bytes between them are left alone.
+        #[test]
+        fn write_ascending_lands_every_entry(
+            lens in proptest::collection::vec(
+                prop_oneof![1usize..600, (COPY_GRAIN - 5)..(COPY_GRAIN * 2 + 7)],
+                0..12,
+            ),
+            gap in 0u64..100,
+            parallel in any::<bool>(),
+        ) {
+            let datas: Vec<Vec<u8>> = lens
+                .iter()
+                .enumerate()
+                .map(|(i, &n)| (0..n).map(|b| (b as u8) ^ (i as u8).wrapping_mul(31)).collect())
+                .collect();
+            let mut writes: Vec<(u64, &[u8])> = Vec::new();
+            let mut at = gap;
+            for d in &datas {
+                writes.push((at, &d[..]));
+                at += d.len() as u64 + gap;
+            }
+            prop_assert!(ascending(&writes));
+            let mut map = vec![0x11u8; usize::try_from(at).unwrap_or(0) + 3];
+            let min = if parallel { 0 } else { usize::MAX };
+            // SAFETY: every entry lies inside `map` (ours), ascending; the data is other memory.
+            unsafe { write_ascending(map.as_mut_ptr(), &writes, min) };
+            let mut expect = vec![0x11u8; map.len()];
+            for &(o, d) in &writes {
+                expect[o as usize..o as usize + d.len()].copy_from_slice(d);
             }
             prop_assert!(map == expect);
         }

@@ -63,10 +63,10 @@ pub(crate) unsafe fn copy_from_mapped(dst: &mut [u8], src: *const u8) {
     unsafe { copy_pieces(&[CopyPiece::new(dst.as_mut_ptr(), src, dst.len())]) };
 }
 
-pub(crate) use gantry_core::copier::{COPY_GRAIN, CopyPiece};
+pub(crate) use gantry_core::copier::CopyPiece;
 
 /// Copies every piece; when the total is large (one thread cannot saturate the memory
-/// system), the pieces are cut into jobs of at most [`COPY_GRAIN`] bytes that the copy
+/// system), the pieces are cut into jobs of at most `COPY_GRAIN` bytes that the copy
 /// threads (`gantry_core::copier`) and the caller take in turn.
 ///
 /// # Safety

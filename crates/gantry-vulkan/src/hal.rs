@@ -810,12 +810,9 @@ impl Backend for VulkanBackend {
         let total: usize = writes.iter().map(|w| w.1.len()).sum();
         // In increasing order without overlaps (a manager's staged region), many bytes go
         // to the copy threads; anything else is copied in order, the later write winning.
-        let ascending = writes
-            .windows(2)
-            .all(|w| w[0].0 + w[0].1.len() as u64 <= w[1].0);
         let Some(ptr) = buffer
             .mapped_ptr()
-            .filter(|_| ascending && total >= MANY_PARALLEL_MIN)
+            .filter(|_| total >= MANY_PARALLEL_MIN && gantry_core::copier::ascending(writes))
         else {
             for &(offset, data) in writes {
                 // SAFETY: forwarded (the caller's contract covers every entry).
@@ -823,31 +820,9 @@ impl Backend for VulkanBackend {
             }
             return Ok(());
         };
-        if writes
-            .iter()
-            .all(|w| w.1.len() <= crate::buffer::COPY_GRAIN)
-        {
-            // SAFETY: each range lies inside the mapping (contract) and no two overlap
-            // (checked); the bytes are host memory that is not this mapping.
-            unsafe { gantry_core::copier::run_writes(ptr.as_ptr(), writes) };
-        } else {
-            // Large writes are cut into pieces the threads share.
-            let pieces: Vec<crate::buffer::CopyPiece> = writes
-                .iter()
-                .map(|&(offset, data)| {
-                    // SAFETY: as above.
-                    unsafe {
-                        crate::buffer::CopyPiece::new(
-                            ptr.as_ptr().add(offset as usize),
-                            data.as_ptr(),
-                            data.len(),
-                        )
-                    }
-                })
-                .collect();
-            // SAFETY: as above: in bounds, destinations disjoint.
-            unsafe { crate::buffer::copy_pieces_from(&pieces, MANY_PARALLEL_MIN) };
-        }
+        // SAFETY: each range lies inside the mapping (contract) and no two overlap
+        // (ascending, checked); the bytes are host memory that is not this mapping.
+        unsafe { gantry_core::copier::write_ascending(ptr.as_ptr(), writes, MANY_PARALLEL_MIN) };
         if let (Some(first), Some(last)) = (writes.first(), writes.last()) {
             let end = last.0 + last.1.len() as u64;
             // SAFETY: the range was just written and lies inside the mapping.

@@ -865,11 +865,8 @@ impl Backend for WgpuBackend {
         // the copy threads take them, into a view from the buffer's start (so the entries'
         // offsets address it). Anything else is copied in order, the later write winning.
         let total: usize = writes.iter().map(|w| w.1.len()).sum();
-        let ascending = writes
-            .windows(2)
-            .all(|w| w[0].0 + w[0].1.len() as u64 <= w[1].0);
-        if ascending
-            && total >= staging::PARALLEL_STAGED_MIN
+        if total >= staging::PARALLEL_STAGED_MIN
+            && gantry_core::copier::ascending(writes)
             && let Ok(mut view) = buffer.buffer.get_mapped_range_mut(0..end)
         {
             let mut mapping = view.slice(..);
@@ -878,7 +875,13 @@ impl Backend for WgpuBackend {
                 // SAFETY: `base` is the start of a writable view of `hi` bytes or more, held
                 // here (nothing else writes it); every entry lies below `hi`, no two overlap
                 // (ascending, checked); the bytes are host memory, not this mapping.
-                unsafe { gantry_core::copier::run_writes(base, writes) };
+                unsafe {
+                    gantry_core::copier::write_ascending(
+                        base,
+                        writes,
+                        staging::PARALLEL_STAGED_MIN,
+                    );
+                };
                 return Ok(());
             }
         }

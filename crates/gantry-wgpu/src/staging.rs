@@ -34,30 +34,14 @@ pub(crate) const PARALLEL_STAGED_MIN: usize = 256 << 10;
 /// (`WgpuBatch::host`); later ones are staged as usual.
 const HOST_BYTES_MAX: usize = 64 << 20;
 
-fn write_view(buffer: &wgpu::Buffer, offset: u64, data: &[u8]) -> Result<(), DeviceError> {
-    let start = offset - offset % MAP_ALIGN;
-    let end = gantry_core::align_up(offset + data.len() as u64, wgpu::COPY_BUFFER_ALIGNMENT)
-        .unwrap_or(u64::MAX)
-        .min(buffer.size());
-    let mut view = buffer
-        .get_mapped_range_mut(start..end)
-        .map_err(|e| DeviceError::Internal(format!("get_mapped_range_mut: {e}")))?;
-    let skip = usize::try_from(offset - start).unwrap_or(usize::MAX);
-    view.slice(skip..skip + data.len()).copy_from_slice(data);
-    Ok(())
-}
-
-/// Copies `data` into the mapped `buffer` at `offset` (any alignment), splitting large copies
-/// over the copy threads (`gantry_core::copier`: one thread reaches about 10 GB/s into
-/// write-combined memory; several reach far more), through one view of the range.
+/// Copies `data` into the mapped `buffer` at `offset` (any alignment), through one view of the
+/// range; from [`PARALLEL_WRITE_MIN`] bytes the copy threads (`gantry_core::copier`) share the
+/// copy (one thread reaches about 10 GB/s into write-combined memory; several reach far more).
 pub(crate) fn write_mapped_range(
     buffer: &wgpu::Buffer,
     offset: u64,
     data: &[u8],
 ) -> Result<(), DeviceError> {
-    if data.len() < PARALLEL_WRITE_MIN {
-        return write_view(buffer, offset, data);
-    }
     let start = offset - offset % MAP_ALIGN;
     let end = gantry_core::align_up(offset + data.len() as u64, wgpu::COPY_BUFFER_ALIGNMENT)
         .unwrap_or(u64::MAX)
@@ -65,19 +49,18 @@ pub(crate) fn write_mapped_range(
     let mut view = buffer
         .get_mapped_range_mut(start..end)
         .map_err(|e| DeviceError::Internal(format!("get_mapped_range_mut: {e}")))?;
-    let mut mapping = view.slice(..);
     let skip = usize::try_from(offset - start).unwrap_or(usize::MAX);
-    if mapping.len() < skip.saturating_add(data.len()) {
-        return Err(DeviceError::Internal(
-            "mapped view shorter than its range".into(),
-        ));
+    let mut dst = view.slice(skip..skip + data.len());
+    if data.len() < PARALLEL_WRITE_MIN {
+        dst.copy_from_slice(data);
+        return Ok(());
     }
-    let base = mapping.as_raw_element_ptr().as_ptr();
-    // SAFETY: `base + skip .. + data.len()` lies inside the view (checked), which this thread
-    // holds mutably (nothing else writes it) until the copy returns; `data` is host memory,
-    // not this mapping.
+    let base = dst.as_raw_element_ptr().as_ptr();
+    // SAFETY: `dst` is a writable view of `data.len()` bytes at `base`, which this thread holds
+    // mutably (nothing else writes it) until the copy returns; `data` is host memory, not this
+    // mapping.
     unsafe {
-        let piece = gantry_core::copier::CopyPiece::new(base.add(skip), data.as_ptr(), data.len());
+        let piece = gantry_core::copier::CopyPiece::new(base, data.as_ptr(), data.len());
         gantry_core::copier::copy_pieces(&[piece], PARALLEL_WRITE_MIN);
     }
     Ok(())
