@@ -365,16 +365,8 @@ pub unsafe fn run_writes(base: *mut u8, writes: &[(u64, &[u8])]) {
     let pool = pool();
     let n = writes.len();
     if n <= 1 || pool.workers.load(Ordering::Relaxed) == 0 {
-        for &(offset, bytes) in writes {
-            // SAFETY: the function's contract.
-            unsafe {
-                std::ptr::copy_nonoverlapping(
-                    bytes.as_ptr(),
-                    base.add(offset as usize),
-                    bytes.len(),
-                );
-            }
-        }
+        // SAFETY: the function's contract.
+        unsafe { write_here(base, writes) };
         return;
     }
     let total: usize = writes.iter().map(|w| w.1.len()).sum();
@@ -385,6 +377,19 @@ pub unsafe fn run_writes(base: *mut u8, writes: &[(u64, &[u8])]) {
         std::mem::transmute::<*const [(u64, &[u8])], *const [(u64, &'static [u8])]>(writes)
     };
     run_task(pool, Jobs::Writes { base, writes }, n, block);
+}
+
+/// Copies each `(offset, bytes)` of `writes` to `base + offset` on the calling thread.
+///
+/// # Safety
+/// As for [`run_writes`].
+unsafe fn write_here(base: *mut u8, writes: &[(u64, &[u8])]) {
+    for &(offset, bytes) in writes {
+        // SAFETY: the function's contract.
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), base.add(offset as usize), bytes.len())
+        };
+    }
 }
 
 /// Whether `writes` (`(offset, bytes)`) are in increasing order without overlaps: what
@@ -412,22 +417,14 @@ pub fn ascending(writes: &[(u64, &[u8])]) -> bool {
 /// until this returns, nothing else accesses it, and none overlaps a `bytes`.
 pub unsafe fn write_ascending(base: *mut u8, writes: &[(u64, &[u8])], parallel_min: usize) {
     let total: usize = writes.iter().map(|w| w.1.len()).sum();
-    if total < parallel_min || writes.iter().all(|w| w.1.len() <= COPY_GRAIN) {
-        if total < parallel_min {
-            for &(offset, bytes) in writes {
-                // SAFETY: the function's contract.
-                unsafe {
-                    std::ptr::copy_nonoverlapping(
-                        bytes.as_ptr(),
-                        base.add(offset as usize),
-                        bytes.len(),
-                    );
-                }
-            }
-        } else {
-            // SAFETY: the function's contract.
-            unsafe { run_writes(base, writes) };
-        }
+    if total < parallel_min {
+        // SAFETY: the function's contract.
+        unsafe { write_here(base, writes) };
+        return;
+    }
+    if writes.iter().all(|w| w.1.len() <= COPY_GRAIN) {
+        // SAFETY: the function's contract.
+        unsafe { run_writes(base, writes) };
         return;
     }
     let pieces: Vec<CopyPiece> = writes
