@@ -897,13 +897,16 @@ impl WgpuBatch {
                 return Err(DeviceError::Internal("staging view".into()));
             };
             // Placed first, then copied together (on the copy threads when they are many).
+            let mut mapping = view.slice(..);
+            let limit = size.min(u64::try_from(mapping.len()).unwrap_or(u64::MAX));
+            let base = mapping.as_raw_element_ptr().as_ptr();
             list.reserve(writes.len() - first);
             let listed = list.len();
             for &(offset, data) in &writes[first..] {
                 let len = data.len() as u64;
                 let at =
                     gantry_core::align_up(used, deferred_align(offset, len)).unwrap_or(u64::MAX);
-                if at > size || size - at < len {
+                if at > limit || limit - at < len {
                     break;
                 }
                 list.push(ScatterWrite {
@@ -914,17 +917,10 @@ impl WgpuBatch {
                 used = at + len;
                 *recorded += 1;
             }
-            let mut mapping = view.slice(..);
-            if mapping.len() < usize::try_from(used).unwrap_or(usize::MAX) {
-                return Err(DeviceError::Internal(
-                    "staging view shorter than its chunk".into(),
-                ));
-            }
-            let base = mapping.as_raw_element_ptr().as_ptr();
             // SAFETY: `base` is the start of this chunk's mapping, held mutably through the
-            // view (nothing else writes it), at least `used` bytes (checked); each listed
-            // range lies below `used` and after the previous one (`used` only grows), so none
-            // overlaps another or a write's bytes (host memory, not this mapping).
+            // view (nothing else writes it), `limit` bytes or more; each listed range lies
+            // below `limit` and after the previous one (`used` only grows), so none overlaps
+            // another or a write's bytes (host memory, not this mapping).
             unsafe {
                 gantry_core::copier::run_staged(
                     base,
