@@ -8,6 +8,9 @@
 use gantry_core::{BufferDesc, BufferUsage, Device, MemoryLocation};
 use gantry_wgpu::{WgpuBackend, WgpuOptions};
 
+mod common;
+use common::Rng;
+
 fn device(name: &str) -> Option<Device<WgpuBackend>> {
     let backend = match WgpuBackend::new(&WgpuOptions {
         validation: true,
@@ -43,24 +46,6 @@ const RW: BufferUsage = BufferUsage::TRANSFER_SRC
 fn buffer(d: &Device<WgpuBackend>, label: &str, size: u64) -> gantry_core::Buffer<WgpuBackend> {
     d.create_buffer(&BufferDesc::new(size, RW, MemoryLocation::DeviceLocal).with_label(label))
         .expect("buffer")
-}
-
-/// xorshift bytes and numbers.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn bytes(&mut self, len: usize) -> Vec<u8> {
-        (0..len).map(|_| self.next() as u8).collect()
-    }
 }
 
 /// Fills each buffer with random bytes; returns them, the model of each buffer.

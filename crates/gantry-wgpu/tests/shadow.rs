@@ -6,6 +6,9 @@
 use gantry_core::{BufferDesc, BufferUsage, Device, MemoryLocation};
 use gantry_wgpu::{WgpuBackend, WgpuOptions};
 
+mod common;
+use common::Rng;
+
 const SIZE: u64 = 1 << 20;
 
 fn device(options: WgpuOptions) -> Option<Device<WgpuBackend>> {
@@ -20,24 +23,6 @@ fn device(options: WgpuOptions) -> Option<Device<WgpuBackend>> {
             eprintln!("SKIPPED: no wgpu adapter: {e}");
             None
         }
-    }
-}
-
-/// xorshift bytes and numbers.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn bytes(&mut self, len: usize) -> Vec<u8> {
-        (0..len).map(|_| self.next() as u8).collect()
     }
 }
 
