@@ -22,13 +22,16 @@ use gantry_core::{BufferDesc, BufferUsage, Device, MemoryLocation};
 use gantry_vulkan::{VulkanBackend, VulkanOptions};
 use gantry_wgpu::{WgpuBackend, WgpuOptions};
 
-use common::{SMALL, WRITES, configure, open, scattered_offsets, target, wait};
+use common::{SMALL, WRITES, configure, open, scattered_offsets, target, wait, wait_spin};
 
 const BIG: u64 = 256 << 20;
 
 fn open_vulkan() -> Device<VulkanBackend> {
-    let backend = VulkanBackend::new(&VulkanOptions::default())
-        .expect("a Vulkan device (lavapipe: mesa-vulkan-drivers)");
+    let backend = VulkanBackend::new(&VulkanOptions {
+        wait_spin: wait_spin().unwrap_or(VulkanOptions::default().wait_spin),
+        ..VulkanOptions::default()
+    })
+    .expect("a Vulkan device (lavapipe: mesa-vulkan-drivers)");
     Device::new(backend)
 }
 

@@ -14,14 +14,24 @@ pub const SMALL: u64 = 256;
 pub const WRITES: u64 = 10_000;
 
 /// A gantry-wgpu device keeping the staging chunks a 256 MiB upload needs, like a
-/// long-running application would.
+/// long-running application would. `GANTRY_WAIT_SPIN_US` sets its
+/// [`WgpuOptions::wait_spin`] (default: the backend's).
 pub fn open() -> Device<WgpuBackend> {
     let backend = WgpuBackend::new(&WgpuOptions {
         staging_keep_bytes: 512 << 20,
+        wait_spin: wait_spin().unwrap_or(WgpuOptions::default().wait_spin),
         ..WgpuOptions::default()
     })
     .expect("a wgpu adapter (lavapipe: mesa-vulkan-drivers)");
     Device::new(backend)
+}
+
+/// `GANTRY_WAIT_SPIN_US`: how long the benchmarks' gantry devices poll before a wait blocks.
+pub fn wait_spin() -> Option<Duration> {
+    let us = std::env::var("GANTRY_WAIT_SPIN_US").ok()?;
+    Some(Duration::from_micros(
+        us.parse().expect("GANTRY_WAIT_SPIN_US: microseconds"),
+    ))
 }
 
 /// Waits for one wgpu submission.

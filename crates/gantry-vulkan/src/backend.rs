@@ -59,10 +59,11 @@ pub struct VulkanOptions {
     /// discrete GPUs. Writes counted by [`VulkanDevice::direct_writes`].
     pub direct_writes: Option<bool>,
     /// How long a wait polls the submission's completion before it blocks in
-    /// `vkWaitSemaphores` (default 100 µs). A blocking wait returns tens of microseconds
+    /// `vkWaitSemaphores` (default 500 µs). A blocking wait returns tens of microseconds
     /// after the work completes (32 µs for a submit and wait on an H100, against 9.5 µs
-    /// polling, PERF.md); short waits, such as a frame's transfers, finish sooner polling.
-    /// Zero blocks at once.
+    /// polling, PERF.md); short waits, such as a frame's transfers, finish sooner polling. A
+    /// wait for longer work burns at most this much of a core before it blocks. Zero blocks
+    /// at once.
     pub wait_spin: std::time::Duration,
 }
 
@@ -78,7 +79,7 @@ impl Default for VulkanOptions {
             dedicated_transfer_queue: false,
             scatter: None,
             direct_writes: None,
-            wait_spin: std::time::Duration::from_micros(100),
+            wait_spin: std::time::Duration::from_micros(500),
         }
     }
 }
@@ -604,7 +605,7 @@ impl VulkanDevice {
                 vk::PhysicalDeviceType::CPU | vk::PhysicalDeviceType::INTEGRATED_GPU
             )),
             direct_count: AtomicU64::new(0),
-            wait_spin_ns: 100_000,
+            wait_spin_ns: 500_000,
             scatter: std::sync::OnceLock::new(),
             scatter_dispatches: AtomicU64::new(0),
             sharing_families,

@@ -102,9 +102,10 @@ pub struct WgpuOptions {
     /// see [`WgpuBackend::direct_writes`].
     pub direct_writes: Option<bool>,
     /// How long a wait polls (`PollType::Poll`) before it blocks in `PollType::Wait`
-    /// (default 100 µs): a blocking wait wakes up tens of microseconds after the work
-    /// completes, so short waits, such as a frame's transfers, finish sooner polling. Zero
-    /// blocks at once.
+    /// (default 500 µs): a blocking wait wakes up tens of microseconds after the work
+    /// completes, so short waits, such as a frame's transfers, finish sooner polling. A wait
+    /// for longer work burns at most this much of a core before it blocks. Zero blocks at
+    /// once.
     pub wait_spin: Duration,
 }
 
@@ -121,7 +122,7 @@ impl Default for WgpuOptions {
             scatter: true,
             write_shadow: None,
             direct_writes: None,
-            wait_spin: Duration::from_micros(100),
+            wait_spin: Duration::from_micros(500),
         }
     }
 }
