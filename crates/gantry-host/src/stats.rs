@@ -76,6 +76,37 @@ impl BufferStats {
             });
     }
 
+    /// Records that a live allocation changed from `old` to `new` bytes in place (no
+    /// allocation or deallocation is counted).
+    ///
+    /// # Example
+    /// ```
+    /// let stats = gantry_host::BufferStats::new();
+    /// stats.record_alloc(100);
+    /// stats.record_resize(100, 300);
+    /// stats.record_resize(300, 50);
+    /// let s = stats.snapshot();
+    /// assert_eq!((s.allocations, s.live_bytes, s.peak_bytes), (1, 50, 300));
+    /// ```
+    #[inline]
+    pub fn record_resize(&self, old: u64, new: u64) {
+        if new >= old {
+            let grown = new - old;
+            let live = self
+                .live_bytes
+                .fetch_add(grown, Ordering::Relaxed)
+                .saturating_add(grown);
+            self.peak_bytes.fetch_max(live, Ordering::Relaxed);
+        } else {
+            let shrunk = old - new;
+            let _ = self
+                .live_bytes
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |live| {
+                    Some(live.saturating_sub(shrunk))
+                });
+        }
+    }
+
     /// Reads every counter.
     pub fn snapshot(&self) -> StatsSnapshot {
         StatsSnapshot {

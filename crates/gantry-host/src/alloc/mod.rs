@@ -195,6 +195,14 @@ pub enum AllocError {
         /// Largest free contiguous range at the time of the request.
         largest_free: u64,
     },
+    /// Only the newest live allocation of a ring can be resized in place
+    /// ([`RingAllocator::resize`]); this handle is an older one, a stale one or another
+    /// allocator's.
+    #[error("allocation at offset {offset} is not the ring's newest live allocation")]
+    NotNewest {
+        /// Offset of the refused handle.
+        offset: u64,
+    },
 }
 
 /// Why releasing an [`Allocation`] was refused. The allocator is unchanged afterwards.
@@ -379,6 +387,13 @@ impl Reporter {
     fn dealloc(&self, bytes: u64) {
         if let Some(stats) = &self.0 {
             stats.record_dealloc(bytes);
+        }
+    }
+
+    #[inline]
+    fn resize(&self, old: u64, new: u64) {
+        if let Some(stats) = &self.0 {
+            stats.record_resize(old, new);
         }
     }
 }

@@ -149,6 +149,81 @@ impl RingAllocator {
         })
     }
 
+    /// Resizes `allocation`, the newest live one, in place to `new_size` bytes: it shrinks
+    /// (the bytes after its new end are free again), or it grows into the free space right
+    /// after it, never wrapping. A staging ring packs a run of small regions into one
+    /// allocation this way: one allocation grown per region and trimmed at the end, instead of
+    /// an allocation (and a release) per region. Growth counts toward
+    /// [`BufferStats`]' live and peak bytes, not as an allocation.
+    ///
+    /// # Errors
+    /// [`AllocError::ZeroSize`] for `new_size` 0; [`AllocError::NotNewest`] for any handle
+    /// but the newest live allocation of this ring; [`AllocError::OutOfSpace`] (with the
+    /// bytes missing as its size) when the space after it cannot hold the growth;
+    /// [`AllocError::Overflow`] when the new end overflows `u64`. The ring and the handle are
+    /// unchanged after an error.
+    ///
+    /// # Example
+    /// ```
+    /// let mut ring = gantry_host::alloc::RingAllocator::new(1024);
+    /// let _a = ring.allocate(100, 1).unwrap();
+    /// let mut b = ring.allocate(100, 1).unwrap();
+    /// ring.resize(&mut b, 900).unwrap(); // 100..1000
+    /// assert_eq!((b.offset(), b.size(), ring.free_bytes()), (100, 900, 24));
+    /// assert!(ring.resize(&mut b, 1000).is_err()); // would pass the end
+    /// ring.resize(&mut b, 10).unwrap();
+    /// assert_eq!(ring.allocate(20, 1).unwrap().offset(), 110);
+    /// ```
+    pub fn resize(&mut self, allocation: &mut Allocation, new_size: u64) -> Result<(), AllocError> {
+        if new_size == 0 {
+            return Err(AllocError::ZeroSize { align: 1 });
+        }
+        let newest = match self.live.back() {
+            Some(n) if allocation.allocator == self.id && allocation.seq == n.seq => *n,
+            _ => {
+                return Err(AllocError::NotNewest {
+                    offset: allocation.offset,
+                });
+            }
+        };
+        if new_size > newest.size {
+            let limit = match self.live.front() {
+                Some(oldest) if self.is_wrapped() => oldest.start,
+                _ => self.capacity,
+            };
+            let grow = new_size - newest.size;
+            match newest.offset.checked_add(new_size) {
+                None => {
+                    return Err(AllocError::Overflow {
+                        size: grow,
+                        align: 1,
+                        capacity: self.capacity,
+                    });
+                }
+                Some(end) if end > limit => {
+                    return Err(AllocError::OutOfSpace {
+                        size: grow,
+                        align: 1,
+                        capacity: self.capacity,
+                        free: self.free_bytes(),
+                        largest_free: self.largest_free(),
+                    });
+                }
+                Some(_) => {}
+            }
+            self.used += grow;
+        } else {
+            self.used -= newest.size - new_size;
+        }
+        if let Some(n) = self.live.back_mut() {
+            n.size = new_size;
+        }
+        self.head = newest.offset + new_size;
+        self.stats.resize(newest.size, new_size);
+        allocation.size = new_size;
+        Ok(())
+    }
+
     /// Finds `(start, offset, wrapped)` for a request, without changing anything.
     fn place(&self, size: u64, align: u64) -> Result<(u64, u64, bool), AllocError> {
         let mut overflowed = false;

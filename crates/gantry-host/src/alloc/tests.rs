@@ -29,6 +29,9 @@ enum Op {
     Foreign,
     /// Release a handle made before a reset (modulo the number kept).
     Stale(usize),
+    /// Resize the live allocation at this index (modulo the number live) to this size (rings
+    /// only: the newest resizes in place, the others are refused).
+    Resize(usize, u64),
 }
 
 fn align() -> impl Strategy<Value = u64> {
@@ -49,6 +52,7 @@ fn ops() -> impl Strategy<Value = (u64, Vec<Op>)> {
             1 => Just(Op::Reset),
             1 => Just(Op::Foreign),
             1 => any::<usize>().prop_map(Op::Stale),
+            3 => (any::<usize>(), 0..=cap + 8).prop_map(|(i, size)| Op::Resize(i, size)),
         ];
         (Just(cap), proptest::collection::vec(op, 1..MAX_OPS))
     })
@@ -197,7 +201,7 @@ proptest! {
                     let (offset, size) = (h.offset(), h.size());
                     prop_assert_eq!(heap.free(h), Err(FreeError::NotLive { offset, size }));
                 }
-                Op::Stale(_) => {}
+                Op::Stale(_) | Op::Resize(..) => {}
             }
             let report = heap.report();
             if !matches!(op, Op::Alloc { .. } | Op::Free(_) | Op::Reset) {
@@ -257,7 +261,7 @@ proptest! {
                     }
                     head = 0;
                 }
-                Op::Free(_) | Op::Foreign | Op::Stale(_) => {}
+                Op::Free(_) | Op::Foreign | Op::Stale(_) | Op::Resize(..) => {}
             }
             let report = bump.report();
             check_common(&report, cap, live.iter())?;
@@ -271,7 +275,8 @@ proptest! {
     /// empty.
     #[test]
     fn ring_matches_model((cap, ops) in ops()) {
-        let mut ring = RingAllocator::new(cap);
+        let stats = std::sync::Arc::new(crate::BufferStats::new());
+        let mut ring = RingAllocator::new(cap).with_stats(stats.clone());
         let mut other = RingAllocator::new(cap);
         // Oldest first.
         let mut live: std::collections::VecDeque<Live> = Default::default();
@@ -356,6 +361,38 @@ proptest! {
                     prop_assert_eq!(ring.free(h), Err(FreeError::NotLive { offset, size }));
                 }
                 Op::Stale(_) => {}
+                Op::Resize(i, new_size) if !live.is_empty() => {
+                    let i = i % live.len();
+                    let newest = i == live.len() - 1;
+                    let wrapped = live.back().unwrap().start < live.front().unwrap().start;
+                    let limit = if wrapped { live.front().unwrap().start } else { cap };
+                    let h = &live[i].handle;
+                    let (offset, size) = (h.offset(), h.size());
+                    let result = ring.resize(&mut live[i].handle, new_size);
+                    if new_size == 0 {
+                        prop_assert_eq!(result, Err(AllocError::ZeroSize { align: 1 }));
+                    } else if !newest {
+                        prop_assert_eq!(result, Err(AllocError::NotNewest { offset }));
+                    } else if offset + new_size <= limit {
+                        prop_assert_eq!(result, Ok(()));
+                        changed = true;
+                    } else {
+                        prop_assert_eq!(
+                            result,
+                            Err(AllocError::OutOfSpace {
+                                size: new_size - size,
+                                align: 1,
+                                capacity: cap,
+                                free: before.free,
+                                largest_free: before.largest_free,
+                            })
+                        );
+                    }
+                    let h = &live[i].handle;
+                    let want = if changed { new_size } else { size };
+                    prop_assert_eq!((h.offset(), h.size()), (offset, want));
+                }
+                Op::Resize(..) => {}
             }
             let report = ring.report();
             if !changed {
@@ -382,6 +419,7 @@ proptest! {
             let padding: u64 = live.iter().map(|l| l.handle.offset() - l.start).sum();
             prop_assert_eq!(report.wasted, padding + wrap_waste);
             prop_assert_eq!(ring.len(), live.len());
+            prop_assert_eq!(stats.snapshot().live_bytes, report.used);
         }
         // Releasing everything, oldest first, rewinds the ring: no wrap waste remains.
         while let Some(l) = live.pop_front() {
