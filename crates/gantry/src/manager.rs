@@ -638,8 +638,8 @@ impl<B: Backend> BufferManager<B> {
             .counter("flushes", c.flushes.get(), Unit::Count)
             .counter("submissions", c.submissions.get(), Unit::Count)
             .counter("copy_regions", c.copy_regions.get(), Unit::Count)
-            .counter("coalesced", c.coalesced.get(), Unit::Count)
-            .counter("joined_uploads", c.joined.get(), Unit::Count)
+            .counter("coalesced", self.inner.coalesced_total(), Unit::Count)
+            .counter("joined_uploads", self.inner.joined_total(), Unit::Count)
             .counter("failed_ops", c.failed_ops.get(), Unit::Count)
             .counter(
                 "device_live_bytes",
@@ -708,7 +708,7 @@ impl<B: Backend> BufferManager<B> {
     /// ```
     #[must_use]
     pub fn joined_uploads_total(&self) -> u64 {
-        self.inner.counters.joined.get()
+        self.inner.joined_total()
     }
 
     /// Copy regions recorded so far (after coalescing).

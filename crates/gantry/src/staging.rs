@@ -113,18 +113,89 @@ pub(crate) struct Chunk<B: Backend> {
     ring: RingAllocator,
     /// Mapped for writing (accepting regions).
     mapped: bool,
-    /// Regions written for the next flush.
+    /// Regions written for the next flush. Regions placed one after another share the last
+    /// allocation, grown in place ([`Chunk::place`]).
     open: Vec<Allocation>,
+    /// Where the regions of the last open allocation end (the rest of it is reserved ahead).
+    fill: u64,
     /// Regions a submission reads, oldest first.
     in_flight: VecDeque<(SubmissionIndex, Allocation)>,
     /// Writers hold it shared while they copy into the mapping; a flush takes it exclusively
     /// before unmapping.
     pub(crate) writers: Arc<RwLock<()>>,
-    /// Small uploads are gathered here and copied into the mapping in a few large writes
-    /// when the chunk closes (one mapped view per run instead of one per upload).
+    /// Uploads of up to 16 KiB copied outside the staging lock are gathered here and copied
+    /// into the mapping in a few large writes when the chunk closes (one mapped view per run
+    /// instead of one per upload).
     pub(crate) shadow: Arc<Mutex<Shadow>>,
+    /// The same for uploads copied under the staging lock (up to 1 KiB, `LOCKED_UPLOAD` in
+    /// transfer.rs): no lock of its own. Its spans cover only the regions and the alignment
+    /// padding between regions placed one right after the other ([`Chunk::put_small`]), so
+    /// it is written after `shadow`, whose merged spans may cover its regions with stale
+    /// bytes.
+    small: Shadow,
+    /// Regions placed in this chunk so far.
+    placed: u64,
     /// When the chunk last took regions (for oldest-first reuse).
     last_opened: u64,
+}
+
+/// How far ahead a chunk's open allocation grows when a region does not fit it: the ring (and
+/// its statistics) is touched once per this many bytes of small regions instead of once per
+/// region. The part not taken is given back when the chunk closes.
+const RESERVE_AHEAD: u64 = 64 << 10;
+
+impl<B: Backend> Chunk<B> {
+    /// Places `size` bytes at a multiple of `align`: right after the last open region,
+    /// inside the open allocation or by growing it, else in a new allocation (which may wrap).
+    /// Offsets are those the ring would give one allocation per region; only the number of
+    /// allocations differs.
+    fn place(&mut self, size: u64, align: u64) -> Option<u64> {
+        let at = self.place_in_ring(size, align)?;
+        self.placed += 1;
+        Some(at)
+    }
+
+    /// Copies `data` for the region just placed at `offset` (under the staging lock).
+    pub(crate) fn put_small(&mut self, offset: u64, data: &[u8]) {
+        self.small.put_placed(offset, data, self.placed);
+    }
+
+    fn place_in_ring(&mut self, size: u64, align: u64) -> Option<u64> {
+        if let Some(last) = self.open.last_mut() {
+            if let Some(at) = self.fill.checked_next_multiple_of(align)
+                && let Some(end) = at.checked_add(size)
+            {
+                if end <= last.offset() + last.size() {
+                    self.fill = end;
+                    return Some(at);
+                }
+                let ahead = end
+                    .saturating_add(RESERVE_AHEAD)
+                    .min(self.ring.capacity())
+                    .max(end);
+                for new_end in [ahead, end] {
+                    if self.ring.resize(last, new_end - last.offset()).is_ok() {
+                        self.fill = end;
+                        return Some(at);
+                    }
+                }
+            }
+            // The run cannot continue here: give back what it reserved ahead, then allocate
+            // as the ring would (wrapping if it must).
+            Self::trim(&mut self.ring, last, self.fill);
+        }
+        let allocation = self.ring.allocate(size, align).ok()?;
+        let at = allocation.offset();
+        self.fill = at + size;
+        self.open.push(allocation);
+        Some(at)
+    }
+
+    /// Shrinks `last`, the ring's newest allocation, to end at `fill`.
+    fn trim(ring: &mut RingAllocator, last: &mut Allocation, fill: u64) {
+        // The newest allocation shrinking to a non-zero size: `resize` cannot refuse it.
+        let _ = ring.resize(last, fill - last.offset());
+    }
 }
 
 /// Where a staged region lives.
@@ -142,6 +213,14 @@ pub(crate) struct StagingState<B: Backend> {
     current: Option<usize>,
     pub(crate) counters: Counters,
     host_stats: Arc<BufferStats>,
+    /// The latest small upload operation, still open for the next small uploads to the same
+    /// buffer to join under this lock (no queue lock for them); it goes to the orchestrator's
+    /// queues when an upload cannot join it, and into the batch at the flush (transfer.rs).
+    pub(crate) open_op: Option<crate::transfer::Op<B>>,
+    /// Uploads that joined `open_op` and entries that extended its last one, not yet added to
+    /// the orchestrator's counters (added at the flush and when they are read).
+    pub(crate) joined: u64,
+    pub(crate) coalesced: u64,
 }
 
 #[derive(Default, Clone, Copy)]
@@ -190,6 +269,9 @@ impl<B: Backend> StagingState<B> {
             current: None,
             counters: Counters::default(),
             host_stats,
+            open_op: None,
+            joined: 0,
+            coalesced: 0,
         };
         for _ in 0..state.config.initial_chunks {
             state.add_chunk(device)?;
@@ -213,9 +295,12 @@ impl<B: Backend> StagingState<B> {
             ring: RingAllocator::new(cap).with_stats(Arc::clone(&self.host_stats)),
             mapped: false,
             open: Vec::new(),
+            fill: 0,
             in_flight: VecDeque::new(),
             writers: Arc::new(RwLock::new(())),
             shadow: Arc::new(Mutex::new(Shadow::default())),
+            small: Shadow::default(),
+            placed: 0,
             last_opened: 0,
         });
         Ok(())
@@ -241,11 +326,8 @@ impl<B: Backend> StagingState<B> {
             let chunk = &mut self.chunks[i];
             if chunk.mapped
                 && chunk.in_flight.is_empty()
-                && chunk.ring.largest_free() >= size
-                && let Ok(allocation) = chunk.ring.allocate(size, align)
+                && let Some(offset) = chunk.place(size, align)
             {
-                let offset = allocation.offset();
-                chunk.open.push(allocation);
                 self.counters.staged_bytes += size;
                 return Ok(Some(Region { chunk: i, offset }));
             }
@@ -257,23 +339,28 @@ impl<B: Backend> StagingState<B> {
         order.sort_by_key(|&i| (!self.chunks[i].mapped, self.chunks[i].last_opened));
         for i in order {
             let chunk = &mut self.chunks[i];
-            if chunk.ring.largest_free() < size {
-                continue;
-            }
-            let Ok(allocation) = chunk.ring.allocate(size, align) else {
+            let (runs, fill) = (chunk.open.len(), chunk.fill);
+            let Some(offset) = chunk.place(size, align) else {
                 continue;
             };
             if !chunk.mapped {
                 if let Err(e) = device.map(&chunk.buffer, MapMode::Write) {
-                    let _ = chunk.ring.free(allocation);
+                    // Undo the placement: drop the new allocation (the newest, so the ring
+                    // takes it back), or give back what the last one grew by.
+                    if chunk.open.len() > runs {
+                        if let Some(allocation) = chunk.open.pop() {
+                            let _ = chunk.ring.free(allocation);
+                        }
+                    } else if let Some(last) = chunk.open.last_mut() {
+                        Chunk::<B>::trim(&mut chunk.ring, last, fill);
+                    }
+                    chunk.fill = fill;
                     return Err(e.into());
                 }
                 chunk.mapped = true;
                 self.opened += 1;
                 chunk.last_opened = self.opened;
             }
-            let offset = allocation.offset();
-            chunk.open.push(allocation);
             self.counters.staged_bytes += size;
             self.current = Some(i);
             return Ok(Some(Region { chunk: i, offset }));
@@ -339,8 +426,10 @@ impl<B: Backend> StagingState<B> {
                     .shadow
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
-                shadow.flush_into(device, &chunk.buffer)?;
+                shadow.flush_into(device, &chunk.buffer, 256)?;
             }
+            // After `shadow`: its spans merged across gaps may cover these regions.
+            chunk.small.flush_into(device, &chunk.buffer, 0)?;
             drop(exclusive);
             device.unmap(&chunk.buffer)?;
             chunk.mapped = false;
@@ -354,6 +443,9 @@ impl<B: Backend> StagingState<B> {
     pub(crate) fn retire(&mut self, chunks: &[usize], submission: Option<SubmissionIndex>) {
         for &i in chunks {
             let chunk = &mut self.chunks[i];
+            if let Some(last) = chunk.open.last_mut() {
+                Chunk::<B>::trim(&mut chunk.ring, last, chunk.fill);
+            }
             let open = core::mem::take(&mut chunk.open);
             match submission {
                 Some(idx) => chunk.in_flight.extend(open.into_iter().map(|a| (idx, a))),
@@ -452,6 +544,8 @@ pub(crate) struct Shadow {
     bytes: Vec<u8>,
     /// `(offset, len)` of each gathered upload, in allocation order.
     spans: Vec<(u64, u64)>,
+    /// The chunk's placement count at the last [`Shadow::put_placed`].
+    last_placed: u64,
 }
 
 impl Shadow {
@@ -473,6 +567,26 @@ impl Shadow {
         }
     }
 
+    /// Copies `data` for the chunk offset `offset`, the chunk's `placed`-th region. It extends
+    /// the last span only when that holds the region placed just before (so the gap between
+    /// them is alignment padding, holding no other region's bytes).
+    fn put_placed(&mut self, offset: u64, data: &[u8], placed: u64) {
+        let start = offset as usize; // within a chunk, which fits in memory
+        let end = start + data.len();
+        if self.bytes.len() < end {
+            self.bytes.resize(end.next_power_of_two(), 0);
+        }
+        self.bytes[start..end].copy_from_slice(data);
+        let follows = placed == self.last_placed.wrapping_add(1);
+        self.last_placed = placed;
+        match self.spans.last_mut() {
+            Some((s, len)) if follows && *s + *len <= offset => {
+                *len = offset + data.len() as u64 - *s;
+            }
+            _ => self.spans.push((offset, data.len() as u64)),
+        }
+    }
+
     /// Copies each of `pieces` (`(chunk offset, bytes)`), all inside `[start, start + len)`,
     /// and keeps that range as one span (its alignment gaps too).
     pub(crate) fn put_many(&mut self, start: u64, len: u64, pieces: &[(u64, &[u8])]) {
@@ -487,8 +601,14 @@ impl Shadow {
         self.spans.push((start, len));
     }
 
-    /// Writes the gathered spans into the mapped `buffer`, merging contiguous ones.
-    fn flush_into<B: Backend>(&mut self, device: &Device<B>, buffer: &Buffer<B>) -> Result<()> {
+    /// Writes the gathered spans into the mapped `buffer`, merging those at most `merge_gap`
+    /// bytes apart.
+    fn flush_into<B: Backend>(
+        &mut self,
+        device: &Device<B>,
+        buffer: &Buffer<B>,
+        merge_gap: u64,
+    ) -> Result<()> {
         if self.spans.is_empty() {
             return Ok(());
         }
@@ -500,7 +620,7 @@ impl Shadow {
             // Merge spans that touch or are separated only by alignment padding. A gap of up
             // to 256 bytes holds no other region's bytes: regions written straight into the
             // mapping are larger than that (`SMALL_UPLOAD` in transfer.rs).
-            while j < self.spans.len() && self.spans[j].0 <= end + 256 {
+            while j < self.spans.len() && self.spans[j].0 <= end + merge_gap {
                 end = end.max(self.spans[j].0 + self.spans[j].1);
                 j += 1;
             }

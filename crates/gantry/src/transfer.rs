@@ -138,7 +138,8 @@ enum OpKind<B: Backend> {
     },
 }
 
-struct Op<B: Backend> {
+/// One queued operation.
+pub(crate) struct Op<B: Backend> {
     seq: u64,
     kind: OpKind<B>,
     ticket: Arc<Ticket>,
@@ -205,32 +206,45 @@ impl<B: Backend> Inner<B> {
         if let Some(owner) = &op.owner {
             owner.queued.fetch_add(1, Ordering::AcqRel);
         }
+        self.enqueue(op);
+    }
+
+    /// Puts an operation already counted (by [`Self::push`] or as the open one) in a queue.
+    fn enqueue(&self, op: Op<B>) {
         let shard = SHARD.with(|s| *s);
         lock(&self.queues[shard]).push(op);
     }
 
+    /// Orchestrator counters with the staging state's pending counts added.
+    pub(crate) fn joined_total(&self) -> u64 {
+        self.counters.joined.get() + lock(&self.staging).joined
+    }
+
+    /// See [`Self::joined_total`].
+    pub(crate) fn coalesced_total(&self) -> u64 {
+        self.counters.coalesced.get() + lock(&self.staging).coalesced
+    }
+
     /// Adds an upload of `size` bytes, staged at `staging_offset` in chunk `chunk`, to
-    /// `dst_offset` in `dst`, to the last operation queued (by any thread) when that is an
-    /// upload to `dst` from the same chunk with no owner; returns its ticket, which the new
-    /// upload shares. The caller holds the staging lock, so no flush takes the operation
-    /// meanwhile.
+    /// `dst_offset` in `dst`, to the open operation (`st.open_op`, kept under the staging lock
+    /// the caller holds) when that is an upload to `dst` from the same chunk; returns its
+    /// ticket, which the new upload shares.
     ///
-    /// Order: the operation must be the last one queued at all (no sequence number was taken
-    /// since it), else a later operation of another thread (a read of `dst`, say) would move
-    /// behind this upload. An operation queued after this check gets a later number, so it
-    /// stays after the upload, as it came after it.
+    /// Order: the open operation must be the last one queued at all (no sequence number was
+    /// taken since it), else a later operation of another thread (a read of `dst`, say) would
+    /// move behind this upload. An operation queued after this check gets a later number, so
+    /// it stays after the upload, as it came after it.
     fn join(
         &self,
+        st: &mut StagingState<B>,
         dst: &Buffer<B>,
         chunk: usize,
         staging_offset: u64,
         dst_offset: u64,
         size: u64,
     ) -> Option<Arc<Ticket>> {
-        let shard = SHARD.with(|s| *s);
-        let mut queue = lock(&self.queues[shard]);
-        let last = queue.last_mut()?;
-        if last.owner.is_some() || self.seq.load(Ordering::Acquire) != last.seq.wrapping_add(1) {
+        let last = st.open_op.as_mut()?;
+        if self.seq.load(Ordering::Acquire) != last.seq.wrapping_add(1) {
             return None;
         }
         // A single staged upload becomes a list of one, then takes the entry like a list.
@@ -249,19 +263,21 @@ impl<B: Backend> Inner<B> {
                 entries: vec![(*offset, *dst_offset, *size)],
             };
         }
-        match &mut last.kind {
-            OpKind::UploadMany {
-                dst: d,
-                chunk: c,
-                entries,
-            } if d.id() == dst.id() && *c == chunk => {
-                if push_entry(entries, (staging_offset, dst_offset, size)) {
-                    self.counters.coalesced.inc();
-                }
-            }
-            _ => return None,
+        let OpKind::UploadMany {
+            dst: d,
+            chunk: c,
+            entries,
+        } = &mut last.kind
+        else {
+            return None;
+        };
+        if d.id() != dst.id() || *c != chunk {
+            return None;
         }
-        Some(Arc::clone(&last.ticket))
+        let ticket = Arc::clone(&last.ticket);
+        st.coalesced += u64::from(push_entry(entries, (staging_offset, dst_offset, size)));
+        st.joined += 1;
+        Some(ticket)
     }
 
     fn next_seq(&self) -> u64 {
@@ -439,12 +455,36 @@ impl<B: Backend> Inner<B> {
         if size <= LOCKED_UPLOAD {
             // Small enough to copy under the staging lock: no writer guard, and the op is
             // queued (or joined) before a flush (which takes this lock) can close the chunk.
-            lock(&st.chunks[region.chunk].shadow).put(region.offset, data);
-            if owner.is_none()
-                && let Some(ticket) = self.join(dst, region.chunk, region.offset, offset, size)
-            {
+            st.chunks[region.chunk].put_small(region.offset, data);
+            if owner.is_none() {
+                if let Some(ticket) =
+                    self.join(&mut st, dst, region.chunk, region.offset, offset, size)
+                {
+                    drop(st);
+                    return Ok(self.handle(ticket));
+                }
+                // The open operation from now on; the one before goes to a queue.
+                let ticket = Ticket::queued();
+                self.counters.queued_ops.inc();
+                let op = Op {
+                    seq: self.next_seq(),
+                    kind: OpKind::Upload {
+                        dst: dst.clone(),
+                        dst_offset: offset,
+                        size,
+                        src: Src::Staged {
+                            chunk: region.chunk,
+                            offset: region.offset,
+                        },
+                    },
+                    ticket: Arc::clone(&ticket),
+                    owner: None,
+                };
+                let before = st.open_op.replace(op);
                 drop(st);
-                self.counters.joined.inc();
+                if let Some(before) = before {
+                    self.enqueue(before);
+                }
                 return Ok(self.handle(ticket));
             }
         }
@@ -743,7 +783,7 @@ impl<B: Backend> Inner<B> {
 
     /// Whether any operation is queued.
     pub(crate) fn has_queued(&self) -> bool {
-        self.queues.iter().any(|q| !lock(q).is_empty())
+        lock(&self.staging).open_op.is_some() || self.queues.iter().any(|q| !lock(q).is_empty())
     }
 
     /// Submits everything queued as one submission (more only when staging forces an early
@@ -766,6 +806,11 @@ impl<B: Backend> Inner<B> {
                 ops.append(&mut q);
             }
         }
+        ops.extend(st.open_op.take());
+        self.counters.joined.add(core::mem::take(&mut st.joined));
+        self.counters
+            .coalesced
+            .add(core::mem::take(&mut st.coalesced));
         if ops.is_empty() {
             st.retire(&closed, None);
             return Ok(None);
