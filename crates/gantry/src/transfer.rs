@@ -573,8 +573,62 @@ impl<B: Backend> Inner<B> {
         }
         let chunk_size = lock(&self.staging).config.chunk_size;
         let mut last = None;
-        // `(staging offset, dst_offset, size)` and `(staging offset, bytes)` of the entries
-        // staged together, offsets relative to their region until it is placed.
+        // Where the entries are cut into regions of at most a chunk: only the packed length
+        // is tracked here; each region's lists are built once it is placed (`queue_many`).
+        let mut start = 0;
+        let mut end = 0u64;
+        for (i, &(offset, data)) in writes.iter().enumerate() {
+            let size = data.len() as u64;
+            if size == 0 {
+                continue;
+            }
+            if size > chunk_size {
+                if end > 0 {
+                    self.queue_many(dst, &writes[start..i], end)?;
+                    end = 0;
+                }
+                start = i + 1;
+                last = Some(self.upload(dst, offset, data, None)?);
+                continue;
+            }
+            // (The copy alignment is a power of two, or the checks above failed every entry.)
+            let at = align_up(end, staged_align(size, a)).unwrap_or(u64::MAX);
+            if at.saturating_add(size) > chunk_size {
+                // `end > 0` here: an entry that fits a chunk fits an empty region.
+                self.queue_many(dst, &writes[start..i], end)?;
+                start = i;
+                end = size;
+            } else {
+                end = at + size;
+            }
+        }
+        if end > 0 {
+            last = Some(self.queue_many(dst, &writes[start..], end)?);
+        }
+        Ok(last.unwrap_or_else(|| self.handle(Ticket::done())))
+    }
+
+    /// Stages `writes` (each at most a chunk; `len` bytes once packed as [`Self::upload_many`]
+    /// packs them) in one region and queues them as one operation.
+    fn queue_many(
+        self: &Arc<Self>,
+        dst: &Buffer<B>,
+        writes: &[(u64, &[u8])],
+        len: u64,
+    ) -> Result<TransferHandle<B>> {
+        let ticket = Ticket::queued();
+        let a = self.alignment();
+        let mut st = lock(&self.staging);
+        let region = self.place_aligned(&mut st, len, a.max(16))?;
+        let chunk = &st.chunks[region.chunk];
+        let writers = Arc::clone(&chunk.writers);
+        let buffer = chunk.buffer.clone();
+        let shadow = Arc::clone(&chunk.shadow);
+        let seq = self.next_seq();
+        let guard = writers.read().unwrap_or_else(PoisonError::into_inner);
+        drop(st);
+        // `(staging offset, dst_offset, size)` and `(staging offset, bytes)` of the entries,
+        // packed from the region's start as `upload_many` measured them.
         let mut entries: Vec<(u64, u64, u64)> = Vec::with_capacity(writes.len());
         let mut pieces: Vec<(u64, &[u8])> = Vec::with_capacity(writes.len());
         let mut end = 0u64;
@@ -585,87 +639,36 @@ impl<B: Backend> Inner<B> {
             if size == 0 {
                 continue;
             }
-            if size > chunk_size {
-                if !entries.is_empty() {
-                    self.queue_many(dst, &mut entries, &mut pieces, end)?;
-                    end = 0;
-                }
-                last = Some(self.upload(dst, offset, data, None)?);
-                continue;
-            }
-            // (The copy alignment is a power of two, or the checks above failed every entry.)
-            let mut at = align_up(end, staged_align(size, a)).unwrap_or(u64::MAX);
-            if at.saturating_add(size) > chunk_size {
-                self.queue_many(dst, &mut entries, &mut pieces, end)?;
-                at = 0;
-            }
-            if push_entry(&mut entries, (at, offset, size)) {
+            let at = align_up(end, staged_align(size, a)).unwrap_or(u64::MAX);
+            let staged = region.offset + at;
+            if push_entry(&mut entries, (staged, offset, size)) {
                 coalesced += 1;
             }
-            pieces.push((at, data));
+            pieces.push((staged, data));
             end = at + size;
-        }
-        if !entries.is_empty() {
-            last = Some(self.queue_many(dst, &mut entries, &mut pieces, end)?);
-        }
-        self.counters.coalesced.add(coalesced);
-        Ok(last.unwrap_or_else(|| self.handle(Ticket::done())))
-    }
-
-    /// Stages `entries` and their `pieces` (staging offsets relative to the region, `len`
-    /// bytes in all) and queues them as one operation; empties both lists.
-    fn queue_many(
-        self: &Arc<Self>,
-        dst: &Buffer<B>,
-        entries: &mut Vec<(u64, u64, u64)>,
-        pieces: &mut Vec<(u64, &[u8])>,
-        len: u64,
-    ) -> Result<TransferHandle<B>> {
-        let ticket = Ticket::queued();
-        let mut st = lock(&self.staging);
-        let region = match self.place_aligned(&mut st, len, self.alignment().max(16)) {
-            Ok(r) => r,
-            Err(e) => {
-                entries.clear();
-                pieces.clear();
-                return Err(e);
-            }
-        };
-        let chunk = &st.chunks[region.chunk];
-        let writers = Arc::clone(&chunk.writers);
-        let buffer = chunk.buffer.clone();
-        let shadow = Arc::clone(&chunk.shadow);
-        let seq = self.next_seq();
-        let guard = writers.read().unwrap_or_else(PoisonError::into_inner);
-        drop(st);
-        for e in entries.iter_mut() {
-            e.0 += region.offset;
-        }
-        for p in pieces.iter_mut() {
-            p.0 += region.offset;
         }
         let written = if len <= SMALL_UPLOAD {
             // Small regions join the chunk's shadow, like small uploads: its flush merges
             // spans across gaps of up to 256 bytes, which must not hold bytes it lacks.
-            lock(&shadow).put_many(region.offset, len, pieces);
+            lock(&shadow).put_many(region.offset, len, &pieces);
             Ok(())
         } else {
             // Straight into the mapping, once per region: the entries are contiguous, so
             // the copies stream into write-combined memory too.
-            self.device.write_mapped_many(&buffer, pieces)
+            self.device.write_mapped_many(&buffer, &pieces)
         };
-        pieces.clear();
+        drop(pieces);
         if let Err(e) = written {
             drop(guard);
-            entries.clear();
             return Err(e.into());
         }
+        self.counters.coalesced.add(coalesced);
         self.push(Op {
             seq,
             kind: OpKind::UploadMany {
                 dst: dst.clone(),
                 chunk: region.chunk,
-                entries: std::mem::take(entries),
+                entries,
             },
             ticket: Arc::clone(&ticket),
             owner: None,
