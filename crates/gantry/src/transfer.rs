@@ -45,6 +45,32 @@ fn push_entry(entries: &mut Vec<(u64, u64, u64)>, (at, offset, size): (u64, u64,
     }
 }
 
+/// The operation of an upload of `size` bytes staged at `region`, to `dst_offset` in `dst`.
+fn staged_op<B: Backend>(
+    seq: u64,
+    dst: &Buffer<B>,
+    dst_offset: u64,
+    size: u64,
+    region: &Region,
+    ticket: &Arc<Ticket>,
+    owner: Option<Arc<PendingState>>,
+) -> Op<B> {
+    Op {
+        seq,
+        kind: OpKind::Upload {
+            dst: dst.clone(),
+            dst_offset,
+            size,
+            src: Src::Staged {
+                chunk: region.chunk,
+                offset: region.offset,
+            },
+        },
+        ticket: Arc::clone(ticket),
+        owner,
+    }
+}
+
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -466,20 +492,7 @@ impl<B: Backend> Inner<B> {
                 // The open operation from now on; the one before goes to a queue.
                 let ticket = Ticket::queued();
                 self.counters.queued_ops.inc();
-                let op = Op {
-                    seq: self.next_seq(),
-                    kind: OpKind::Upload {
-                        dst: dst.clone(),
-                        dst_offset: offset,
-                        size,
-                        src: Src::Staged {
-                            chunk: region.chunk,
-                            offset: region.offset,
-                        },
-                    },
-                    ticket: Arc::clone(&ticket),
-                    owner: None,
-                };
+                let op = staged_op(self.next_seq(), dst, offset, size, &region, &ticket, None);
                 let before = st.open_op.replace(op);
                 drop(st);
                 if let Some(before) = before {
@@ -489,20 +502,7 @@ impl<B: Backend> Inner<B> {
             }
         }
         let ticket = Ticket::queued();
-        let op = |seq| Op {
-            seq,
-            kind: OpKind::Upload {
-                dst: dst.clone(),
-                dst_offset: offset,
-                size,
-                src: Src::Staged {
-                    chunk: region.chunk,
-                    offset: region.offset,
-                },
-            },
-            ticket: Arc::clone(&ticket),
-            owner: owner.clone(),
-        };
+        let op = |seq| staged_op(seq, dst, offset, size, &region, &ticket, owner.clone());
         if size <= LOCKED_UPLOAD {
             // Copied above, under the staging lock.
             self.push(op(self.next_seq()));
