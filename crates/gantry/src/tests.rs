@@ -355,3 +355,38 @@ proptest::proptest! {
         }
     }
 }
+
+/// A run of small uploads takes one staging allocation, grown ahead of the uploads, and gives
+/// it back once the GPU is done: the host-side statistics of the staging rings show one
+/// allocation, then nothing.
+#[test]
+fn small_uploads_share_one_staging_allocation() {
+    let m = manager();
+    let b = m
+        .create_buffer(&BufferDesc::new(1 << 20, RW, MemoryLocation::DeviceLocal))
+        .unwrap();
+    let stats = m.host_stats();
+    let before = stats.snapshot();
+    for i in 0..1000u64 {
+        m.upload(b.buffer(), i * 512, &[i as u8; 256]).unwrap();
+    }
+    let open = stats.snapshot();
+    assert_eq!(open.allocations - before.allocations, 1);
+    // Reserved ahead of the uploads, at most 64 KiB more than they hold.
+    assert!(open.live_bytes >= 256_000 && open.live_bytes <= 256_000 + (64 << 10));
+    assert_eq!(m.joined_uploads_total(), 999);
+    // The flush trims it and ties it to the submission; the reference backend completes
+    // at once, so the flush's reclaim gives it back.
+    m.flush().unwrap();
+    m.wait_idle().unwrap();
+    let after = stats.snapshot();
+    assert_eq!(after.live_bytes, 0);
+    assert_eq!(after.deallocations - before.deallocations, 1);
+    let got = b.read(0, 1 << 20).unwrap().wait().unwrap();
+    for i in 0..1000usize {
+        assert!(
+            got[i * 512..i * 512 + 256].iter().all(|&x| x == i as u8),
+            "upload {i}"
+        );
+    }
+}
