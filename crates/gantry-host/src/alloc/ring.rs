@@ -159,9 +159,8 @@ impl RingAllocator {
     /// # Errors
     /// [`AllocError::ZeroSize`] for `new_size` 0; [`AllocError::NotNewest`] for any handle
     /// but the newest live allocation of this ring; [`AllocError::OutOfSpace`] (with the
-    /// bytes missing as its size) when the space after it cannot hold the growth;
-    /// [`AllocError::Overflow`] when the new end overflows `u64`. The ring and the handle are
-    /// unchanged after an error.
+    /// growth as its size) when the free space right after it cannot hold the growth. The
+    /// ring and the handle are unchanged after an error.
     ///
     /// # Example
     /// ```
@@ -187,29 +186,17 @@ impl RingAllocator {
             }
         };
         if new_size > newest.size {
-            let limit = match self.live.front() {
-                Some(oldest) if self.is_wrapped() => oldest.start,
-                _ => self.capacity,
-            };
+            // The newest allocation ends at `head`: it grows into the free range after it.
             let grow = new_size - newest.size;
-            match newest.offset.checked_add(new_size) {
-                None => {
-                    return Err(AllocError::Overflow {
-                        size: grow,
-                        align: 1,
-                        capacity: self.capacity,
-                    });
-                }
-                Some(end) if end > limit => {
-                    return Err(AllocError::OutOfSpace {
-                        size: grow,
-                        align: 1,
-                        capacity: self.capacity,
-                        free: self.free_bytes(),
-                        largest_free: self.largest_free(),
-                    });
-                }
-                Some(_) => {}
+            let (after, _) = self.free_ranges();
+            if grow > after {
+                return Err(AllocError::OutOfSpace {
+                    size: grow,
+                    align: 1,
+                    capacity: self.capacity,
+                    free: self.free_bytes(),
+                    largest_free: self.largest_free(),
+                });
             }
             self.used += grow;
         } else {
