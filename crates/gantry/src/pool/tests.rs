@@ -103,6 +103,8 @@ fn reuses_only_after_the_last_submission_completed() {
     p.source.completed.store(5, Ordering::SeqCst);
     let c = acquire(&p, 1000, U, L).unwrap();
     assert_eq!(item(&c).id, a_id);
+    // One poll per acquire that found its parked buffer busy by the cached index.
+    assert_eq!(p.source.polls.load(Ordering::SeqCst), 2);
     drop((b, c));
     assert_eq!(p.source.created.load(Ordering::SeqCst), 2);
 }
