@@ -221,6 +221,10 @@ pub(crate) struct StagingState<B: Backend> {
     /// the orchestrator's counters (added at the flush and when they are read).
     pub(crate) joined: u64,
     pub(crate) coalesced: u64,
+    /// Entry lists of flushed `upload_many` operations, cleared, for the next ones: a list
+    /// of 10,000 entries is 240 KiB, and writing it into fresh memory each frame cost as
+    /// much as staging the bytes.
+    pub(crate) spare_entries: Vec<Vec<(u64, u64, u64)>>,
 }
 
 #[derive(Default, Clone, Copy)]
@@ -234,7 +238,25 @@ pub(crate) struct Counters {
     pub(crate) staged_bytes: u64,
 }
 
+/// Spare entry lists kept at most, and the longest kept (64 Ki entries, 1.5 MiB).
+const SPARE_ENTRY_LISTS: usize = 4;
+const SPARE_ENTRIES_MAX: usize = 1 << 16;
+
 impl<B: Backend> StagingState<B> {
+    /// An empty entry list, with the capacity of a flushed one when there is one.
+    pub(crate) fn entries(&mut self) -> Vec<(u64, u64, u64)> {
+        self.spare_entries.pop().unwrap_or_default()
+    }
+
+    /// Keeps `entries` (of a flushed operation) for [`Self::entries`], if there is room.
+    pub(crate) fn give_back_entries(&mut self, mut entries: Vec<(u64, u64, u64)>) {
+        if self.spare_entries.len() < SPARE_ENTRY_LISTS
+            && (1..=SPARE_ENTRIES_MAX).contains(&entries.capacity())
+        {
+            entries.clear();
+            self.spare_entries.push(entries);
+        }
+    }
     pub(crate) fn new(
         device: &Device<B>,
         mut config: StagingConfig,
@@ -272,6 +294,7 @@ impl<B: Backend> StagingState<B> {
             open_op: None,
             joined: 0,
             coalesced: 0,
+            spare_entries: Vec::new(),
         };
         for _ in 0..state.config.initial_chunks {
             state.add_chunk(device)?;
