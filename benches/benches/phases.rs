@@ -1,5 +1,6 @@
 //! Where a frame of 10,000 scattered 256-byte writes spends its time, phase by phase:
-//! recording (the writes or uploads), submission, and waiting for the device. Criterion
+//! `begin_frame` (manager rows; criterion's frames include it), recording (the writes or
+//! uploads), submission, and waiting for the device. Criterion
 //! times whole frames (`wgpu_transfer`, `manager`); this splits them, so that a figure such as
 //! "1.1 ms a frame" says which part to work on. Prints medians and the 10th and 90th
 //! percentiles of `GANTRY_PHASES_FRAMES` frames (default 300) after 30 warm-up frames;
@@ -30,6 +31,8 @@ use common::{SMALL, WRITES, open, scattered_offsets};
 /// The times of one frame's phases.
 #[derive(Clone, Copy, Default)]
 struct Frame {
+    /// `begin_frame` (manager rows; zero for the others).
+    begin: Duration,
     record: Duration,
     submit: Duration,
     wait: Duration,
@@ -51,7 +54,7 @@ fn micros(mut v: Vec<Duration>) -> String {
 fn report(name: &str, frames: &[Frame]) {
     let total: Vec<Duration> = frames
         .iter()
-        .map(|f| f.record + f.submit + f.wait)
+        .map(|f| f.begin + f.record + f.submit + f.wait)
         .collect();
     // The mean is what criterion reports: rare slow frames move it, not the median.
     let mean = total.iter().sum::<Duration>().as_secs_f64() * 1e6 / total.len().max(1) as f64;
@@ -59,7 +62,8 @@ fn report(name: &str, frames: &[Frame]) {
     sorted.sort_unstable();
     let tail = |q: f64| sorted[((sorted.len() - 1) as f64 * q) as usize].as_secs_f64() * 1e6;
     println!(
-        "{name:<40} record {}  submit {}  wait {}  total {}  mean {mean:.1}, 99th {:.1}, max {:.1}",
+        "{name:<40} begin {}  record {}  submit {}  wait {}  total {}  mean {mean:.1}, 99th {:.1}, max {:.1}",
+        micros(frames.iter().map(|f| f.begin).collect()),
         micros(frames.iter().map(|f| f.record).collect()),
         micros(frames.iter().map(|f| f.submit).collect()),
         micros(frames.iter().map(|f| f.wait).collect()),
@@ -69,7 +73,7 @@ fn report(name: &str, frames: &[Frame]) {
     );
     // The slowest frames, by phase: where a tail comes from.
     let mut slow: Vec<&Frame> = frames.iter().collect();
-    slow.sort_unstable_by_key(|f| core::cmp::Reverse(f.record + f.submit + f.wait));
+    slow.sort_unstable_by_key(|f| core::cmp::Reverse(f.begin + f.record + f.submit + f.wait));
     let us = |d: Duration| d.as_secs_f64() * 1e6;
     let worst: Vec<String> = slow
         .iter()
@@ -81,6 +85,11 @@ fn report(name: &str, frames: &[Frame]) {
         "",
         worst.join(", ")
     );
+}
+
+thread_local! {
+    /// The time of the frame's `begin_frame`, set by the manager rows and taken by `run`.
+    static BEGIN: core::cell::Cell<Duration> = const { core::cell::Cell::new(Duration::ZERO) };
 }
 
 /// Runs `frame` (which returns its submission and the times of its first two phases) for the
@@ -99,11 +108,13 @@ fn run<B: Backend>(
     let mut out = Vec::new();
     for i in 0..30 + frames() {
         let (index, record, submit) = frame();
+        let begin = BEGIN.take();
         let t = Instant::now();
         device.wait(index, None).expect("wait");
         let wait = t.elapsed();
         if i >= 30 {
             out.push(Frame {
+                begin,
                 record,
                 submit,
                 wait,
@@ -161,7 +172,9 @@ fn batch_rows<B: Backend>(prefix: &str, device: &Device<B>) {
         )
         .expect("buffer");
     run(&format!("{prefix}manager upload x10000"), device, || {
+        let t = Instant::now();
         m.begin_frame().expect("begin");
+        BEGIN.set(t.elapsed());
         let t = Instant::now();
         for &o in &offsets {
             m.upload(mbuf.buffer(), o, black_box(&record))
@@ -173,7 +186,9 @@ fn batch_rows<B: Backend>(prefix: &str, device: &Device<B>) {
         (index, record_time, t.elapsed())
     });
     run(&format!("{prefix}manager upload_many"), device, || {
+        let t = Instant::now();
         m.begin_frame().expect("begin");
+        BEGIN.set(t.elapsed());
         let t = Instant::now();
         m.upload_many(mbuf.buffer(), black_box(&many))
             .expect("upload_many");
