@@ -52,6 +52,7 @@ pub fn cases<B: Backend>() -> Vec<Case<B>> {
         case!(manager_mixed_random_threads),
         case!(manager_streaming_ring_wraps),
         case!(manager_drop_mid_flight),
+        case!(manager_drop_submits_queued),
         case!(manager_staging_recovery_order),
         case!(manager_registry_pool_report),
         case!(manager_async_handles),
@@ -346,6 +347,59 @@ fn manager_drop_mid_flight<B: Backend>(d: &Device<B>) -> R {
         "20 rounds: buffers, pooled buffers and staging regions dropped mid-flight; keeper exact"
             .into(),
     )
+}
+
+/// A manager dropped with uploads still queued (no flush, handles dropped) submits them:
+/// joined small uploads, an `upload_many` region and a staged larger upload all arrive, and
+/// the staging memory they were read from is freed only after the GPU is done.
+fn manager_drop_submits_queued<B: Backend>(d: &Device<B>) -> R {
+    let size = 1u64 << 20;
+    let dst = d
+        .create_buffer(&BufferDesc::new(size, RW, MemoryLocation::DeviceLocal).with_label("dst"))
+        .step("dst")?;
+    let mut rng = Rng::new(31);
+    let mut want = vec![0u8; size as usize];
+    for round in 0..4u64 {
+        let m = BufferManager::new(d.clone(), small_staging(256 << 10, 1, 4)).step("manager")?;
+        let base = round * (size / 4);
+        let mut put = |at: u64, data: &[u8]| {
+            want[(base + at) as usize..(base + at) as usize + data.len()].copy_from_slice(data);
+        };
+        // A run of small uploads (they join one operation).
+        for i in 0..300u64 {
+            let data = rng.bytes(256);
+            drop(m.upload(&dst, base + i * 256, &data).step("small upload")?);
+            put(i * 256, &data);
+        }
+        // One list.
+        let bytes = rng.bytes(64 << 10);
+        let many: Vec<(u64, &[u8])> = (0..64u64)
+            .map(|i| {
+                (
+                    base + (96 << 10) + i * 1024,
+                    &bytes[(i * 1024) as usize..][..1024],
+                )
+            })
+            .collect();
+        drop(m.upload_many(&dst, &many).step("upload_many")?);
+        put(96 << 10, &bytes);
+        // One larger staged upload.
+        let big = rng.bytes(64 << 10);
+        drop(
+            m.upload(&dst, base + (160 << 10), &big)
+                .step("larger upload")?,
+        );
+        put(160 << 10, &big);
+        ensure!(
+            m.has_queued(),
+            "round {round}: nothing queued before the drop"
+        );
+        drop(m);
+    }
+    d.wait_idle().step("wait idle")?;
+    let got = d.read(&dst, 0, size).step("read")?;
+    compare("after the managers were dropped", &got, &want)?;
+    Ok("4 managers dropped with joined, listed and larger uploads queued: all arrived".into())
 }
 
 /// Fills the staging pool and checks the recovery steps come in the documented order:

@@ -36,6 +36,32 @@ fn adjacent_uploads_coalesce_into_one_copy() {
 }
 
 #[test]
+fn dropping_the_manager_submits_what_is_queued() {
+    let device = Device::new(ReferenceBackend::new(256 << 20));
+    let m = BufferManager::new(device.clone(), ManagerConfig::default()).unwrap();
+    let buf = device
+        .create_buffer(&BufferDesc::new(4096, RW, MemoryLocation::DeviceLocal))
+        .unwrap();
+    // Handles dropped at once; nothing flushed before the manager goes.
+    drop(m.upload(&buf, 0, &[7; 256]).unwrap());
+    drop(m.upload(&buf, 256, &[8; 256]).unwrap());
+    let many: Vec<(u64, &[u8])> = vec![(1024, &[9; 512][..]), (3072, &[10; 1024][..])];
+    drop(m.upload_many(&buf, &many).unwrap());
+    drop(m.upload(&buf, 2048, &[11; 2048][..1024]).unwrap());
+    assert!(m.has_queued());
+    drop(m);
+    device.wait_idle().unwrap();
+    let got = device.read(&buf, 0, 4096).unwrap();
+    let mut want = vec![0u8; 4096];
+    want[..256].fill(7);
+    want[256..512].fill(8);
+    want[1024..1536].fill(9);
+    want[2048..3072].fill(11);
+    want[3072..].fill(10);
+    assert_eq!(got, want);
+}
+
+#[test]
 fn overlapping_uploads_last_write_wins() {
     let m = manager();
     let b = m

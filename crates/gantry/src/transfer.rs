@@ -219,6 +219,16 @@ pub(crate) struct Inner<B: Backend> {
     pool: BufferPool<B>,
 }
 
+impl<B: Backend> Drop for Inner<B> {
+    /// Submits what is still queued: the last manager, buffer or handle going does not take
+    /// queued uploads with it (as a `BufWriter` flushes when dropped). Errors have no one
+    /// to go to here; the operations' tickets record them for any handle still held.
+    fn drop(&mut self) {
+        let mut st = lock(&self.staging);
+        let _ = self.flush_locked(&mut st);
+    }
+}
+
 impl<B: Backend> Inner<B> {
     pub(crate) fn new(device: Device<B>, staging: StagingState<B>, pool: BufferPool<B>) -> Self {
         Self {
