@@ -812,6 +812,32 @@ fn manager_joined_uploads<B: Backend>(d: &Device<B>) -> R {
         reader.join().map_err(|_| "reader panicked".to_string())?
     })?;
     m.flush().step("flush")?;
+    // The handles of one joined run (one operation) awaited from four threads at once, not
+    // flushed first: the first poll flushes, one helper thread waits and wakes every task.
+    let mut run = Vec::new();
+    for i in 0..32u64 {
+        let data = rng.bytes(256);
+        let at = (128 << 10) + i * 256;
+        models[1][at as usize..at as usize + 256].copy_from_slice(&data);
+        run.push(m.upload(bufs[1], at, &data).step("joined run")?);
+    }
+    let mut run = run.into_iter();
+    std::thread::scope(|scope| -> Result<(), String> {
+        let waiters: Vec<_> = (0..4)
+            .map(|_| {
+                let part: Vec<_> = run.by_ref().take(8).collect();
+                scope.spawn(move || {
+                    part.into_iter()
+                        .try_for_each(|h| block_on(h).map_err(|e| format!("await joined: {e:?}")))
+                })
+            })
+            .collect();
+        for w in waiters {
+            w.join()
+                .map_err(|_| "an awaiting thread panicked".to_string())??;
+        }
+        Ok(())
+    })?;
     let n = reads.len();
     for (i, (handle, want)) in reads.into_iter().enumerate() {
         compare(
@@ -836,6 +862,6 @@ fn manager_joined_uploads<B: Backend>(d: &Device<B>) -> R {
     Ok(format!(
         "4000 random uploads, copies, reads and flushes, {cross} reads from another thread \
          between two uploads: {joined} uploads joined, {n} reads saw exactly what came before \
-         them"
+         them; a joined run's 32 handles awaited from 4 threads"
     ))
 }

@@ -62,6 +62,38 @@ fn dropping_the_manager_submits_what_is_queued() {
 }
 
 #[test]
+fn joined_uploads_awaited_from_several_threads_all_complete() {
+    let m = manager();
+    let buf = m
+        .create_buffer(&BufferDesc::new(64 << 10, RW, MemoryLocation::DeviceLocal))
+        .unwrap();
+    // Small uploads in a row share one operation (and its ticket).
+    let handles: Vec<_> = (0..64u64)
+        .map(|i| m.upload(buf.buffer(), i * 256, &[i as u8; 256]).unwrap())
+        .collect();
+    assert_eq!(
+        core::mem::size_of_val(&handles[0]),
+        core::mem::size_of::<usize>(),
+        "a transfer handle is one pointer"
+    );
+    let mut handles = handles.into_iter();
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            let part: Vec<_> = handles.by_ref().take(16).collect();
+            s.spawn(move || {
+                for h in part {
+                    gantry_core::block_on(h).unwrap();
+                }
+            });
+        }
+    });
+    let got = buf.read(0, 64 << 10).unwrap().wait().unwrap();
+    for i in 0..64usize {
+        assert!(got[i * 256..][..256].iter().all(|&x| x == i as u8));
+    }
+}
+
+#[test]
 fn overlapping_uploads_last_write_wins() {
     let m = manager();
     let b = m

@@ -3,10 +3,10 @@
 
 use core::future::Future;
 use core::pin::Pin;
-use core::task::{Context, Poll};
+use core::task::{Context, Poll, Waker};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Instant;
 
 use gantry_core::{
@@ -58,7 +58,7 @@ fn staged_op<B: Backend>(
     dst_offset: u64,
     size: u64,
     region: &Region,
-    ticket: &Arc<Ticket>,
+    ticket: &Arc<Ticket<B>>,
     owner: Option<Arc<PendingState>>,
 ) -> Op<B> {
     Op {
@@ -96,26 +96,41 @@ thread_local! {
     static SHARD: usize = NEXT_SHARD.fetch_add(1, Ordering::Relaxed) % SHARDS;
 }
 
-/// Completion state of one queued operation.
-#[derive(Debug)]
-pub(crate) struct Ticket {
+/// Completion state of one queued operation, shared by its handles: what a
+/// [`TransferHandle`] holds (one reference count per handle, the device and orchestrator
+/// references are the ticket's, taken once for all the uploads that join one operation).
+pub(crate) struct Ticket<B: Backend> {
     /// `QUEUED`, or the submission that carries the operation (0: nothing to wait for).
     submission: AtomicU64,
     failed: Mutex<Option<gantry_core::Error>>,
+    /// To poll and wait on.
+    device: Device<B>,
+    /// To flush when a handle waits on a queued operation. Weak: queued operations hold
+    /// their tickets, so a strong reference would keep the orchestrator alive; when it goes,
+    /// it submits what is queued (or fails it) first, so no ticket stays queued.
+    inner: Weak<Inner<B>>,
+    /// The tasks awaiting the operation's handles, woken by one helper thread per ticket.
+    wakers: Mutex<Vec<Waker>>,
+    /// Whether that helper thread was started.
+    helper: AtomicBool,
 }
 
-impl Ticket {
-    fn queued() -> Arc<Self> {
+impl<B: Backend> Ticket<B> {
+    fn new(inner: &Arc<Inner<B>>, submission: u64) -> Arc<Self> {
         Arc::new(Self {
-            submission: AtomicU64::new(QUEUED),
+            submission: AtomicU64::new(submission),
             failed: Mutex::new(None),
+            device: inner.device.clone(),
+            inner: Arc::downgrade(inner),
+            wakers: Mutex::new(Vec::new()),
+            helper: AtomicBool::new(false),
         })
     }
-    fn done() -> Arc<Self> {
-        Arc::new(Self {
-            submission: AtomicU64::new(0),
-            failed: Mutex::new(None),
-        })
+    fn queued(inner: &Arc<Inner<B>>) -> Arc<Self> {
+        Self::new(inner, QUEUED)
+    }
+    fn done(inner: &Arc<Inner<B>>) -> Arc<Self> {
+        Self::new(inner, 0)
     }
     fn fail(&self, e: gantry_core::Error) {
         *lock(&self.failed) = Some(e);
@@ -126,6 +141,19 @@ impl Ticket {
     }
     fn is_queued(&self) -> bool {
         self.submission.load(Ordering::Acquire) == QUEUED
+    }
+    /// Submits the queue if this operation is still in it.
+    fn flush_if_queued(&self) -> Result<()> {
+        if !self.is_queued() {
+            return Ok(());
+        }
+        match self.inner.upgrade() {
+            Some(inner) => inner.flush().map(drop),
+            // Not reached: the orchestrator submits or fails its queue when it goes.
+            None => Err(Error::TransferFailed(gantry_core::Error::Internal {
+                message: "the manager went with this operation still queued".into(),
+            })),
+        }
     }
 }
 
@@ -174,7 +202,7 @@ enum OpKind<B: Backend> {
 pub(crate) struct Op<B: Backend> {
     seq: u64,
     kind: OpKind<B>,
-    ticket: Arc<Ticket>,
+    ticket: Arc<Ticket<B>>,
     owner: Option<Arc<PendingState>>,
 }
 
@@ -220,12 +248,30 @@ pub(crate) struct Inner<B: Backend> {
 }
 
 impl<B: Backend> Drop for Inner<B> {
-    /// Submits what is still queued: the last manager, buffer or handle going does not take
-    /// queued uploads with it (as a `BufWriter` flushes when dropped). Errors have no one
-    /// to go to here; the operations' tickets record them for any handle still held.
+    /// Submits what is still queued: the last manager or buffer going does not take queued
+    /// uploads with it (as a `BufWriter` flushes when dropped). Handles still held see the
+    /// submission, or the error if it failed.
     fn drop(&mut self) {
         let mut st = lock(&self.staging);
-        let _ = self.flush_locked(&mut st);
+        if let Err(e) = self.flush_locked(&mut st) {
+            // Failed before taking the queue (closing the staging chunks): fail what is left.
+            let e = match e {
+                Error::Core(e) | Error::TransferFailed(e) => e,
+                other => gantry_core::Error::Internal {
+                    message: other.to_string(),
+                },
+            };
+            let mut left: Vec<Op<B>> = st.open_op.take().into_iter().collect();
+            for q in &self.queues {
+                left.append(&mut lock(q));
+            }
+            for op in &left {
+                if op.ticket.is_queued() {
+                    op.ticket.fail(e.clone());
+                }
+            }
+            self.finish_owners(&left, None);
+        }
     }
 }
 
@@ -284,7 +330,7 @@ impl<B: Backend> Inner<B> {
         staging_offset: u64,
         dst_offset: u64,
         size: u64,
-    ) -> Option<Arc<Ticket>> {
+    ) -> Option<Arc<Ticket<B>>> {
         let last = st.open_op.as_mut()?;
         if self.seq.load(Ordering::Acquire) != last.seq.wrapping_add(1) {
             return None;
@@ -444,11 +490,11 @@ impl<B: Backend> Inner<B> {
         self.check_range(dst, offset, size, BufferUsage::TRANSFER_DST)?;
         self.check_aligned(offset, size)?;
         if size == 0 {
-            return Ok(self.handle(Ticket::done()));
+            return Ok(self.handle(Ticket::done(self)));
         }
         let mut st = lock(&self.staging);
         if size > st.config.chunk_size {
-            let ticket = Ticket::queued();
+            let ticket = Ticket::queued(self);
             if !st.config.dedicated_for_large {
                 st.counters.exhausted += 1;
                 st.event(StagingEvent::Exhausted { requested: size });
@@ -508,7 +554,7 @@ impl<B: Backend> Inner<B> {
                     return Ok(self.handle(ticket));
                 }
                 // The open operation from now on; the one before goes to a queue.
-                let ticket = Ticket::queued();
+                let ticket = Ticket::queued(self);
                 self.counters.queued_ops.inc();
                 let op = staged_op(self.next_seq(), dst, offset, size, &region, &ticket, None);
                 let before = st.open_op.replace(op);
@@ -519,7 +565,7 @@ impl<B: Backend> Inner<B> {
                 return Ok(self.handle(ticket));
             }
         }
-        let ticket = Ticket::queued();
+        let ticket = Ticket::queued(self);
         let op = |seq| staged_op(seq, dst, offset, size, &region, &ticket, owner.clone());
         if size <= LOCKED_UPLOAD {
             // Copied above, under the staging lock.
@@ -623,7 +669,7 @@ impl<B: Backend> Inner<B> {
         if end > 0 {
             last = Some(self.queue_many(dst, &writes[start..], end)?);
         }
-        Ok(last.unwrap_or_else(|| self.handle(Ticket::done())))
+        Ok(last.unwrap_or_else(|| self.handle(Ticket::done(self))))
     }
 
     /// Stages `writes` (each at most a chunk; `len` bytes once packed as [`Self::upload_many`]
@@ -634,7 +680,7 @@ impl<B: Backend> Inner<B> {
         writes: &[(u64, &[u8])],
         len: u64,
     ) -> Result<TransferHandle<B>> {
-        let ticket = Ticket::queued();
+        let ticket = Ticket::queued(self);
         let a = self.alignment();
         let mut st = lock(&self.staging);
         let region = self.place_aligned(&mut st, len, a.max(16))?;
@@ -722,9 +768,9 @@ impl<B: Backend> Inner<B> {
             .into());
         }
         if size == 0 {
-            return Ok(self.handle(Ticket::done()));
+            return Ok(self.handle(Ticket::done(self)));
         }
-        let ticket = Ticket::queued();
+        let ticket = Ticket::queued(self);
         self.push(Op {
             seq: self.next_seq(),
             kind: OpKind::Copy {
@@ -754,9 +800,9 @@ impl<B: Backend> Inner<B> {
             .unwrap_or(src.size())
             .min(src.size());
         let ticket = if size == 0 {
-            Ticket::done()
+            Ticket::done(self)
         } else {
-            Ticket::queued()
+            Ticket::queued(self)
         };
         let slot = Arc::new(ReadSlot {
             state: Mutex::new(ReadState::Queued),
@@ -792,15 +838,11 @@ impl<B: Backend> Inner<B> {
 
     /// A handle of an operation already complete.
     pub(crate) fn done_handle(self: &Arc<Self>) -> TransferHandle<B> {
-        self.handle(Ticket::done())
+        self.handle(Ticket::done(self))
     }
 
-    fn handle(self: &Arc<Self>, ticket: Arc<Ticket>) -> TransferHandle<B> {
-        TransferHandle {
-            inner: Arc::clone(self),
-            ticket,
-            waiter: AtomicBool::new(false),
-        }
+    fn handle(&self, ticket: Arc<Ticket<B>>) -> TransferHandle<B> {
+        TransferHandle { ticket }
     }
 
     /// Whether any operation is queued.
@@ -1117,10 +1159,11 @@ impl<B: Backend> Inner<B> {
 
 /// A queued upload or copy. Poll it, wait for it, or `.await` it. Waiting (or awaiting) an
 /// operation that is still queued flushes the queue first.
+///
+/// One pointer: returned by value from every upload, a handle with a second field was
+/// written in two stores and copied in one wider load, which defeats store-to-load forwarding.
 pub struct TransferHandle<B: Backend> {
-    inner: Arc<Inner<B>>,
-    ticket: Arc<Ticket>,
-    waiter: AtomicBool,
+    ticket: Arc<Ticket<B>>,
 }
 
 impl<B: Backend> core::fmt::Debug for TransferHandle<B> {
@@ -1157,7 +1200,7 @@ impl<B: Backend> TransferHandle<B> {
         }
         match self.submission() {
             None => Ok(false),
-            Some(idx) => Ok(self.inner.device.poll()? >= idx),
+            Some(idx) => Ok(self.ticket.device.poll()? >= idx),
         }
     }
 
@@ -1166,14 +1209,12 @@ impl<B: Backend> TransferHandle<B> {
     /// # Errors
     /// [`Error::TransferFailed`], device loss.
     pub fn wait(&self) -> Result<()> {
-        if self.ticket.is_queued() {
-            self.inner.flush()?;
-        }
+        self.ticket.flush_if_queued()?;
         if let Some(e) = self.ticket.error() {
             return Err(e);
         }
         if let Some(idx) = self.submission() {
-            self.inner.device.wait(idx, None)?;
+            self.ticket.device.wait(idx, None)?;
         }
         Ok(())
     }
@@ -1184,26 +1225,36 @@ impl<B: Backend> Future for TransferHandle<B> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &*self;
-        if this.ticket.is_queued()
-            && let Err(e) = this.inner.flush()
-        {
+        let ticket = &this.ticket;
+        if let Err(e) = ticket.flush_if_queued() {
             return Poll::Ready(Err(e));
+        }
+        // Registered before the check: a completion after it wakes this task.
+        {
+            let mut wakers = lock(&ticket.wakers);
+            if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
+                wakers.push(cx.waker().clone());
+            }
         }
         match this.is_complete() {
             Err(e) => Poll::Ready(Err(e)),
             Ok(true) => Poll::Ready(Ok(())),
             Ok(false) => {
-                let idx = this.submission().unwrap_or(SubmissionIndex::NONE);
-                if !this.waiter.swap(true, Ordering::AcqRel) {
-                    // Make progress on our own: a helper thread waits for the submission.
-                    let device = this.inner.device.clone();
-                    let waker = cx.waker().clone();
-                    std::thread::spawn(move || {
-                        let _ = device.wait(idx, None);
-                        waker.wake();
-                    });
+                if let Some(idx) = this.submission() {
+                    if !ticket.helper.swap(true, Ordering::AcqRel) {
+                        // Make progress on our own: one thread per operation waits for its
+                        // submission and wakes every task awaiting it.
+                        let ticket = Arc::clone(ticket);
+                        std::thread::spawn(move || {
+                            let _ = ticket.device.wait(idx, None);
+                            let wakers = core::mem::take(&mut *lock(&ticket.wakers));
+                            for w in wakers {
+                                w.wake();
+                            }
+                        });
+                    }
                 } else {
-                    // Woken early (or polled again): ask again soon.
+                    // Submitted by a flush on another thread that has not marked it yet.
                     cx.waker().wake_by_ref();
                 }
                 Poll::Pending
@@ -1216,7 +1267,7 @@ impl<B: Backend> Future for TransferHandle<B> {
 /// without blocking. Waiting (or awaiting) a readback that is still queued flushes the queue.
 pub struct ReadbackHandle<B: Backend> {
     inner: Arc<Inner<B>>,
-    ticket: Arc<Ticket>,
+    ticket: Arc<Ticket<B>>,
     slot: Arc<ReadSlot<B>>,
     future: Option<ReadFuture<B>>,
 }
