@@ -160,6 +160,35 @@ fn batch_rows<B: Backend>(prefix: &str, device: &Device<B>) {
         let index = batch.submit().expect("submit");
         (index, record_time, t.elapsed())
     });
+    // What the manager's staging costs by itself, per frame: reopening a chunk (map an upload
+    // buffer the last frame's copy read, its submission complete: "begin") and writing the
+    // frame's 10,000 records into it packed, as `upload_many` does ("record"); then unmap and
+    // one copy ("submit").
+    let staging = device
+        .create_buffer(
+            &BufferDesc::new(4 << 20, BufferUsage::TRANSFER_SRC, MemoryLocation::Upload)
+                .with_label("phases staging"),
+        )
+        .expect("staging");
+    let packed: Vec<(u64, &[u8])> = (0..WRITES).map(|i| (i * SMALL, &record[..])).collect();
+    run(&format!("{prefix}staging map+write"), device, || {
+        let t = Instant::now();
+        device
+            .map(&staging, gantry_core::MapMode::Write)
+            .expect("map");
+        BEGIN.set(t.elapsed());
+        let t = Instant::now();
+        device
+            .write_mapped_many(&staging, black_box(&packed))
+            .expect("write");
+        let record_time = t.elapsed();
+        let t = Instant::now();
+        device.unmap(&staging).expect("unmap");
+        let mut batch = device.batch().expect("batch");
+        batch.copy(&staging, 0, &buf, 0, SMALL).expect("copy");
+        let index = batch.submit().expect("submit");
+        (index, record_time, t.elapsed())
+    });
     let m = BufferManager::new(device.clone(), ManagerConfig::default()).expect("manager");
     let mbuf = m
         .create_buffer(
