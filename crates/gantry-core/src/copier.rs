@@ -7,6 +7,9 @@
 //! pay hundreds of times; these threads are spawned once per process and sleep when idle, after
 //! spinning briefly so that the next piece of a pipelined transfer finds them awake.
 //!
+//! `GANTRY_COPY_THREADS` (read once, when the first copy starts the pool) sets how many
+//! threads work on a copy, the caller included: 1 keeps every copy on the calling thread.
+//!
 //! The caller of [`run`] (copy pieces), [`run_writes`] (writes into one mapping) or
 //! [`run_calls`] (parts of other CPU work: a scatter plan made in parts) takes jobs too and
 //! returns only when every job is done, so the jobs may point into memory the caller borrows.
@@ -247,9 +250,10 @@ fn pool() -> &'static Pool {
             wake: Condvar::new(),
             workers: AtomicUsize::new(0),
         }));
-        let threads = std::thread::available_parallelism()
-            .map_or(1, usize::from)
-            .min(MAX_THREADS);
+        let threads = threads_wanted(
+            std::env::var("GANTRY_COPY_THREADS").ok().as_deref(),
+            std::thread::available_parallelism().map_or(1, usize::from),
+        );
         for i in 1..threads {
             let spawned = std::thread::Builder::new()
                 .name(format!("gantry-copy-{i}"))
@@ -260,6 +264,15 @@ fn pool() -> &'static Pool {
         }
         pool
     })
+}
+
+/// Threads that work on a copy, the caller included: `GANTRY_COPY_THREADS` when it is a
+/// number from 1 (the caller alone), else the machine's parallelism; at most [`MAX_THREADS`].
+fn threads_wanted(env: Option<&str>, parallelism: usize) -> usize {
+    env.and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|&n| n >= 1)
+        .unwrap_or(parallelism)
+        .clamp(1, MAX_THREADS)
 }
 
 fn worker(pool: &'static Pool) {
@@ -559,6 +572,19 @@ fn run_task(pool: &'static Pool, jobs: Jobs, count: usize, block: usize) {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn copy_threads_from_the_environment() {
+        assert_eq!(threads_wanted(None, 8), 8);
+        assert_eq!(threads_wanted(None, 64), MAX_THREADS);
+        assert_eq!(threads_wanted(Some("4"), 8), 4);
+        assert_eq!(threads_wanted(Some(" 1 "), 8), 1);
+        assert_eq!(threads_wanted(Some("100"), 8), MAX_THREADS);
+        // Not a usable number: the machine's parallelism.
+        assert_eq!(threads_wanted(Some("0"), 8), 8);
+        assert_eq!(threads_wanted(Some("many"), 8), 8);
+        assert_eq!(threads_wanted(Some(""), 0), 1);
+    }
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(48))]
