@@ -1407,7 +1407,10 @@ impl<B: Backend> Batch<B> {
             u64::MAX
         };
         let (src_size, dst_size) = (src.inner.size, dst.inner.size);
+        // Empty copies, counted in the same pass (they are not recorded).
+        let mut empty = 0usize;
         for &(src_offset, dst_offset, size) in copies {
+            empty += usize::from(size == 0);
             let fast = !same
                 && (src_offset | dst_offset | size) & mask == 0
                 && src_offset <= src_size
@@ -1438,8 +1441,8 @@ impl<B: Backend> Batch<B> {
             .raw
             .as_mut()
             .expect("a batch is only consumed by submit");
-        let recorded = copies.iter().filter(|c| c.2 > 0).count();
-        if recorded == copies.len() {
+        let recorded = copies.len() - empty;
+        if empty == 0 {
             // SAFETY: both buffers valid and unmapped, with the needed usage, every range
             // aligned, in bounds and not overlapping within one buffer (all checked above
             // under the locks, which are still held).

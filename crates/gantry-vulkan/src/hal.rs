@@ -807,12 +807,13 @@ impl Backend for VulkanBackend {
         buffer: &VulkanBuffer,
         writes: &[(u64, &[u8])],
     ) -> Result<(), DeviceError> {
-        let total: usize = writes.iter().map(|w| w.1.len()).sum();
+        // One pass for what follows (the total, the order).
+        let summary = gantry_core::copier::summarize(writes);
         // In increasing order without overlaps (a manager's staged region), many bytes go
         // to the copy threads; anything else is copied in order, the later write winning.
         let Some(ptr) = buffer
             .mapped_ptr()
-            .filter(|_| total >= MANY_PARALLEL_MIN && gantry_core::copier::ascending(writes))
+            .filter(|_| summary.total >= MANY_PARALLEL_MIN && summary.ascending)
         else {
             for &(offset, data) in writes {
                 // SAFETY: forwarded (the caller's contract covers every entry).
@@ -821,12 +822,20 @@ impl Backend for VulkanBackend {
             return Ok(());
         };
         // SAFETY: each range lies inside the mapping (contract) and no two overlap
-        // (ascending, checked); the bytes are host memory that is not this mapping.
-        unsafe { gantry_core::copier::write_ascending(ptr.as_ptr(), writes, MANY_PARALLEL_MIN) };
-        if let (Some(first), Some(last)) = (writes.first(), writes.last()) {
-            let end = last.0 + last.1.len() as u64;
-            // SAFETY: the range was just written and lies inside the mapping.
-            unsafe { self.0.flush(buffer, first.0, end - first.0) }?;
+        // (ascending, checked); the bytes are host memory that is not this mapping;
+        // `summary` is theirs.
+        unsafe {
+            gantry_core::copier::write_ascending_summarized(
+                ptr.as_ptr(),
+                writes,
+                MANY_PARALLEL_MIN,
+                &summary,
+            );
+        };
+        if !writes.is_empty() {
+            // SAFETY: the range was just written and lies inside the mapping (ascending:
+            // `lo` is the first write's offset, `hi` the last one's end).
+            unsafe { self.0.flush(buffer, summary.lo, summary.hi - summary.lo) }?;
         }
         Ok(())
     }

@@ -846,15 +846,13 @@ impl Backend for WgpuBackend {
         buffer: &WgpuBuffer,
         writes: &[(u64, &[u8])],
     ) -> Result<(), DeviceError> {
-        // One view over all the entries (a view per entry costs a wgpu call each).
-        let Some(lo) = writes.iter().map(|w| w.0).min() else {
+        if writes.is_empty() {
             return Ok(());
-        };
-        let hi = writes
-            .iter()
-            .map(|w| w.0 + w.1.len() as u64)
-            .max()
-            .unwrap_or(lo);
+        }
+        // One pass for what follows (the range, the total, the order).
+        let summary = gantry_core::copier::summarize(writes);
+        let (lo, hi) = (summary.lo, summary.hi);
+        // One view over all the entries (a view per entry costs a wgpu call each).
         let start = align_down(lo, MAP_ALIGN);
         let end = gantry_core::align_up(hi, COPY_ALIGN)
             .unwrap_or(u64::MAX)
@@ -865,9 +863,8 @@ impl Backend for WgpuBackend {
         // In increasing order without overlaps (a manager's staged region) and many bytes:
         // the copy threads take them, into a view from the buffer's start (so the entries'
         // offsets address it). Anything else is copied in order, the later write winning.
-        let total: usize = writes.iter().map(|w| w.1.len()).sum();
-        if total >= staging::PARALLEL_STAGED_MIN
-            && gantry_core::copier::ascending(writes)
+        if summary.total >= staging::PARALLEL_STAGED_MIN
+            && summary.ascending
             && let Ok(mut view) = buffer.buffer.get_mapped_range_mut(0..end)
         {
             let mut mapping = view.slice(..);
@@ -875,12 +872,14 @@ impl Backend for WgpuBackend {
                 let base = mapping.as_raw_element_ptr().as_ptr();
                 // SAFETY: `base` is the start of a writable view of `hi` bytes or more, held
                 // here (nothing else writes it); every entry lies below `hi`, no two overlap
-                // (ascending, checked); the bytes are host memory, not this mapping.
+                // (ascending, checked); the bytes are host memory, not this mapping;
+                // `summary` is theirs.
                 unsafe {
-                    gantry_core::copier::write_ascending(
+                    gantry_core::copier::write_ascending_summarized(
                         base,
                         writes,
                         staging::PARALLEL_STAGED_MIN,
+                        &summary,
                     );
                 };
                 return Ok(());

@@ -182,6 +182,8 @@ enum OpKind<B: Backend> {
         dst: Buffer<B>,
         chunk: usize,
         entries: Vec<(u64, u64, u64)>,
+        /// The entries' bytes in all (counted as they come, for the flush's statistics).
+        bytes: u64,
     },
     Copy {
         src: Buffer<B>,
@@ -351,12 +353,14 @@ impl<B: Backend> Inner<B> {
                 dst: dst.clone(),
                 chunk,
                 entries,
+                bytes: *size,
             };
         }
         let OpKind::UploadMany {
             dst: d,
             chunk: c,
             entries,
+            bytes,
         } = &mut last.kind
         else {
             return None;
@@ -365,6 +369,7 @@ impl<B: Backend> Inner<B> {
             return None;
         }
         let ticket = Arc::clone(&last.ticket);
+        *bytes += size;
         st.coalesced += u64::from(push_entry(entries, (staging_offset, dst_offset, size)));
         st.joined += 1;
         Some(ticket)
@@ -613,13 +618,28 @@ impl<B: Backend> Inner<B> {
         // that fails it takes the checks that name the fault.
         let mask = if a.is_power_of_two() { a - 1 } else { u64::MAX };
         let dst_size = dst.size();
-        // All entries at once, without a branch; only a fault takes the loop that names it.
-        let faulty = writes.iter().fold(false, |bad, &(offset, data)| {
-            let size = data.len() as u64;
-            bad | ((offset | size) & mask != 0)
-                | (offset > dst_size)
-                | (size > dst_size.wrapping_sub(offset))
-        });
+        let chunk_size = lock(&self.staging).config.chunk_size;
+        // One pass over all entries, without a branch: the checks (only a fault takes the
+        // loop that names it) and the packed length as one region (what the common case, a
+        // list that fits one chunk, needs; the wide alignment as `staged_align`, empty
+        // entries taking no room; `None` once it overflows).
+        let wide = a.max(16);
+        let (faulty, packed) =
+            writes
+                .iter()
+                .fold((false, Some(0u64)), |(bad, end), &(offset, data)| {
+                    let size = data.len() as u64;
+                    let bad = bad
+                        | ((offset | size) & mask != 0)
+                        | (offset > dst_size)
+                        | (size > dst_size.wrapping_sub(offset));
+                    let al = if size & 15 == 0 { wide } else { a };
+                    let next = end
+                        .and_then(|e| e.checked_add(al.wrapping_sub(1)))
+                        .map(|e| e & !(al.wrapping_sub(1)))
+                        .and_then(|at| at.checked_add(size));
+                    (bad, if size == 0 { end } else { next })
+                });
         for &(offset, data) in writes.iter().filter(|_| faulty) {
             let size = data.len() as u64;
             match offset.checked_add(size) {
@@ -635,7 +655,14 @@ impl<B: Backend> Inner<B> {
             }
             self.check_aligned(offset, size)?;
         }
-        let chunk_size = lock(&self.staging).config.chunk_size;
+        if let Some(packed) = packed.filter(|&p| a.is_power_of_two() && p <= chunk_size) {
+            // One region.
+            return if packed == 0 {
+                Ok(self.handle(Ticket::done(self)))
+            } else {
+                self.queue_many(dst, writes, packed)
+            };
+        }
         let mut last = None;
         // Where the entries are cut into regions of at most a chunk: only the packed length
         // is tracked here; each region's lists are built once it is placed (`queue_many`).
@@ -697,6 +724,7 @@ impl<B: Backend> Inner<B> {
         entries.reserve(writes.len());
         let mut pieces: Vec<(u64, &[u8])> = Vec::with_capacity(writes.len());
         let mut end = 0u64;
+        let mut bytes = 0u64;
         // Entries merged into their neighbour here (the flush no longer sees them apart).
         let mut coalesced = 0u64;
         for &(offset, data) in writes {
@@ -704,6 +732,7 @@ impl<B: Backend> Inner<B> {
             if size == 0 {
                 continue;
             }
+            bytes += size;
             let at = align_up(end, staged_align(size, a)).unwrap_or(u64::MAX);
             let staged = region.offset + at;
             if push_entry(&mut entries, (staged, offset, size)) {
@@ -734,6 +763,7 @@ impl<B: Backend> Inner<B> {
                 dst: dst.clone(),
                 chunk: region.chunk,
                 entries,
+                bytes,
             },
             ticket: Arc::clone(&ticket),
             owner: None,
@@ -901,8 +931,8 @@ impl<B: Backend> Inner<B> {
                     bytes[0] += size;
                     run.push(i);
                 }
-                OpKind::UploadMany { entries, .. } => {
-                    bytes[0] += entries.iter().map(|e| e.2).sum::<u64>();
+                OpKind::UploadMany { bytes: b, .. } => {
+                    bytes[0] += b;
                     run.push(i);
                 }
                 OpKind::Copy {
