@@ -98,10 +98,12 @@ pub trait Backend: Send + Sync + Sized + 'static {
 
     /// Copies each `(offset, bytes)` into a buffer mapped for writing, in order, as that
     /// many [`Backend::write_mapped`] calls would. Backends override it to set up access to
-    /// the mapping once.
+    /// the mapping once. `summary` is the writes' [`crate::copier::summarize`], made once by
+    /// the facade's bounds check (the range to map, the total, whether they are ascending).
     ///
     /// # Safety
-    /// As for [`Backend::write_mapped`], for every entry.
+    /// As for [`Backend::write_mapped`], for every entry; `summary` is
+    /// `crate::copier::summarize(writes)`.
     ///
     /// # Errors
     /// As [`Backend::write_mapped`].
@@ -109,7 +111,9 @@ pub trait Backend: Send + Sync + Sized + 'static {
         &self,
         buffer: &Self::Buffer,
         writes: &[(u64, &[u8])],
+        summary: &crate::copier::WritesSummary,
     ) -> Result<(), DeviceError> {
+        let _ = summary;
         for &(offset, data) in writes {
             // SAFETY: forwarded (the caller's contract covers every entry).
             unsafe { self.write_mapped(buffer, offset, data) }?;

@@ -340,6 +340,22 @@ impl<B: Backend> Buffer<B> {
     }
 }
 
+/// Checks that every write lies within `buffer_size` bytes, in one pass that also summarizes
+/// them (their highest end is within the buffer, and no end overflowed, as the summary's ends
+/// saturate); the error names the first write out of bounds.
+fn check_writes_in(
+    writes: &[(u64, &[u8])],
+    buffer_size: u64,
+) -> Result<crate::copier::WritesSummary> {
+    let summary = crate::copier::summarize(writes);
+    if summary.hi > buffer_size {
+        for &(offset, data) in writes {
+            check_bounds(offset, len64(data), buffer_size)?;
+        }
+    }
+    Ok(summary)
+}
+
 /// Checks `offset + size <= buffer_size` without overflow.
 fn check_bounds(offset: u64, size: u64, buffer_size: u64) -> Result<()> {
     match offset.checked_add(size) {
@@ -809,24 +825,21 @@ impl<B: Backend> Device<B> {
                 requested: MapMode::Write,
             }),
             MapState::Mapped(MapMode::Write) => {
-                for &(offset, data) in writes {
-                    check_bounds(offset, len64(data), inner.size)?;
-                }
-                // SAFETY: mapped for writing, every range within the buffer (checked above).
+                let summary = check_writes_in(writes, inner.size)?;
+                // SAFETY: mapped for writing, every range within the buffer (checked above);
+                // `summary` is the writes'.
                 unsafe {
                     match writes {
                         // One write keeps the backend's own path (which may split a large
                         // copy over threads).
                         [(offset, data)] => self.shared.raw.write_mapped(raw, *offset, data),
-                        _ => self.shared.raw.write_mapped_many(raw, writes),
+                        _ => self.shared.raw.write_mapped_many(raw, writes, &summary),
                     }
                 }?;
                 Ok(())
             }
             MapState::Shadow(shadow) => {
-                for &(offset, data) in writes {
-                    check_bounds(offset, len64(data), inner.size)?;
-                }
+                check_writes_in(writes, inner.size)?;
                 for &(offset, data) in writes {
                     let start = offset as usize; // within a Vec, so it fits in usize
                     shadow[start..start + data.len()].copy_from_slice(data);
@@ -1626,6 +1639,55 @@ mod tests {
             )
             .unwrap();
         assert_eq!(d.read_pod::<u32>(&b, 0, 3).unwrap(), [1, 2, 3]);
+    }
+
+    #[test]
+    fn write_mapped_many_checks_every_entry_first() {
+        let d = device();
+        let b = d
+            .create_buffer(&BufferDesc::new(
+                256,
+                BufferUsage::TRANSFER_SRC,
+                MemoryLocation::Upload,
+            ))
+            .unwrap();
+        d.map(&b, MapMode::Write).unwrap();
+        d.write_mapped(&b, 0, &[1u8; 256]).unwrap();
+        let x = [9u8; 16];
+        // The first entry out of bounds is named; nothing is written, not even the good ones.
+        for (bad, want) in [
+            ((250u64, &x[..]), (250, 16)),
+            ((u64::MAX - 4, &x[..8]), (u64::MAX - 4, 8)),
+            ((257, &x[..0]), (257, 0)),
+        ] {
+            let writes = [(0u64, &x[..]), bad, (300, &x[..])];
+            assert_eq!(
+                d.write_mapped_many(&b, &writes).unwrap_err(),
+                Error::OutOfBounds {
+                    offset: want.0,
+                    size: want.1,
+                    buffer_size: 256
+                }
+            );
+        }
+        d.unmap(&b).unwrap();
+        assert_eq!(d.read(&b, 0, 256).unwrap(), vec![1u8; 256]);
+        d.map(&b, MapMode::Write).unwrap();
+        // Good entries, out of order and overlapping: each lands, the later one winning.
+        let writes = [
+            (240u64, &x[..]),
+            (0, &x[..8]),
+            (4, &[5u8; 8][..]),
+            (256, &x[..0]),
+        ];
+        d.write_mapped_many(&b, &writes).unwrap();
+        d.unmap(&b).unwrap();
+        let got = d.read(&b, 0, 256).unwrap();
+        let mut want = vec![1u8; 256];
+        want[240..].fill(9);
+        want[..4].fill(9);
+        want[4..12].fill(5);
+        assert_eq!(got, want);
     }
 
     #[test]

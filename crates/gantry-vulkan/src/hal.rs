@@ -806,9 +806,8 @@ impl Backend for VulkanBackend {
         &self,
         buffer: &VulkanBuffer,
         writes: &[(u64, &[u8])],
+        summary: &gantry_core::copier::WritesSummary,
     ) -> Result<(), DeviceError> {
-        // One pass for what follows (the total, the order).
-        let summary = gantry_core::copier::summarize(writes);
         // In increasing order without overlaps (a manager's staged region), many bytes go
         // to the copy threads; anything else is copied in order, the later write winning.
         let Some(ptr) = buffer
@@ -829,7 +828,7 @@ impl Backend for VulkanBackend {
                 ptr.as_ptr(),
                 writes,
                 MANY_PARALLEL_MIN,
-                &summary,
+                summary,
             );
         };
         if !writes.is_empty() {

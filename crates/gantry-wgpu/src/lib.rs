@@ -845,12 +845,11 @@ impl Backend for WgpuBackend {
         &self,
         buffer: &WgpuBuffer,
         writes: &[(u64, &[u8])],
+        summary: &gantry_core::copier::WritesSummary,
     ) -> Result<(), DeviceError> {
         if writes.is_empty() {
             return Ok(());
         }
-        // One pass for what follows (the range, the total, the order).
-        let summary = gantry_core::copier::summarize(writes);
         let (lo, hi) = (summary.lo, summary.hi);
         // One view over all the entries (a view per entry costs a wgpu call each).
         let start = align_down(lo, MAP_ALIGN);
@@ -879,7 +878,7 @@ impl Backend for WgpuBackend {
                         base,
                         writes,
                         staging::PARALLEL_STAGED_MIN,
-                        &summary,
+                        summary,
                     );
                 };
                 return Ok(());
