@@ -86,6 +86,29 @@ impl StatisticsProvider for HostStatsProvider {
 /// The buffer manager: staging pool, transfer orchestrator, registry, pool and statistics
 /// over one [`Device`]. Every method takes `&self` and may be called from any thread; clones
 /// share everything.
+///
+/// When the manager's shared state goes (its last clone, and the last [`GpuBuffer`] and
+/// [`crate::ReadbackHandle`] that hold it), whatever is still queued is submitted, so an
+/// upload whose handle was dropped unflushed still reaches its buffer; transfer handles held
+/// past that point see the submission (or its error).
+///
+/// ```
+/// use gantry::core::{reference::ReferenceBackend, BufferDesc, BufferUsage, Device, MemoryLocation};
+/// use gantry::{BufferManager, ManagerConfig};
+///
+/// let device = Device::new(ReferenceBackend::new(64 << 20));
+/// let manager = BufferManager::new(device.clone(), ManagerConfig::default())?;
+/// let buffer = device.create_buffer(&BufferDesc::new(
+///     256,
+///     BufferUsage::TRANSFER_SRC | BufferUsage::TRANSFER_DST,
+///     MemoryLocation::DeviceLocal,
+/// ))?;
+/// drop(manager.upload(&buffer, 0, &[7u8; 256])?); // handle dropped, nothing flushed
+/// drop(manager); // submits the upload
+/// device.wait_idle()?;
+/// assert_eq!(device.read(&buffer, 0, 256)?, vec![7u8; 256]);
+/// # Ok::<(), gantry::Error>(())
+/// ```
 pub struct BufferManager<B: Backend> {
     inner: Arc<Inner<B>>,
     registry: Arc<Registry<B>>,
