@@ -613,11 +613,8 @@ fn acquire<S: Source>(
     let Some(exp) = class_exp(size) else {
         return Err(size_error(inner, size));
     };
-    let bits = usage.bits();
     let completed = inner.completed();
-    let (held, slot) = match with_local(inner, |cache| {
-        PoolInner::take_local(cache, exp, bits, location, completed)
-    }) {
+    let (held, slot) = match take_local(inner, exp, usage, location, completed) {
         Some(LocalTake::Hit(held, slot)) => (held, slot),
         Some(LocalTake::Busy) => acquire_polled(inner, exp, usage, location)?,
         Some(LocalTake::Empty) | None => acquire_shared(inner, exp, usage, location, false, false)?,
@@ -626,6 +623,21 @@ fn acquire<S: Source>(
         held: Some(held),
         slot,
         size,
+    })
+}
+
+/// [`PoolInner::take_local`] on this thread's cache; `None` when there is none to use.
+#[inline]
+fn take_local<S: Source>(
+    inner: &Arc<PoolInner<S>>,
+    exp: u32,
+    usage: BufferUsage,
+    location: MemoryLocation,
+    completed: SubmissionIndex,
+) -> Option<LocalTake<S>> {
+    let bits = usage.bits();
+    with_local(inner, |cache| {
+        PoolInner::take_local(cache, exp, bits, location, completed)
     })
 }
 
@@ -653,10 +665,7 @@ fn acquire_polled<S: Source>(
     location: MemoryLocation,
 ) -> Result<(Held<S>, usize)> {
     let completed = inner.refresh()?;
-    let bits = usage.bits();
-    let busy = match with_local(inner, |cache| {
-        PoolInner::take_local(cache, exp, bits, location, completed)
-    }) {
+    let busy = match take_local(inner, exp, usage, location, completed) {
         Some(LocalTake::Hit(held, slot)) => return Ok((held, slot)),
         Some(LocalTake::Busy) => true,
         Some(LocalTake::Empty) | None => false,
