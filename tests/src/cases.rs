@@ -41,6 +41,7 @@ pub fn all<B: Backend>() -> Vec<Case<B>> {
         case!(scatter_small_copies),
         case!(batch_write_many),
         case!(batch_copy_many),
+        case!(batch_copy_list),
         case!(read_async),
         case!(submissions_wait_poll_callbacks),
         case!(cpu_gpu_hazards),
@@ -1690,6 +1691,94 @@ fn batch_copy_many<B: Backend>(d: &Device<B>) -> R {
     pass(
         "2300 copies in three calls (scattered, within one buffer, back): exact; bad entries rejected whole",
     )
+}
+
+/// `Device::write_mapped_list` + `Batch::copy_list`: writes staged where a list says (in an
+/// upload buffer, by the copy threads when they are many), then copied by the list: 3,000
+/// scattered 256-byte writes (a scatter dispatch where the backend has one), a run of
+/// adjacent ones (one copy region) and mixed lengths, each exact; a list that does not
+/// match its writes, or reaches past a buffer, is refused with nothing written or recorded.
+fn batch_copy_list<B: Backend>(d: &Device<B>) -> R {
+    use gantry_core::scatter::CopyList;
+    let size: u64 = 4 << 20;
+    let storage = RW | BufferUsage::STORAGE;
+    let dst = create(
+        d,
+        "copy_list dst",
+        size,
+        storage,
+        MemoryLocation::DeviceLocal,
+    )?;
+    let staging = create(
+        d,
+        "copy_list staging",
+        size,
+        BufferUsage::TRANSFER_SRC | BufferUsage::STORAGE,
+        MemoryLocation::Upload,
+    )?;
+    let mut rng = Rng::new(77);
+    let mut model = rng.bytes(usize_of(size));
+    d.write(&dst, 0, &model).step("initial dst")?;
+    let payload = rng.bytes(2 << 20);
+    // Scattered 256-byte slots in shuffled order; a run of 64 adjacent slots; mixed lengths
+    // (multiples of 4) to slots of their own.
+    let mut slots: Vec<u64> = (0..size / 1024).collect();
+    for i in (1..slots.len()).rev() {
+        slots.swap(i, usize_of(rng.below(i as u64 + 1)));
+    }
+    let mut writes: Vec<(u64, &[u8])> = Vec::new();
+    for (i, &slot) in slots[..3000].iter().enumerate() {
+        writes.push((slot * 1024, &payload[i * 256..(i + 1) * 256]));
+        if i == 1500 {
+            // An empty write in the middle: no entry.
+            writes.push((slot * 1024, &payload[..0]));
+        }
+    }
+    // Four adjacent writes filling one slot: contiguous in staging and in the destination.
+    for k in 0..4u64 {
+        let at = usize_of(k) * 256;
+        writes.push((slots[3000] * 1024 + k * 256, &payload[at..at + 256]));
+    }
+    for (i, &slot) in slots[3001..3200].iter().enumerate() {
+        let len = usize_of(4 * (1 + rng.below(128)));
+        writes.push((slot * 1024, &payload[i * 512..i * 512 + len]));
+    }
+    let mut list = CopyList::with_capacity(writes.len());
+    let (end, _) = list.push_packed(4096, &writes, |end, _| end.next_multiple_of(16));
+    if end + 4096 > size {
+        return Err(format!("staged {end} bytes past the staging buffer"));
+    }
+    d.map(&staging, MapMode::Write).step("map staging")?;
+    // A list that does not match its writes: refused, nothing written.
+    let mut wrong = list.clone();
+    wrong.push(end + 4096, 0, 4);
+    if d.write_mapped_list(&staging, &writes, &wrong).is_ok() {
+        return Err("write_mapped_list accepted a list with an extra entry".into());
+    }
+    d.write_mapped_list(&staging, &writes, &list)
+        .step("write_mapped_list")?;
+    d.unmap(&staging).step("unmap staging")?;
+    let mut batch = d.batch().step("batch")?;
+    let mut past = list.clone();
+    past.push(0, size - 4, 8);
+    if batch.copy_list(&staging, &dst, &past).is_ok() {
+        return Err("copy_list accepted an entry past the destination".into());
+    }
+    if !batch.is_empty() {
+        return Err("a rejected copy_list recorded commands".into());
+    }
+    batch.copy_list(&staging, &dst, &list).step("copy_list")?;
+    batch.submit().step("submit")?;
+    for &(offset, data) in &writes {
+        let at = usize_of(offset);
+        model[at..at + data.len()].copy_from_slice(data);
+    }
+    compare("dst", &d.read(&dst, 0, size).step("read dst")?, &model)?;
+    pass(format!(
+        "{} writes staged by their list and copied by it ({} contiguous): exact; mismatched and out-of-bounds lists refused",
+        list.len(),
+        list.joins()
+    ))
 }
 
 fn create_destroy_10000<B: Backend>(d: &Device<B>) -> R {

@@ -121,6 +121,31 @@ pub trait Backend: Send + Sync + Sized + 'static {
         Ok(())
     }
 
+    /// Copies `writes[k].1` into a buffer mapped for writing at `at[k].src_offset`, for
+    /// every `k`: writes staged where a [`crate::scatter::CopyList`] says, for a later
+    /// [`Backend::batch_copy_list`] from this buffer. Backends override it to copy on their
+    /// copy threads.
+    ///
+    /// # Safety
+    /// As for [`Backend::write_mapped`], for every `(at[k].src_offset, writes[k].1)`;
+    /// `writes` and `at` have the same length, `at[k].len == writes[k].1.len()`, and the
+    /// ranges ascend without overlapping.
+    ///
+    /// # Errors
+    /// As [`Backend::write_mapped`].
+    unsafe fn write_mapped_list(
+        &self,
+        buffer: &Self::Buffer,
+        writes: &[(u64, &[u8])],
+        at: &[crate::scatter::ScatterWrite],
+    ) -> Result<(), DeviceError> {
+        for (&(_, data), w) in writes.iter().zip(at) {
+            // SAFETY: forwarded (the caller's contract covers every entry).
+            unsafe { self.write_mapped(buffer, w.src_offset, data) }?;
+        }
+        Ok(())
+    }
+
     /// Copies bytes out of a buffer mapped for reading, from `offset`.
     ///
     /// # Safety
@@ -260,6 +285,28 @@ pub trait Backend: Send + Sync + Sized + 'static {
     ) {
         for &(src_offset, dst_offset, size) in copies {
             // SAFETY: forwarded (the caller's contract covers every entry).
+            unsafe { self.batch_copy(batch, src, src_offset, dst, dst_offset, size) };
+        }
+    }
+
+    /// Records the copies of `list` from `src` to `dst`, as [`Backend::batch_copy_many`]
+    /// would record `list`'s entries. The default records [`CopyList::regions`]
+    /// (contiguous neighbours merged); backends override it to scatter the list as it is.
+    ///
+    /// # Safety
+    /// As for [`Backend::batch_copy`], for every entry.
+    ///
+    /// [`CopyList::regions`]: crate::scatter::CopyList::regions
+    unsafe fn batch_copy_list(
+        &self,
+        batch: &mut Self::Batch,
+        src: &Self::Buffer,
+        dst: &Self::Buffer,
+        list: &crate::scatter::CopyList,
+    ) {
+        for (src_offset, dst_offset, size) in list.regions() {
+            // SAFETY: forwarded (the caller's contract covers every entry, so every merged
+            // range).
             unsafe { self.batch_copy(batch, src, src_offset, dst, dst_offset, size) };
         }
     }

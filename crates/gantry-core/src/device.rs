@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::backend::{Backend, SubmittedWorkDoneCallback};
 use crate::error::{Error, Result};
+use crate::scatter::CopyList;
 use crate::types::{
     AdapterInfo, BufferDesc, BufferUsage, Limits, MapMode, MemoryLocation, RawBufferDesc,
     SubmissionIndex, align_down, align_up,
@@ -357,6 +358,59 @@ fn check_writes_in(
 }
 
 /// Checks `offset + size <= buffer_size` without overflow.
+/// Checks that `at` is the list of `writes` (entry `k` has the offset and length of the
+/// `k`-th non-empty write); returns whether `writes` has empty entries and whether the
+/// entries' source ranges ascend without overlapping. One pass.
+fn check_list(
+    writes: &[(u64, &[u8])],
+    at: &[crate::scatter::ScatterWrite],
+) -> Result<(bool, bool)> {
+    let (mut k, mut empty, mut ascending, mut end, mut bad) = (0usize, false, true, 0u64, false);
+    for &(offset, data) in writes {
+        let len = len64(data);
+        if len == 0 {
+            empty = true;
+            continue;
+        }
+        let w = at.get(k).copied().unwrap_or(crate::scatter::ScatterWrite {
+            dst_offset: 0,
+            src_offset: 0,
+            len: 0,
+        });
+        bad |= (w.dst_offset != offset) | (w.len != len);
+        ascending &= w.src_offset >= end;
+        end = w.src_offset.wrapping_add(len);
+        k += 1;
+    }
+    if bad || k != at.len() {
+        // The first write that differs, named.
+        let mut k = 0usize;
+        for &(offset, data) in writes.iter().filter(|w| !w.1.is_empty()) {
+            let len = len64(data);
+            let (entry_offset, entry_len) = at.get(k).map_or((0, 0), |w| (w.dst_offset, w.len));
+            if (entry_offset, entry_len) != (offset, len) {
+                return Err(Error::ListMismatch {
+                    index: k,
+                    offset,
+                    size: len,
+                    entry_offset,
+                    entry_len,
+                });
+            }
+            k += 1;
+        }
+        let (entry_offset, entry_len) = at.get(k).map_or((0, 0), |w| (w.dst_offset, w.len));
+        return Err(Error::ListMismatch {
+            index: k,
+            offset: 0,
+            size: 0,
+            entry_offset,
+            entry_len,
+        });
+    }
+    Ok((empty, ascending))
+}
+
 fn check_bounds(offset: u64, size: u64, buffer_size: u64) -> Result<()> {
     match offset.checked_add(size) {
         Some(end) if end <= buffer_size => Ok(()),
@@ -847,6 +901,106 @@ impl<B: Backend> Device<B> {
                 Ok(())
             }
         }
+    }
+
+    /// Copies the bytes of each non-empty write of `writes` into a mapped buffer at the
+    /// source offset of its entry of `list`: the `k`-th non-empty write goes to
+    /// `list.as_slice()[k].src_offset`. `list` says where each write is staged in `buffer`
+    /// and where it goes in a destination (`(offset, bytes)` of write `k` is entry `k`'s
+    /// destination offset and length), so a later [`Batch::copy_list`] from `buffer`
+    /// delivers the writes. One pass checks that the list was built from the writes, with
+    /// the buffer checked and locked once; nothing is written when a check fails. Entries in
+    /// increasing order without overlaps (how a stager places them) are copied on the copy
+    /// threads when they come to many bytes; any other order is copied in order, the later
+    /// write winning.
+    ///
+    /// ```
+    /// use gantry_core::{Backend, Batch, Buffer, Device, MapMode, scatter::CopyList};
+    ///
+    /// /// Stages `writes` back to back in `staging` (mapped for writing), then copies each to
+    /// /// its offset in `dst`.
+    /// fn upload<B: Backend>(
+    ///     device: &Device<B>,
+    ///     staging: &Buffer<B>,
+    ///     dst: &Buffer<B>,
+    ///     writes: &[(u64, &[u8])],
+    /// ) -> gantry_core::Result<()> {
+    ///     let mut list = CopyList::with_capacity(writes.len());
+    ///     let mut at = 0;
+    ///     for &(offset, bytes) in writes {
+    ///         list.push(at, offset, bytes.len() as u64);
+    ///         at += bytes.len() as u64;
+    ///     }
+    ///     device.write_mapped_list(staging, writes, &list)?;
+    ///     device.unmap(staging)?;
+    ///     let mut batch: Batch<B> = device.batch()?;
+    ///     batch.copy_list(staging, dst, &list)?;
+    ///     batch.submit()?;
+    ///     Ok(())
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::ListMismatch`] for the first write that differs from its entry (or when the
+    /// list has more or fewer entries than there are non-empty writes), and as
+    /// [`Device::write_mapped`] for the first entry outside the buffer.
+    pub fn write_mapped_list(
+        &self,
+        buffer: &Buffer<B>,
+        writes: &[(u64, &[u8])],
+        list: &CopyList,
+    ) -> Result<()> {
+        self.check_device(buffer)?;
+        let inner = &buffer.inner;
+        let mut state = inner.state();
+        let state = &mut *state;
+        let Some(raw) = state.raw.as_ref() else {
+            return Err(inner.destroyed());
+        };
+        let shadow = match &mut state.map {
+            MapState::Unmapped | MapState::ReadPending => return Err(Error::NotMapped),
+            MapState::Mapped(MapMode::Read) => {
+                return Err(Error::WrongMapMode {
+                    mapped: MapMode::Read,
+                    requested: MapMode::Write,
+                });
+            }
+            MapState::Mapped(MapMode::Write) => None,
+            MapState::Shadow(shadow) => Some(shadow),
+        };
+        let at = list.as_slice();
+        if list.src_end() > inner.size {
+            for w in at {
+                check_bounds(w.src_offset, w.len, inner.size)?;
+            }
+        }
+        let (has_empty, ascending) = check_list(writes, at)?;
+        let nonempty: Vec<(u64, &[u8])>;
+        let writes = if has_empty {
+            nonempty = writes.iter().copied().filter(|w| !w.1.is_empty()).collect();
+            &nonempty[..]
+        } else {
+            writes
+        };
+        if let Some(shadow) = shadow {
+            for (&(_, data), w) in writes.iter().zip(at) {
+                let start = w.src_offset as usize; // within a Vec, so it fits in usize
+                shadow[start..start + data.len()].copy_from_slice(data);
+            }
+            return Ok(());
+        }
+        if !ascending {
+            for (&(_, data), w) in writes.iter().zip(at) {
+                // SAFETY: mapped for writing, the range within the buffer (checked above).
+                unsafe { self.shared.raw.write_mapped(raw, w.src_offset, data) }?;
+            }
+            return Ok(());
+        }
+        // SAFETY: mapped for writing; `writes` (the non-empty ones) and `at` in step, each
+        // length equal to its entry's (`check_list`), every range within the buffer (the
+        // list's largest end, or each checked above) and ascending without overlaps.
+        unsafe { self.shared.raw.write_mapped_list(raw, writes, at) }?;
+        Ok(())
     }
 
     /// Copies bytes out of a buffer mapped for reading, from `offset` (any alignment).
@@ -1384,11 +1538,141 @@ impl<B: Backend> Batch<B> {
         dst: &Buffer<B>,
         copies: &[(u64, u64, u64)],
     ) -> Result<()> {
+        let ca = self.device.shared.limits.copy_alignment;
+        let same = src.inner.id == dst.inner.id;
+        self.copy_locked(src, dst, |raw, batch, src_raw, dst_raw| {
+            // The common case in one branch per entry (the alignment is a power of two):
+            // aligned, in bounds, two distinct buffers. Anything else takes the checks that
+            // name the fault.
+            let mask = if ca.is_power_of_two() {
+                ca - 1
+            } else {
+                u64::MAX
+            };
+            let (src_size, dst_size) = (src.inner.size, dst.inner.size);
+            // Empty copies, counted in the same pass (they are not recorded).
+            let mut empty = 0usize;
+            for &(src_offset, dst_offset, size) in copies {
+                empty += usize::from(size == 0);
+                let fast = !same
+                    && (src_offset | dst_offset | size) & mask == 0
+                    && src_offset <= src_size
+                    && dst_offset <= dst_size
+                    && size <= src_size - src_offset
+                    && size <= dst_size - dst_offset;
+                if fast {
+                    continue;
+                }
+                check_aligned(src_offset, size, ca)?;
+                check_aligned(dst_offset, size, ca)?;
+                check_bounds(src_offset, size, src_size)?;
+                check_bounds(dst_offset, size, dst_size)?;
+                if same
+                    && src_offset < dst_offset + size
+                    && dst_offset < src_offset + size
+                    && size > 0
+                {
+                    return Err(Error::OverlappingCopy {
+                        src_offset,
+                        dst_offset,
+                        size,
+                    });
+                }
+            }
+            if empty == 0 {
+                // SAFETY: both buffers valid and unmapped, with the needed usage, every range
+                // aligned, in bounds and not overlapping within one buffer (all checked above
+                // under the locks, which `copy_locked` holds).
+                unsafe { raw.batch_copy_many(batch, src_raw, dst_raw, copies) };
+            } else {
+                let nonempty: Vec<(u64, u64, u64)> =
+                    copies.iter().copied().filter(|c| c.2 > 0).collect();
+                // SAFETY: as above.
+                unsafe { raw.batch_copy_many(batch, src_raw, dst_raw, &nonempty) };
+            }
+            Ok(copies.len() - empty)
+        })
+    }
+
+    /// Records the copies of `list` from `src` to `dst`, as [`Batch::copy_many`] records
+    /// the list's entries, with the list checked in constant time from what it kept while
+    /// it grew (its largest ends and the low bits of every value) instead of entry by entry.
+    /// For lists of thousands of copies built once and recorded once (a manager's staged
+    /// uploads). `src` and `dst` are two buffers (one buffer goes as [`Batch::copy_many`],
+    /// which checks overlaps).
+    ///
+    /// ```
+    /// use gantry_core::{Backend, Batch, Buffer, Device, scatter::CopyList};
+    ///
+    /// /// Copies 256-byte slot `k` of `src` to slot `to[k]` of `dst`.
+    /// fn spread<B: Backend>(
+    ///     device: &Device<B>,
+    ///     src: &Buffer<B>,
+    ///     dst: &Buffer<B>,
+    ///     to: &[u64],
+    /// ) -> gantry_core::Result<()> {
+    ///     let mut list = CopyList::with_capacity(to.len());
+    ///     for (k, &slot) in to.iter().enumerate() {
+    ///         list.push(k as u64 * 256, slot * 256, 256);
+    ///     }
+    ///     let mut batch: Batch<B> = device.batch()?;
+    ///     batch.copy_list(src, dst, &list)?;
+    ///     batch.submit()?;
+    ///     Ok(())
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Batch::copy_many`], for the first entry that fails.
+    pub fn copy_list(&mut self, src: &Buffer<B>, dst: &Buffer<B>, list: &CopyList) -> Result<()> {
+        if src.inner.id == dst.inner.id {
+            let copies: Vec<(u64, u64, u64)> = list
+                .as_slice()
+                .iter()
+                .map(|w| (w.src_offset, w.dst_offset, w.len))
+                .collect();
+            return self.copy_many(src, dst, &copies);
+        }
+        let ca = self.device.shared.limits.copy_alignment;
+        self.copy_locked(src, dst, |raw, batch, src_raw, dst_raw| {
+            let (src_size, dst_size) = (src.inner.size, dst.inner.size);
+            let fast = ca.is_power_of_two()
+                && list.bits() & (ca - 1) == 0
+                && list.src_end() <= src_size
+                && list.dst_end() <= dst_size;
+            if !fast {
+                // The entry that fails, named (a non-power-of-two alignment is checked entry
+                // by entry and may pass).
+                for w in list.as_slice() {
+                    check_aligned(w.src_offset, w.len, ca)?;
+                    check_aligned(w.dst_offset, w.len, ca)?;
+                    check_bounds(w.src_offset, w.len, src_size)?;
+                    check_bounds(w.dst_offset, w.len, dst_size)?;
+                }
+            }
+            // SAFETY: two distinct buffers, valid and unmapped, with the needed usage; every
+            // entry aligned and in bounds (its ends are at most the list's largest, its bits
+            // among the list's, or it was checked above), under the locks `copy_locked`
+            // holds.
+            unsafe { raw.batch_copy_list(batch, src_raw, dst_raw, list) };
+            Ok(list.len())
+        })
+    }
+
+    /// Checks a copy's two buffers (device, not destroyed, not mapped, `TRANSFER_SRC` on
+    /// `src` and `TRANSFER_DST` on `dst`), then runs `record` with both locked (in id order,
+    /// so two threads copying A to B and B to A cannot deadlock) and tracks them if it
+    /// recorded anything (it returns how many commands it did).
+    fn copy_locked(
+        &mut self,
+        src: &Buffer<B>,
+        dst: &Buffer<B>,
+        record: impl FnOnce(&B, &mut B::Batch, &B::Buffer, &B::Buffer) -> Result<usize>,
+    ) -> Result<()> {
         let device = &self.device;
         device.check_device(src)?;
         device.check_device(dst)?;
         let same = src.inner.id == dst.inner.id;
-        // Lock in id order so two threads copying A->B and B->A cannot deadlock.
         let (first, second) = if src.inner.id <= dst.inner.id {
             (&src.inner, &dst.inner)
         } else {
@@ -1411,41 +1695,6 @@ impl<B: Backend> Batch<B> {
         }
         src.inner.require(BufferUsage::TRANSFER_SRC)?;
         dst.inner.require(BufferUsage::TRANSFER_DST)?;
-        let ca = device.shared.limits.copy_alignment;
-        // The common case in one branch per entry (the alignment is a power of two): aligned,
-        // in bounds, two distinct buffers. Anything else takes the checks that name the fault.
-        let mask = if ca.is_power_of_two() {
-            ca - 1
-        } else {
-            u64::MAX
-        };
-        let (src_size, dst_size) = (src.inner.size, dst.inner.size);
-        // Empty copies, counted in the same pass (they are not recorded).
-        let mut empty = 0usize;
-        for &(src_offset, dst_offset, size) in copies {
-            empty += usize::from(size == 0);
-            let fast = !same
-                && (src_offset | dst_offset | size) & mask == 0
-                && src_offset <= src_size
-                && dst_offset <= dst_size
-                && size <= src_size - src_offset
-                && size <= dst_size - dst_offset;
-            if fast {
-                continue;
-            }
-            check_aligned(src_offset, size, ca)?;
-            check_aligned(dst_offset, size, ca)?;
-            check_bounds(src_offset, size, src.inner.size)?;
-            check_bounds(dst_offset, size, dst.inner.size)?;
-            if same && src_offset < dst_offset + size && dst_offset < src_offset + size && size > 0
-            {
-                return Err(Error::OverlappingCopy {
-                    src_offset,
-                    dst_offset,
-                    size,
-                });
-            }
-        }
         let (Some(src_raw), Some(dst_raw)) = (src_state.raw.as_ref(), dst_state.raw.as_ref())
         else {
             return Err(src.inner.destroyed());
@@ -1454,28 +1703,7 @@ impl<B: Backend> Batch<B> {
             .raw
             .as_mut()
             .expect("a batch is only consumed by submit");
-        let recorded = copies.len() - empty;
-        if empty == 0 {
-            // SAFETY: both buffers valid and unmapped, with the needed usage, every range
-            // aligned, in bounds and not overlapping within one buffer (all checked above
-            // under the locks, which are still held).
-            unsafe {
-                device
-                    .shared
-                    .raw
-                    .batch_copy_many(batch, src_raw, dst_raw, copies);
-            }
-        } else {
-            let nonempty: Vec<(u64, u64, u64)> =
-                copies.iter().copied().filter(|c| c.2 > 0).collect();
-            // SAFETY: as above.
-            unsafe {
-                device
-                    .shared
-                    .raw
-                    .batch_copy_many(batch, src_raw, dst_raw, &nonempty);
-            }
-        }
+        let recorded = record(&device.shared.raw, batch, src_raw, dst_raw)?;
         drop(guard_b);
         drop(guard_a);
         if recorded > 0 {
@@ -1688,6 +1916,163 @@ mod tests {
         want[..4].fill(9);
         want[4..12].fill(5);
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn copy_lists_check_in_constant_time_and_name_the_bad_entry() {
+        let d = device();
+        let rw = BufferUsage::TRANSFER_SRC | BufferUsage::TRANSFER_DST;
+        let src = d
+            .create_buffer(&BufferDesc::new(1024, rw, MemoryLocation::DeviceLocal))
+            .unwrap();
+        let dst = d
+            .create_buffer(&BufferDesc::new(512, rw, MemoryLocation::DeviceLocal))
+            .unwrap();
+        let bytes: Vec<u8> = (0..1024u32).map(|i| (i * 7 % 251) as u8).collect();
+        d.write(&src, 0, &bytes).unwrap();
+        d.write(&dst, 0, &[0u8; 512]).unwrap();
+        // Scattered, contiguous runs and an empty entry: the same bytes as `copy_many`.
+        let mut list = CopyList::new();
+        for (s, t, n) in [
+            (0, 256, 16),
+            (16, 272, 16),
+            (512, 0, 64),
+            (900, 400, 0),
+            (64, 480, 32),
+        ] {
+            list.push(s, t, n);
+        }
+        let mut batch = d.batch().unwrap();
+        batch.copy_list(&src, &dst, &list).unwrap();
+        batch.submit().unwrap();
+        let mut want = vec![0u8; 512];
+        want[256..288].copy_from_slice(&bytes[..32]);
+        want[..64].copy_from_slice(&bytes[512..576]);
+        want[480..].copy_from_slice(&bytes[64..96]);
+        assert_eq!(d.read(&dst, 0, 512).unwrap(), want);
+        // A bad entry anywhere: named, and nothing recorded.
+        for (bad, err) in [
+            (
+                (1000, 0, 32),
+                Error::OutOfBounds {
+                    offset: 1000,
+                    size: 32,
+                    buffer_size: 1024,
+                },
+            ),
+            (
+                (0, 500, 16),
+                Error::OutOfBounds {
+                    offset: 500,
+                    size: 16,
+                    buffer_size: 512,
+                },
+            ),
+            (
+                (u64::MAX - 3, 0, 8),
+                Error::OutOfBounds {
+                    offset: u64::MAX - 3,
+                    size: 8,
+                    buffer_size: 1024,
+                },
+            ),
+            (
+                (2, 0, 4),
+                Error::MisalignedOffset {
+                    offset: 2,
+                    alignment: 4,
+                },
+            ),
+        ] {
+            let mut bad_list = list.clone();
+            bad_list.push(bad.0, bad.1, bad.2);
+            bad_list.push(0, 0, 4);
+            let mut batch = d.batch().unwrap();
+            assert_eq!(batch.copy_list(&src, &dst, &bad_list).unwrap_err(), err);
+            assert!(batch.is_empty());
+        }
+        // One buffer: the overlap check of `copy_many`.
+        let mut within = CopyList::new();
+        within.push(0, 8, 16);
+        let mut batch = d.batch().unwrap();
+        assert_eq!(
+            batch.copy_list(&src, &src, &within).unwrap_err(),
+            Error::OverlappingCopy {
+                src_offset: 0,
+                dst_offset: 8,
+                size: 16
+            }
+        );
+    }
+
+    #[test]
+    fn write_mapped_list_checks_the_list_against_the_writes_first() {
+        let d = device();
+        let b = d
+            .create_buffer(&BufferDesc::new(
+                256,
+                BufferUsage::TRANSFER_SRC,
+                MemoryLocation::Upload,
+            ))
+            .unwrap();
+        d.map(&b, MapMode::Write).unwrap();
+        d.write_mapped(&b, 0, &[1u8; 256]).unwrap();
+        let (x, y) = ([9u8; 16], [5u8; 8]);
+        let writes = [(4096u64, &x[..]), (7, &x[..0]), (8192, &y[..])];
+        let mut list = CopyList::new();
+        let (end, _) = list.push_packed(32, &writes, |end, _| end.next_multiple_of(16));
+        assert_eq!(end, 24);
+        // Entry lengths or offsets that differ, or counts that differ: named, nothing written.
+        let mut short = CopyList::new();
+        short.push(32, 4096, 16);
+        let mut wrong = short.clone();
+        wrong.push(48, 8000, 8);
+        let mut long = list.clone();
+        long.push(100, 0, 4);
+        for (l, index, write, entry) in [
+            (&short, 1, (8192, 8), (0, 0)),
+            (&wrong, 1, (8192, 8), (8000, 8)),
+            (&long, 2, (0, 0), (0, 4)),
+        ] {
+            assert_eq!(
+                d.write_mapped_list(&b, &writes, l).unwrap_err(),
+                Error::ListMismatch {
+                    index,
+                    offset: write.0,
+                    size: write.1,
+                    entry_offset: entry.0,
+                    entry_len: entry.1,
+                }
+            );
+        }
+        // An entry outside the buffer: named.
+        let mut outside = CopyList::new();
+        outside.push(32, 4096, 16);
+        outside.push(250, 8192, 8);
+        assert_eq!(
+            d.write_mapped_list(&b, &writes, &outside).unwrap_err(),
+            Error::OutOfBounds {
+                offset: 250,
+                size: 8,
+                buffer_size: 256
+            }
+        );
+        d.unmap(&b).unwrap();
+        assert_eq!(d.read(&b, 0, 256).unwrap(), vec![1u8; 256]);
+        d.map(&b, MapMode::Write).unwrap();
+        d.write_mapped_list(&b, &writes, &list).unwrap();
+        // Out of order (a list of one's own): copied in order.
+        let mut back = CopyList::new();
+        back.push(200, 4096, 16);
+        back.push(100, 8192, 8);
+        d.write_mapped_list(&b, &writes, &back).unwrap();
+        d.unmap(&b).unwrap();
+        let mut want = vec![1u8; 256];
+        want[32..48].fill(9);
+        want[48..56].fill(5);
+        want[200..216].fill(9);
+        want[100..108].fill(5);
+        assert_eq!(d.read(&b, 0, 256).unwrap(), want);
     }
 
     #[test]

@@ -153,6 +153,24 @@ pub enum Error {
         /// `size_of::<T>()`.
         type_size: u64,
     },
+    /// A write and the entry of a [`crate::scatter::CopyList`] meant to place it disagree
+    /// ([`crate::Device::write_mapped_list`]): the list was not built from these writes.
+    #[error(
+        "write {index} (offset {offset}, {size} bytes) does not match its list entry (destination offset {entry_offset}, {entry_len} bytes)"
+    )]
+    ListMismatch {
+        /// Index of the write among the non-empty ones (the number of non-empty writes when
+        /// the list has more entries).
+        index: usize,
+        /// The write's offset (0 when there is no write `index`).
+        offset: u64,
+        /// The write's length (0 when there is no write `index`).
+        size: u64,
+        /// The entry's destination offset (0 when the list has no entry `index`).
+        entry_offset: u64,
+        /// The entry's length (0 when the list has no entry `index`).
+        entry_len: u64,
+    },
     /// The driver ran out of memory; the device keeps working.
     #[error("out of device memory")]
     OutOfMemory,

@@ -240,6 +240,277 @@ pub fn copy_runs(copies: &[(u64, u64, u64)]) -> impl Iterator<Item = CopyRun<'_>
     })
 }
 
+/// A list of copies between two buffers (`(src_offset, dst_offset, len)` each, in program
+/// order) that keeps, as it grows, what a batch must check about it: the largest ends, the
+/// low bits of every offset and length, the longest entry, and how many entries continue
+/// their predecessor in both buffers. [`crate::Batch::copy_list`] then checks the whole list
+/// in constant time instead of entry by entry, and hands it to the backend as it is: a list
+/// of thousands of copies built once (a manager's staged uploads) is walked once.
+///
+/// Empty entries are left out. Nothing is merged: entry `k` is the `k`-th non-empty push, so
+/// a list that says where each of a set of writes is staged stays in step with the writes
+/// ([`crate::Device::write_mapped_list`]).
+///
+/// ```
+/// use gantry_core::scatter::CopyList;
+/// let mut list = CopyList::new();
+/// assert!(!list.push(0, 512, 256));
+/// assert!(list.push(256, 768, 256)); // continues the first in both buffers
+/// assert!(!list.push(512, 0, 256));
+/// list.push(768, 4096, 0); // empty: left out
+/// assert_eq!(list.len(), 3);
+/// assert_eq!(list.joins(), 1);
+/// assert!(list.carried());
+/// assert_eq!((list.src_end(), list.dst_end()), (768, 1024));
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CopyList {
+    items: Vec<ScatterWrite>,
+    /// Every offset and length ORed together (alignment checks).
+    bits: u64,
+    /// At least the largest `src_offset + len` (`u64::MAX` once one overflows; exact from
+    /// [`Self::push`], from [`Self::push_packed`] the largest offset plus the longest entry).
+    src_end: u64,
+    /// At least the largest `dst_offset + len` (as `src_end`).
+    dst_end: u64,
+    /// Longest entry.
+    max_len: u64,
+    /// Entries that start where their predecessor ends, in both buffers.
+    joins: usize,
+}
+
+impl CopyList {
+    /// An empty list.
+    #[must_use]
+    pub const fn new() -> Self {
+        Self {
+            items: Vec::new(),
+            bits: 0,
+            src_end: 0,
+            dst_end: 0,
+            max_len: 0,
+            joins: 0,
+        }
+    }
+
+    /// An empty list with room for `n` entries.
+    #[must_use]
+    pub fn with_capacity(n: usize) -> Self {
+        Self {
+            items: Vec::with_capacity(n),
+            ..Self::new()
+        }
+    }
+
+    /// Appends a copy of `len` bytes from `src_offset` to `dst_offset` (nothing when `len`
+    /// is 0); returns whether it starts where the previous entry ends in both buffers.
+    #[inline]
+    pub fn push(&mut self, src_offset: u64, dst_offset: u64, len: u64) -> bool {
+        if len == 0 {
+            return false;
+        }
+        let joins = self.items.last().is_some_and(|l| {
+            l.src_offset.wrapping_add(l.len) == src_offset
+                && l.dst_offset.wrapping_add(l.len) == dst_offset
+        });
+        self.joins += usize::from(joins);
+        self.bits |= src_offset | dst_offset | len;
+        self.src_end = self.src_end.max(src_offset.saturating_add(len));
+        self.dst_end = self.dst_end.max(dst_offset.saturating_add(len));
+        self.max_len = self.max_len.max(len);
+        self.items.push(ScatterWrite {
+            dst_offset,
+            src_offset,
+            len,
+        });
+        joins
+    }
+
+    /// Appends a copy for each non-empty write of `writes` (`(dst_offset, bytes)`), staged
+    /// back to back from source offset `base`: each at `place(end, len)` (counted from
+    /// `base`), where `end` is where the previous one ended (0 for the first); returns where
+    /// the last one ends (from `base`) and how many entries start where their predecessor
+    /// ends in both buffers. What [`Self::push`] does per write, in one tight pass for a list
+    /// staged as one region. The list's bounds become the largest offsets plus the longest
+    /// entry (exact for writes of one length; with others, [`crate::Batch::copy_list`] may
+    /// check the list entry by entry).
+    ///
+    /// ```
+    /// use gantry_core::scatter::CopyList;
+    /// let a = [1u8; 12];
+    /// let mut list = CopyList::new();
+    /// // Each write at a multiple of 16 after the previous one.
+    /// let (end, joins) = list.push_packed(4096, &[(0, &a[..]), (12, &a[..0]), (64, &a[..])], |end, _| {
+    ///     end.next_multiple_of(16)
+    /// });
+    /// assert_eq!((end, joins), (28, 0));
+    /// assert_eq!(list.len(), 2);
+    /// assert_eq!((list.as_slice()[1].src_offset, list.as_slice()[1].dst_offset), (4112, 64));
+    /// assert_eq!(list.src_end(), 4096 + 28);
+    /// ```
+    #[inline]
+    pub fn push_packed(
+        &mut self,
+        base: u64,
+        writes: &[(u64, &[u8])],
+        mut place: impl FnMut(u64, u64) -> u64,
+    ) -> (u64, usize) {
+        self.items.reserve(writes.len());
+        // What the list keeps, in registers and off the chain from one entry's end to the
+        // next one's place (which bounds the pass: each step on it costs a cycle an entry):
+        // the largest offsets and the longest entry, whose sums bound every range's end.
+        let (mut bits, mut src_hi, mut dst_hi, mut longest) = (0u64, 0u64, 0u64, 0u64);
+        let mut prev_dst = self
+            .items
+            .last()
+            .map_or(u64::MAX, |l| l.dst_offset.wrapping_add(l.len));
+        let mut prev_end = self.items.last().map_or(u64::MAX, |l| {
+            l.src_offset.wrapping_add(l.len).wrapping_sub(base)
+        });
+        let mut joins = 0usize;
+        let mut end = 0u64;
+        for &(dst_offset, data) in writes {
+            let len = data.len() as u64;
+            if len == 0 {
+                continue;
+            }
+            let at = place(end, len);
+            end = at.wrapping_add(len);
+            joins += usize::from((at == prev_end) & (dst_offset == prev_dst));
+            prev_end = end;
+            prev_dst = dst_offset.wrapping_add(len);
+            bits |= at | dst_offset | len;
+            src_hi = src_hi.max(at);
+            dst_hi = dst_hi.max(dst_offset);
+            longest = longest.max(len);
+            self.items.push(ScatterWrite {
+                dst_offset,
+                src_offset: base.wrapping_add(at),
+                len,
+            });
+        }
+        if longest != 0 {
+            self.bits |= bits | base;
+            self.max_len = self.max_len.max(longest);
+            let src_end = base.saturating_add(src_hi).saturating_add(longest);
+            self.src_end = self.src_end.max(src_end);
+            self.dst_end = self.dst_end.max(dst_hi.saturating_add(longest));
+            self.joins += joins;
+        }
+        (end, joins)
+    }
+
+    /// Reserves room for `n` more entries.
+    pub fn reserve(&mut self, n: usize) {
+        self.items.reserve(n);
+    }
+
+    /// Empties the list, keeping its memory.
+    pub fn clear(&mut self) {
+        self.items.clear();
+        self.bits = 0;
+        self.src_end = 0;
+        self.dst_end = 0;
+        self.max_len = 0;
+        self.joins = 0;
+    }
+
+    /// The entries, in the order pushed.
+    #[must_use]
+    pub fn as_slice(&self) -> &[ScatterWrite] {
+        &self.items
+    }
+
+    /// Entries the list holds without allocating.
+    #[must_use]
+    pub fn capacity(&self) -> usize {
+        self.items.capacity()
+    }
+
+    /// Number of entries.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Whether the list has no entries.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Entries that start where their predecessor ends in both buffers (a copy of the list
+    /// as regions needs `len() - joins()` of them).
+    #[must_use]
+    pub const fn joins(&self) -> usize {
+        self.joins
+    }
+
+    /// Whether the entries form one contiguous range in both buffers.
+    #[must_use]
+    pub fn is_contiguous(&self) -> bool {
+        !self.items.is_empty() && self.joins + 1 == self.items.len()
+    }
+
+    /// Largest end of a source range (`u64::MAX` if one overflows).
+    #[must_use]
+    pub const fn src_end(&self) -> u64 {
+        self.src_end
+    }
+
+    /// Largest end of a destination range (`u64::MAX` if one overflows).
+    #[must_use]
+    pub const fn dst_end(&self) -> u64 {
+        self.dst_end
+    }
+
+    /// Every offset and length ORed together: the list is aligned to `a` (a power of two)
+    /// when `bits() % a == 0`.
+    #[must_use]
+    pub const fn bits(&self) -> u64 {
+        self.bits
+    }
+
+    /// Whether a scatter dispatch can carry every entry ([`carries`]).
+    #[must_use]
+    pub const fn carried(&self) -> bool {
+        self.bits.is_multiple_of(4) && self.max_len <= MAX_WRITE
+    }
+
+    /// The entries as copy regions, `(src_offset, dst_offset, len)`, each run of entries
+    /// contiguous in both buffers merged into one.
+    ///
+    /// ```
+    /// use gantry_core::scatter::CopyList;
+    /// let mut list = CopyList::new();
+    /// for (s, d) in [(0, 100), (8, 108), (16, 0), (24, 8)] {
+    ///     list.push(s, d, 8);
+    /// }
+    /// assert_eq!(list.regions().collect::<Vec<_>>(), [(0, 100, 16), (16, 0, 16)]);
+    /// ```
+    pub fn regions(&self) -> impl Iterator<Item = (u64, u64, u64)> + '_ {
+        let mut rest = &self.items[..];
+        core::iter::from_fn(move || {
+            let (first, tail) = rest.split_first()?;
+            let mut len = first.len;
+            let n = tail
+                .iter()
+                .position(|w| {
+                    let next = w.src_offset == first.src_offset.wrapping_add(len)
+                        && w.dst_offset == first.dst_offset.wrapping_add(len);
+                    len = len.wrapping_add(w.len);
+                    !next
+                })
+                .unwrap_or(tail.len());
+            let len = tail[..n]
+                .iter()
+                .fold(first.len, |l, w| l.wrapping_add(w.len));
+            rest = &tail[n..];
+            Some((first.src_offset, first.dst_offset, len))
+        })
+    }
+}
+
 /// How to scatter a set of writes into one destination with one dispatch.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ScatterPlan {
@@ -1141,5 +1412,98 @@ mod tests {
         // A huge unit saturates instead of overflowing, and is skipped.
         apply(&[1, 1, 0, 1], u64::MAX, &[1, 2, 3, 4], &mut dst);
         assert_eq!(dst, [1, 2, 3, 4, 0, 0, 0, 0]);
+    }
+
+    proptest::proptest! {
+        /// Model check of [`CopyList`]: `push_packed` gives the entries, joins and
+        /// alignment bits that one `push` per write gives, and bounds that cover every
+        /// entry (exact for writes of one length); `regions` copies exactly what the entries
+        /// copy, in as many regions as `len() - joins()`.
+        #[test]
+        fn copy_list_summaries_hold(
+            raw in proptest::collection::vec((0u64..64, 0u64..=6, proptest::bool::ANY), 0..60),
+            base in proptest::sample::select(vec![0u64, 4, 4096, u64::MAX - 64]),
+            align in proptest::sample::select(vec![1u64, 4, 16]),
+            uniform in proptest::bool::ANY,
+        ) {
+            let bytes = [0u8; 64];
+            // Slot-sized writes (contiguous runs where slots follow) or mixed lengths.
+            let writes: Vec<(u64, &[u8])> = raw
+                .iter()
+                .map(|&(slot, len, next)| {
+                    let len = if uniform { 8 } else { len as usize * 4 };
+                    (if next { slot * 8 } else { slot * 24 + 4 }, &bytes[..len])
+                })
+                .collect();
+            let place = |end: u64, _len: u64| (end + align - 1) & !(align - 1);
+            let mut packed = CopyList::new();
+            let (end, joins) = packed.push_packed(base, &writes, place);
+            let mut one = CopyList::new();
+            let mut at = 0u64;
+            for &(dst, data) in &writes {
+                if data.is_empty() {
+                    continue;
+                }
+                let placed = place(at, data.len() as u64);
+                one.push(base.wrapping_add(placed), dst, data.len() as u64);
+                at = placed + data.len() as u64;
+            }
+            proptest::prop_assert_eq!(end, at);
+            proptest::prop_assert_eq!(packed.as_slice(), one.as_slice());
+            proptest::prop_assert_eq!(joins, one.joins());
+            proptest::prop_assert_eq!(packed.joins(), one.joins());
+            proptest::prop_assert_eq!(packed.carried(), one.carried());
+            for a in [4u64, 16] {
+                proptest::prop_assert_eq!(packed.bits().is_multiple_of(a), one.bits().is_multiple_of(a));
+            }
+            proptest::prop_assert!(packed.src_end() >= one.src_end());
+            proptest::prop_assert!(packed.dst_end() >= one.dst_end());
+            if uniform {
+                proptest::prop_assert_eq!(packed.src_end(), one.src_end());
+                proptest::prop_assert_eq!(packed.dst_end(), one.dst_end());
+            }
+            let exact = |f: fn(&ScatterWrite) -> u64| {
+                one.as_slice().iter().map(|w| f(w).checked_add(w.len)).try_fold(0u64, |m, e| e.map(|e| m.max(e)))
+            };
+            proptest::prop_assert_eq!(Some(one.src_end()).filter(|&e| e != u64::MAX), exact(|w| w.src_offset).filter(|&e| e != u64::MAX));
+            proptest::prop_assert_eq!(Some(one.dst_end()), exact(|w| w.dst_offset));
+            // Regions: the same bytes moved (source offsets from `base` wrap; compared
+            // relative to it), contiguous neighbours merged.
+            let regions: Vec<(u64, u64, u64)> = one.regions().collect();
+            proptest::prop_assert_eq!(regions.len(), one.len() - one.joins());
+            let mut model = vec![0u64; 2048];
+            let mut merged = vec![0u64; 2048];
+            for w in one.as_slice() {
+                for i in 0..w.len {
+                    model[(w.dst_offset + i) as usize] = w.src_offset.wrapping_sub(base) + i + 1;
+                }
+            }
+            for &(s, d, n) in &regions {
+                for i in 0..n {
+                    merged[(d + i) as usize] = s.wrapping_sub(base) + i + 1;
+                }
+            }
+            proptest::prop_assert_eq!(model, merged);
+        }
+    }
+
+    #[test]
+    fn copy_list_push_skips_empties_and_saturates() {
+        let mut list = CopyList::new();
+        assert!(!list.push(0, 0, 0));
+        assert!(list.is_empty() && !list.is_contiguous());
+        list.push(u64::MAX - 4, 8, 16);
+        assert_eq!(list.src_end(), u64::MAX);
+        assert_eq!(list.dst_end(), 24);
+        list.clear();
+        assert_eq!(
+            (list.len(), list.src_end(), list.bits(), list.joins()),
+            (0, 0, 0, 0)
+        );
+        list.push(0, 0, MAX_WRITE + 4);
+        assert!(!list.carried());
+        list.push(MAX_WRITE + 4, MAX_WRITE + 4, 4);
+        assert!(list.is_contiguous());
+        assert_eq!(list.regions().collect::<Vec<_>>(), [(0, 0, MAX_WRITE + 8)]);
     }
 }

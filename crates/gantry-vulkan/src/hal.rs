@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use ash::vk;
 use ash::vk::Handle;
-use gantry_core::scatter::{self, CopyRun, ScatterPlan, ScatterWrite};
+use gantry_core::scatter::{self, CopyList, CopyRun, ScatterPlan, ScatterWrite};
 use gantry_core::{
     AdapterInfo, Backend, BufferUsage, DeviceError, DeviceType, Limits, MapMode, MemoryLocation,
     RawBufferDesc, SubmissionIndex, SubmittedWorkDoneCallback,
@@ -839,6 +839,33 @@ impl Backend for VulkanBackend {
         Ok(())
     }
 
+    unsafe fn write_mapped_list(
+        &self,
+        buffer: &VulkanBuffer,
+        writes: &[(u64, &[u8])],
+        at: &[ScatterWrite],
+    ) -> Result<(), DeviceError> {
+        let (Some(ptr), Some(first), Some(last)) = (buffer.mapped_ptr(), at.first(), at.last())
+        else {
+            for (&(_, data), w) in writes.iter().zip(at) {
+                // SAFETY: forwarded (the caller's contract covers every entry).
+                unsafe { self.write_mapped(buffer, w.src_offset, data) }?;
+            }
+            return Ok(());
+        };
+        // SAFETY: each range lies inside the mapping and no two overlap (contract: they
+        // ascend); the bytes are host memory that is not this mapping; `writes` and `at`
+        // are in step.
+        unsafe {
+            gantry_core::copier::run_staged(ptr.as_ptr(), writes, at, MANY_PARALLEL_MIN);
+        }
+        let (lo, hi) = (first.src_offset, last.src_offset + last.len);
+        // SAFETY: the range was just written and lies inside the mapping (ascending: the
+        // first entry starts it, the last ends it).
+        unsafe { self.0.flush(buffer, lo, hi - lo) }?;
+        Ok(())
+    }
+
     unsafe fn read_mapped(
         &self,
         buffer: &VulkanBuffer,
@@ -1237,6 +1264,46 @@ impl Backend for VulkanBackend {
                 }
             }
         }
+    }
+
+    unsafe fn batch_copy_list(
+        &self,
+        batch: &mut VulkanBatch,
+        src: &VulkanBuffer,
+        dst: &VulkanBuffer,
+        list: &CopyList,
+    ) {
+        let storage = vk::BufferUsageFlags::STORAGE_BUFFER;
+        let scatterable = batch.scatter
+            && src.raw() != dst.raw()
+            && src.usage().contains(storage)
+            && dst.usage().contains(storage);
+        // Few regions once contiguous neighbours merge (an adjacent list: one): copies.
+        if !scatterable || list.len() - list.joins() < scatter::MIN_WRITES {
+            for (src_offset, dst_offset, size) in list.regions() {
+                // SAFETY: forwarded (the caller's contract covers every entry, so every
+                // merged range).
+                unsafe { self.batch_copy(batch, src, src_offset, dst, dst_offset, size) };
+            }
+            return;
+        }
+        if !list.carried() {
+            let copies: Vec<(u64, u64, u64)> = list.regions().collect();
+            // SAFETY: forwarded.
+            unsafe { self.batch_copy_many(batch, src, dst, &copies) };
+            return;
+        }
+        // As `batch_copy_many` does for a run that scatters, for the whole list at once: no
+        // entry is looked at here.
+        batch.before_writing(dst.raw());
+        batch.emit_deferred(src.raw());
+        batch.register_copy_source(src);
+        batch.defer_many(
+            dst.raw(),
+            dst.uma_ptr(),
+            Source::Buffer(src.raw()),
+            list.as_slice().iter().copied(),
+        );
     }
 
     unsafe fn submit(&self, mut batch: VulkanBatch) -> Result<SubmissionIndex, DeviceError> {

@@ -895,6 +895,42 @@ impl Backend for WgpuBackend {
         Ok(())
     }
 
+    unsafe fn write_mapped_list(
+        &self,
+        buffer: &WgpuBuffer,
+        writes: &[(u64, &[u8])],
+        at: &[gantry_core::scatter::ScatterWrite],
+    ) -> Result<(), DeviceError> {
+        let Some(last) = at.last() else {
+            return Ok(());
+        };
+        let hi = last.src_offset + last.len;
+        // One view over all the entries (a view per entry costs a wgpu call each), from the
+        // buffer's start so the entries' offsets address it.
+        let end = gantry_core::align_up(hi, COPY_ALIGN)
+            .unwrap_or(u64::MAX)
+            .min(buffer.buffer.size());
+        if let Ok(mut view) = buffer.buffer.get_mapped_range_mut(0..end) {
+            let mut mapping = view.slice(..);
+            if mapping.len() as u64 >= hi {
+                let base = mapping.as_raw_element_ptr().as_ptr();
+                // SAFETY: `base` is the start of a writable view of `hi` bytes or more, held
+                // here (nothing else writes it); every entry lies below `hi` and no two
+                // overlap (contract: they ascend); the bytes are host memory, not this
+                // mapping; `writes` and `at` are in step.
+                unsafe {
+                    gantry_core::copier::run_staged(base, writes, at, staging::PARALLEL_STAGED_MIN);
+                };
+                return Ok(());
+            }
+        }
+        for (&(_, data), w) in writes.iter().zip(at) {
+            // SAFETY: forwarded (the caller's contract covers every entry).
+            unsafe { self.write_mapped(buffer, w.src_offset, data) }?;
+        }
+        Ok(())
+    }
+
     unsafe fn read_mapped(
         &self,
         buffer: &WgpuBuffer,
@@ -997,6 +1033,24 @@ impl Backend for WgpuBackend {
             return;
         }
         batch.copy_many(self, &src.buffer, &dst.buffer, copies);
+    }
+
+    unsafe fn batch_copy_list(
+        &self,
+        batch: &mut WgpuBatch,
+        src: &WgpuBuffer,
+        dst: &WgpuBuffer,
+        list: &gantry_core::scatter::CopyList,
+    ) {
+        if src.buffer == dst.buffer {
+            for (src_offset, dst_offset, size) in list.regions() {
+                // SAFETY: forwarded (the caller's contract covers every entry, so every
+                // merged range).
+                unsafe { self.batch_copy(batch, src, src_offset, dst, dst_offset, size) };
+            }
+            return;
+        }
+        batch.copy_list(self, &src.buffer, &dst.buffer, list);
     }
 
     unsafe fn submit(&self, mut batch: WgpuBatch) -> Result<SubmissionIndex, DeviceError> {

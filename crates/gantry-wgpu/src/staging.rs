@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use gantry_core::DeviceError;
-use gantry_core::scatter::{self, CopyRun, ScatterPlan, ScatterWrite};
+use gantry_core::scatter::{self, CopyList, CopyRun, ScatterPlan, ScatterWrite};
 
 use crate::WgpuBackend;
 use crate::scatter::Scatter;
@@ -1311,6 +1311,38 @@ impl WgpuBatch {
                 }
             }
         }
+    }
+
+    /// Records the copies of `list` as [`Self::copy_many`] records its entries: a list
+    /// whose entries a dispatch carries joins the deferred writes whole (no entry is looked
+    /// at); one of few regions once contiguous neighbours merge goes as copies.
+    pub(crate) fn copy_list(
+        &mut self,
+        ctx: &WgpuBackend,
+        src: &wgpu::Buffer,
+        dst: &wgpu::Buffer,
+        list: &CopyList,
+    ) {
+        let scatterable =
+            self.scatter.enabled && src != dst && dst.usage().contains(wgpu::BufferUsages::STORAGE);
+        if !scatterable || list.len() - list.joins() < scatter::MIN_WRITES {
+            for (src_offset, dst_offset, size) in list.regions() {
+                self.copy(ctx, src, src_offset, dst, dst_offset, size);
+            }
+            return;
+        }
+        if !list.carried() {
+            let copies: Vec<(u64, u64, u64)> = list.regions().collect();
+            self.copy_many(ctx, src, dst, &copies);
+            return;
+        }
+        self.flush();
+        // Nothing deferred below writes `src` or reads `dst`: once is enough.
+        if self.before_writing(ctx, dst).is_err() || self.emit_for(ctx, src).is_err() {
+            return;
+        }
+        let source = Source::Buffer(src.clone());
+        self.defer_many(dst, &source, list.as_slice().iter().copied());
     }
 
     /// Ends recording: the command buffer, the chunks to recycle after the submission and
