@@ -38,6 +38,7 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, RwLock};
 
+use gantry_core::scatter::{CopyList, ScatterWrite};
 use gantry_core::{
     Backend, Buffer, BufferDesc, BufferUsage, Device, MapMode, MemoryLocation, SubmissionIndex,
 };
@@ -224,7 +225,7 @@ pub(crate) struct StagingState<B: Backend> {
     /// Entry lists of flushed `upload_many` operations, cleared, for the next ones: a list
     /// of 10,000 entries is 240 KiB, and writing it into fresh memory each frame cost as
     /// much as staging the bytes.
-    pub(crate) spare_entries: Vec<Vec<(u64, u64, u64)>>,
+    pub(crate) spare_entries: Vec<CopyList>,
 }
 
 #[derive(Default, Clone, Copy)]
@@ -244,12 +245,12 @@ const SPARE_ENTRIES_MAX: usize = 1 << 16;
 
 impl<B: Backend> StagingState<B> {
     /// An empty entry list, with the capacity of a flushed one when there is one.
-    pub(crate) fn entries(&mut self) -> Vec<(u64, u64, u64)> {
+    pub(crate) fn entries(&mut self) -> CopyList {
         self.spare_entries.pop().unwrap_or_default()
     }
 
     /// Keeps `entries` (of a flushed operation) for [`Self::entries`], if there is room.
-    pub(crate) fn give_back_entries(&mut self, mut entries: Vec<(u64, u64, u64)>) {
+    pub(crate) fn give_back_entries(&mut self, mut entries: CopyList) {
         if self.spare_entries.len() < SPARE_ENTRY_LISTS
             && (1..=SPARE_ENTRIES_MAX).contains(&entries.capacity())
         {
@@ -610,15 +611,23 @@ impl Shadow {
         }
     }
 
-    /// Copies each of `pieces` (`(chunk offset, bytes)`), all inside `[start, start + len)`,
-    /// and keeps that range as one span (its alignment gaps too).
-    pub(crate) fn put_many(&mut self, start: u64, len: u64, pieces: &[(u64, &[u8])]) {
+    /// Copies the bytes of each non-empty write of `writes` to the chunk offset of its entry
+    /// of `at` (in step, as a [`CopyList`] built from them), all inside
+    /// `[start, start + len)`, and keeps that range as one span (its alignment gaps too).
+    pub(crate) fn put_list(
+        &mut self,
+        start: u64,
+        len: u64,
+        writes: &[(u64, &[u8])],
+        at: &[ScatterWrite],
+    ) {
         let end = (start + len) as usize; // within a chunk, which fits in memory
         if self.bytes.len() < end {
             self.bytes.resize(end.next_power_of_two(), 0);
         }
-        for &(offset, data) in pieces {
-            let at = offset as usize;
+        let nonempty = writes.iter().filter(|w| !w.1.is_empty());
+        for (&(_, data), w) in nonempty.zip(at) {
+            let at = w.src_offset as usize;
             self.bytes[at..at + data.len()].copy_from_slice(data);
         }
         self.spans.push((start, len));

@@ -18,6 +18,7 @@ use gantry_stats::{Counter, EventStats, TransferKind};
 use crate::error::{Error, Result};
 use crate::pool::{BufferPool, PooledBuffer};
 use crate::staging::{Region, StagingEvent, StagingState};
+use gantry_core::scatter::{CopyList, ScatterWrite};
 
 /// Where `size` staged bytes start: at a multiple of 16 when `size` is one (the backends' wide
 /// scatter shader takes such writes), else at the copy alignment `align`.
@@ -27,27 +28,6 @@ fn staged_align(size: u64, align: u64) -> u64 {
         align.max(16)
     } else {
         align
-    }
-}
-
-/// Appends the upload `(staging offset, dst offset, size)` to `entries`, extending the last
-/// entry instead when the two are contiguous in staging and in the destination (one copy
-/// region, where a backend copies instead of scattering); returns whether it extended.
-///
-/// Inlined, with the entry in registers: called out of line, the entry went through memory,
-/// stored as three words and reloaded in two wider moves, which defeats store-to-load
-/// forwarding and cost about 10 ns an entry.
-#[inline(always)]
-fn push_entry(entries: &mut Vec<(u64, u64, u64)>, (at, offset, size): (u64, u64, u64)) -> bool {
-    match entries.last_mut() {
-        Some(e) if e.0 + e.2 == at && e.1 + e.2 == offset => {
-            e.2 += size;
-            true
-        }
-        _ => {
-            entries.push((at, offset, size));
-            false
-        }
     }
 }
 
@@ -177,11 +157,11 @@ enum OpKind<B: Backend> {
         src: Src<B>,
     },
     /// Many uploads to one buffer staged together in one chunk ([`Inner::upload_many`]):
-    /// `(staging offset, dst_offset, size)` in program order.
+    /// copies from the chunk to `dst`, in program order, one entry per upload.
     UploadMany {
         dst: Buffer<B>,
         chunk: usize,
-        entries: Vec<(u64, u64, u64)>,
+        entries: CopyList,
         /// The entries' bytes in all (counted as they come, for the flush's statistics).
         bytes: u64,
     },
@@ -348,7 +328,7 @@ impl<B: Backend> Inner<B> {
             && *c == chunk
         {
             let mut entries = st.spare_entries.pop().unwrap_or_default();
-            entries.push((*offset, *dst_offset, *size));
+            entries.push(*offset, *dst_offset, *size);
             last.kind = OpKind::UploadMany {
                 dst: dst.clone(),
                 chunk,
@@ -370,7 +350,7 @@ impl<B: Backend> Inner<B> {
         }
         let ticket = Arc::clone(&last.ticket);
         *bytes += size;
-        st.coalesced += u64::from(push_entry(entries, (staging_offset, dst_offset, size)));
+        st.coalesced += u64::from(entries.push(staging_offset, dst_offset, size));
         st.joined += 1;
         Some(ticket)
     }
@@ -719,39 +699,28 @@ impl<B: Backend> Inner<B> {
         let guard = writers.read().unwrap_or_else(PoisonError::into_inner);
         let mut entries = st.entries();
         drop(st);
-        // `(staging offset, dst_offset, size)` and `(staging offset, bytes)` of the entries,
-        // packed from the region's start as `upload_many` measured them.
+        // Where each entry is staged, packed from the region's start as `upload_many`
+        // measured them: the list the flush records, and where the bytes are copied to.
         entries.reserve(writes.len());
-        let mut pieces: Vec<(u64, &[u8])> = Vec::with_capacity(writes.len());
-        let mut end = 0u64;
         let mut bytes = 0u64;
-        // Entries merged into their neighbour here (the flush no longer sees them apart).
-        let mut coalesced = 0u64;
-        for &(offset, data) in writes {
-            let size = data.len() as u64;
-            if size == 0 {
-                continue;
-            }
+        let (_, joins) = entries.push_packed(region.offset, writes, |end, size| {
             bytes += size;
-            let at = align_up(end, staged_align(size, a)).unwrap_or(u64::MAX);
-            let staged = region.offset + at;
-            if push_entry(&mut entries, (staged, offset, size)) {
-                coalesced += 1;
-            }
-            pieces.push((staged, data));
-            end = at + size;
-        }
+            align_up(end, staged_align(size, a)).unwrap_or(u64::MAX)
+        });
+        // Entries contiguous with their neighbour in staging and the destination (the flush
+        // copies them as one region).
+        let coalesced = joins as u64;
         let written = if len <= SMALL_UPLOAD {
             // Small regions join the chunk's shadow, like small uploads: its flush merges
             // spans across gaps of up to 256 bytes, which must not hold bytes it lacks.
-            lock(&shadow).put_many(region.offset, len, &pieces);
+            lock(&shadow).put_list(region.offset, len, writes, entries.as_slice());
             Ok(())
         } else {
-            // Straight into the mapping, once per region: the entries are contiguous, so
-            // the copies stream into write-combined memory too.
-            self.device.write_mapped_many(&buffer, &pieces)
+            // Straight into the mapping, once per region, where the list says (the copy
+            // threads take many bytes; the entries ascend, so the copies stream into
+            // write-combined memory too).
+            self.device.write_mapped_list(&buffer, writes, &entries)
         };
-        drop(pieces);
         if let Err(e) = written {
             drop(guard);
             return Err(e.into());
@@ -1104,17 +1073,26 @@ impl<B: Backend> Inner<B> {
             // The copies from one staging buffer go to the batch in one `copy_many` call
             // (the two buffers checked and locked once, not per upload).
             if let [i] = group[..]
-                && let OpKind::UploadMany { chunk, entries, .. } = &ops[i].kind
+                && let OpKind::UploadMany {
+                    dst,
+                    chunk,
+                    entries,
+                    ..
+                } = &ops[i].kind
             {
-                // One `upload_many` region: its entries were coalesced when staged.
-                regions += entries.len() as u64;
-                self.record_copies(batch, ops, Some(&st.chunks[*chunk].buffer), entries, &[i]);
+                // One `upload_many` region (or joined small uploads): its list goes to the
+                // batch as it is (contiguous entries were counted when staged).
+                regions += (entries.len() - entries.joins()) as u64;
+                if let Err(e) = batch.copy_list(&st.chunks[*chunk].buffer, dst, entries) {
+                    self.counters.failed_ops.inc();
+                    ops[i].ticket.fail(e);
+                }
                 continue;
             }
             let mut from: Option<&Buffer<B>> = None;
             for &i in &group {
                 let single;
-                let (src, items): (&Buffer<B>, &[(u64, u64, u64)]) = match &ops[i].kind {
+                let (src, items): (&Buffer<B>, &[ScatterWrite]) = match &ops[i].kind {
                     OpKind::Upload {
                         dst_offset,
                         size,
@@ -1125,11 +1103,15 @@ impl<B: Backend> Inner<B> {
                             Src::Staged { chunk, offset } => (&st.chunks[*chunk].buffer, *offset),
                             Src::Dedicated(b) => (b.buffer(), 0),
                         };
-                        single = [(offset, *dst_offset, *size)];
+                        single = [ScatterWrite {
+                            dst_offset: *dst_offset,
+                            src_offset: offset,
+                            len: *size,
+                        }];
                         (buffer, &single[..])
                     }
                     OpKind::UploadMany { chunk, entries, .. } => {
-                        (&st.chunks[*chunk].buffer, &entries[..])
+                        (&st.chunks[*chunk].buffer, entries.as_slice())
                     }
                     _ => continue,
                 };
@@ -1141,13 +1123,17 @@ impl<B: Backend> Inner<B> {
                 from = Some(src);
                 copies.reserve(items.len());
                 let before = copies.len();
-                for &(so, dof, len) in items {
+                for (k, w) in items.iter().enumerate() {
                     match copies.last_mut() {
-                        Some(last) if last.0 + last.2 == so && last.1 + last.2 == dof => {
-                            last.2 += len;
-                            coalesced += 1;
+                        Some(last)
+                            if last.0 + last.2 == w.src_offset
+                                && last.1 + last.2 == w.dst_offset =>
+                        {
+                            last.2 += w.len;
+                            // Within one list, counted when it was staged.
+                            coalesced += u64::from(k == 0);
                         }
-                        _ => copies.push((so, dof, len)),
+                        _ => copies.push((w.src_offset, w.dst_offset, w.len)),
                     }
                 }
                 regions += (copies.len() - before) as u64;
