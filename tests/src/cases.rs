@@ -1744,7 +1744,7 @@ fn batch_copy_list<B: Backend>(d: &Device<B>) -> R {
         writes.push((slot * 1024, &payload[i * 512..i * 512 + len]));
     }
     let mut list = CopyList::with_capacity(writes.len());
-    let (end, _) = list.push_packed(4096, &writes, |end, _| end.next_multiple_of(16));
+    let (end, _) = list.push_packed(4096, &writes, 16);
     if end + 4096 > size {
         return Err(format!("staged {end} bytes past the staging buffer"));
     }

@@ -1003,6 +1003,115 @@ impl<B: Backend> Device<B> {
         Ok(())
     }
 
+    /// Stages `writes` back to back in a mapped buffer from `offset`, as
+    /// [`CopyList::push_packed`] places them (each at a multiple of `align` from `offset`),
+    /// appends their copies to `list`, and copies their bytes there (on the copy threads when
+    /// they come to many bytes): one pass to place them, no pass to check a list built
+    /// elsewhere. A later [`Batch::copy_list`] from `buffer` delivers the writes. Returns
+    /// the bytes the writes take from `offset` and how many entries continue their
+    /// predecessor in both buffers. When an entry would lie outside the buffer, it is named,
+    /// `list` is left as it was and nothing is written.
+    ///
+    /// ```
+    /// use gantry_core::{Backend, Batch, Buffer, Device, MapMode, scatter::CopyList};
+    ///
+    /// /// Stages 10,000 scattered 256-byte records in `staging` and copies each to its slot.
+    /// fn upload<B: Backend>(
+    ///     device: &Device<B>,
+    ///     staging: &Buffer<B>,
+    ///     dst: &Buffer<B>,
+    ///     records: &[(u64, [u8; 256])],
+    /// ) -> gantry_core::Result<()> {
+    ///     let writes: Vec<(u64, &[u8])> =
+    ///         records.iter().map(|(slot, r)| (slot * 256, &r[..])).collect();
+    ///     let mut list = CopyList::new();
+    ///     device.write_mapped_packed(staging, 0, &writes, 16, &mut list)?;
+    ///     device.unmap(staging)?;
+    ///     let mut batch: Batch<B> = device.batch()?;
+    ///     batch.copy_list(staging, dst, &list)?;
+    ///     batch.submit()?;
+    ///     Ok(())
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Device::write_mapped`], for the first entry outside the buffer.
+    pub fn write_mapped_packed(
+        &self,
+        buffer: &Buffer<B>,
+        offset: u64,
+        writes: &[(u64, &[u8])],
+        align: u64,
+        list: &mut CopyList,
+    ) -> Result<(u64, usize)> {
+        self.check_device(buffer)?;
+        let inner = &buffer.inner;
+        let mut state = inner.state();
+        let state = &mut *state;
+        let Some(raw) = state.raw.as_ref() else {
+            return Err(inner.destroyed());
+        };
+        let shadow = match &mut state.map {
+            MapState::Unmapped | MapState::ReadPending => return Err(Error::NotMapped),
+            MapState::Mapped(MapMode::Read) => {
+                return Err(Error::WrongMapMode {
+                    mapped: MapMode::Read,
+                    requested: MapMode::Write,
+                });
+            }
+            MapState::Mapped(MapMode::Write) => None,
+            MapState::Shadow(shadow) => Some(shadow),
+        };
+        let snapshot = list.snapshot();
+        let first = snapshot.0;
+        let placed = list.push_packed(offset, writes, align);
+        // The new entries ascend from `offset` (unless their sum wrapped: `placed` says so),
+        // so the last one's end bounds them; counted from `offset` (where the list's offsets
+        // may have wrapped), then added to it.
+        let end = match list.as_slice()[first..].last() {
+            _ if placed.0 == u64::MAX => None,
+            Some(w) => w
+                .src_offset
+                .wrapping_sub(offset)
+                .checked_add(w.len)
+                .and_then(|rel| offset.checked_add(rel)),
+            None => Some(0),
+        };
+        if end.is_none_or(|e| e > inner.size) {
+            let outside = list.as_slice()[first..]
+                .iter()
+                .find(|w| check_bounds(w.src_offset, w.len, inner.size).is_err())
+                .map(|w| (w.src_offset, w.len));
+            list.restore(snapshot);
+            let (offset, size) = outside.unwrap_or((offset, 0));
+            return Err(Error::OutOfBounds {
+                offset,
+                size,
+                buffer_size: inner.size,
+            });
+        }
+        let at = &list.as_slice()[first..];
+        let nonempty: Vec<(u64, &[u8])>;
+        let writes = if at.len() == writes.len() {
+            writes
+        } else {
+            nonempty = writes.iter().copied().filter(|w| !w.1.is_empty()).collect();
+            &nonempty[..]
+        };
+        if let Some(shadow) = shadow {
+            for (&(_, data), w) in writes.iter().zip(at) {
+                let start = w.src_offset as usize; // within a Vec, so it fits in usize
+                shadow[start..start + data.len()].copy_from_slice(data);
+            }
+            return Ok(placed);
+        }
+        // SAFETY: mapped for writing; `writes` (the non-empty ones) and `at` in step (placed
+        // from them just now), each range within the buffer (the last end, checked above:
+        // the ranges ascend from `offset` without overlapping).
+        unsafe { self.shared.raw.write_mapped_list(raw, writes, at) }?;
+        Ok(placed)
+    }
+
     /// Copies bytes out of a buffer mapped for reading, from `offset` (any alignment).
     ///
     /// # Errors
@@ -1814,6 +1923,7 @@ impl<B: Backend> Drop for ReadFuture<B> {
 mod tests {
     use super::*;
     use crate::reference::ReferenceBackend;
+    use crate::scatter::ScatterWrite;
 
     fn device() -> Device<ReferenceBackend> {
         Device::new(ReferenceBackend::new(1 << 20))
@@ -2020,8 +2130,8 @@ mod tests {
         let (x, y) = ([9u8; 16], [5u8; 8]);
         let writes = [(4096u64, &x[..]), (7, &x[..0]), (8192, &y[..])];
         let mut list = CopyList::new();
-        let (end, _) = list.push_packed(32, &writes, |end, _| end.next_multiple_of(16));
-        assert_eq!(end, 24);
+        let (end, _) = list.push_packed(32, &writes, 16);
+        assert_eq!(end, 32);
         // Entry lengths or offsets that differ, or counts that differ: named, nothing written.
         let mut short = CopyList::new();
         short.push(32, 4096, 16);
@@ -2072,6 +2182,71 @@ mod tests {
         want[48..56].fill(5);
         want[200..216].fill(9);
         want[100..108].fill(5);
+        assert_eq!(d.read(&b, 0, 256).unwrap(), want);
+    }
+
+    #[test]
+    fn write_mapped_packed_places_checks_and_copies() {
+        let d = device();
+        let b = d
+            .create_buffer(&BufferDesc::new(
+                256,
+                BufferUsage::TRANSFER_SRC,
+                MemoryLocation::Upload,
+            ))
+            .unwrap();
+        let (x, y) = ([9u8; 20], [5u8; 8]);
+        let writes = [(4096u64, &x[..]), (7, &x[..0]), (8192, &y[..])];
+        let mut list = CopyList::new();
+        assert_eq!(
+            d.write_mapped_packed(&b, 0, &writes, 16, &mut list)
+                .unwrap_err(),
+            Error::NotMapped
+        );
+        d.map(&b, MapMode::Write).unwrap();
+        d.write_mapped(&b, 0, &[1u8; 256]).unwrap();
+        list.push(0, 0, 4);
+        let before = list.clone();
+        // The second write would end past the buffer: named; list and buffer unchanged.
+        assert_eq!(
+            d.write_mapped_packed(&b, 220, &writes, 16, &mut list)
+                .unwrap_err(),
+            Error::OutOfBounds {
+                offset: 252,
+                size: 8,
+                buffer_size: 256
+            }
+        );
+        assert_eq!(list, before);
+        // Offsets beyond `u64`: refused, not wrapped.
+        assert!(
+            d.write_mapped_packed(&b, u64::MAX - 8, &writes, 16, &mut list)
+                .is_err()
+        );
+        assert_eq!(list, before);
+        assert_eq!(
+            d.write_mapped_packed(&b, 64, &writes, 16, &mut list),
+            Ok((48, 0))
+        );
+        assert_eq!(
+            &list.as_slice()[1..],
+            [
+                ScatterWrite {
+                    dst_offset: 4096,
+                    src_offset: 64,
+                    len: 20
+                },
+                ScatterWrite {
+                    dst_offset: 8192,
+                    src_offset: 96,
+                    len: 8
+                }
+            ]
+        );
+        d.unmap(&b).unwrap();
+        let mut want = vec![1u8; 256];
+        want[64..84].fill(9);
+        want[96..104].fill(5);
         assert_eq!(d.read(&b, 0, 256).unwrap(), want);
     }
 

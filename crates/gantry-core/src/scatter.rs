@@ -268,10 +268,10 @@ pub struct CopyList {
     items: Vec<ScatterWrite>,
     /// Every offset and length ORed together (alignment checks).
     bits: u64,
-    /// At least the largest `src_offset + len` (`u64::MAX` once one overflows; exact from
-    /// [`Self::push`], from [`Self::push_packed`] the largest offset plus the longest entry).
+    /// Largest `src_offset + len` (`u64::MAX` once one overflows).
     src_end: u64,
-    /// At least the largest `dst_offset + len` (as `src_end`).
+    /// At least the largest `dst_offset + len` (`u64::MAX` once one overflows; exact from
+    /// [`Self::push`], from [`Self::push_packed`] the largest offset plus the longest entry).
     dst_end: u64,
     /// Longest entry.
     max_len: u64,
@@ -327,60 +327,53 @@ impl CopyList {
     }
 
     /// Appends a copy for each non-empty write of `writes` (`(dst_offset, bytes)`), staged
-    /// back to back from source offset `base`: each at `place(end, len)` (counted from
-    /// `base`), where `end` is where the previous one ended (0 for the first); returns where
-    /// the last one ends (from `base`) and how many entries start where their predecessor
-    /// ends in both buffers. What [`Self::push`] does per write, in one tight pass for a list
-    /// staged as one region. The list's bounds become the largest offsets plus the longest
-    /// entry (exact for writes of one length; with others, [`crate::Batch::copy_list`] may
-    /// check the list entry by entry).
+    /// back to back from source offset `base`: each at a multiple of `align` (a power of
+    /// two; another is taken as the next one) from `base`, the previous write's length
+    /// rounded up to it after the previous start. Returns the bytes the writes take from
+    /// `base` (the last length rounded up too) and how many entries start where their
+    /// predecessor ends in both buffers. What [`Self::push`] does per write, in one pass whose
+    /// only step from one entry to the next is an addition: for thousands of writes staged
+    /// as one region. The list's destination bound becomes the largest offset plus the
+    /// longest entry (exact for writes of one length; with others,
+    /// [`crate::Batch::copy_list`] may check the list entry by entry).
     ///
     /// ```
     /// use gantry_core::scatter::CopyList;
     /// let a = [1u8; 12];
     /// let mut list = CopyList::new();
-    /// // Each write at a multiple of 16 after the previous one.
-    /// let (end, joins) = list.push_packed(4096, &[(0, &a[..]), (12, &a[..0]), (64, &a[..])], |end, _| {
-    ///     end.next_multiple_of(16)
-    /// });
-    /// assert_eq!((end, joins), (28, 0));
+    /// let (end, joins) = list.push_packed(4096, &[(0, &a[..]), (12, &a[..0]), (64, &a[..])], 16);
+    /// assert_eq!((end, joins), (32, 0));
     /// assert_eq!(list.len(), 2);
     /// assert_eq!((list.as_slice()[1].src_offset, list.as_slice()[1].dst_offset), (4112, 64));
-    /// assert_eq!(list.src_end(), 4096 + 28);
+    /// assert_eq!(list.src_end(), 4112 + 12);
     /// ```
-    #[inline]
-    pub fn push_packed(
-        &mut self,
-        base: u64,
-        writes: &[(u64, &[u8])],
-        mut place: impl FnMut(u64, u64) -> u64,
-    ) -> (u64, usize) {
+    pub fn push_packed(&mut self, base: u64, writes: &[(u64, &[u8])], align: u64) -> (u64, usize) {
+        let mask = align.max(1).checked_next_power_of_two().unwrap_or(1 << 63) - 1;
         self.items.reserve(writes.len());
-        // What the list keeps, in registers and off the chain from one entry's end to the
-        // next one's place (which bounds the pass: each step on it costs a cycle an entry):
-        // the largest offsets and the longest entry, whose sums bound every range's end.
-        let (mut bits, mut src_hi, mut dst_hi, mut longest) = (0u64, 0u64, 0u64, 0u64);
-        let mut prev_dst = self
-            .items
-            .last()
-            .map_or(u64::MAX, |l| l.dst_offset.wrapping_add(l.len));
-        let mut prev_end = self.items.last().map_or(u64::MAX, |l| {
-            l.src_offset.wrapping_add(l.len).wrapping_sub(base)
+        // What the list keeps, in registers and off the step from one entry's start to the
+        // next (an addition of a length rounded up, computed beside it): the destination's
+        // largest offset and the longest entry, whose sum bounds every destination end. The
+        // source ranges ascend, so the last one's end bounds them (unless the sum wrapped).
+        let (mut bits, mut dst_hi, mut longest) = (0u64, 0u64, 0u64);
+        let (mut prev_end, mut prev_dst) = self.items.last().map_or((u64::MAX, u64::MAX), |l| {
+            (
+                l.src_offset.wrapping_add(l.len).wrapping_sub(base),
+                l.dst_offset.wrapping_add(l.len),
+            )
         });
-        let mut joins = 0usize;
-        let mut end = 0u64;
+        let (mut joins, mut end, mut wrapped) = (0usize, 0u64, false);
         for &(dst_offset, data) in writes {
             let len = data.len() as u64;
             if len == 0 {
                 continue;
             }
-            let at = place(end, len);
-            end = at.wrapping_add(len);
+            let at = end;
+            end = at.wrapping_add(len.wrapping_add(mask) & !mask);
+            wrapped |= (end < at) | (len > !mask);
             joins += usize::from((at == prev_end) & (dst_offset == prev_dst));
-            prev_end = end;
+            prev_end = at.wrapping_add(len);
             prev_dst = dst_offset.wrapping_add(len);
             bits |= at | dst_offset | len;
-            src_hi = src_hi.max(at);
             dst_hi = dst_hi.max(dst_offset);
             longest = longest.max(len);
             self.items.push(ScatterWrite {
@@ -392,12 +385,41 @@ impl CopyList {
         if longest != 0 {
             self.bits |= bits | base;
             self.max_len = self.max_len.max(longest);
-            let src_end = base.saturating_add(src_hi).saturating_add(longest);
+            let src_end = if wrapped {
+                u64::MAX
+            } else {
+                base.saturating_add(prev_end)
+            };
             self.src_end = self.src_end.max(src_end);
             self.dst_end = self.dst_end.max(dst_hi.saturating_add(longest));
             self.joins += joins;
         }
-        (end, joins)
+        (if wrapped { u64::MAX } else { end }, joins)
+    }
+
+    /// The list's length and summary, to [`Self::restore`] after entries pushed since are
+    /// refused.
+    pub(crate) fn snapshot(&self) -> (usize, [u64; 4], usize) {
+        (
+            self.items.len(),
+            [self.bits, self.src_end, self.dst_end, self.max_len],
+            self.joins,
+        )
+    }
+
+    /// Drops the entries pushed since `snapshot` was taken and restores its summary.
+    pub(crate) fn restore(
+        &mut self,
+        (len, [bits, src_end, dst_end, max_len], joins): (usize, [u64; 4], usize),
+    ) {
+        self.items.truncate(len);
+        (
+            self.bits,
+            self.src_end,
+            self.dst_end,
+            self.max_len,
+            self.joins,
+        ) = (bits, src_end, dst_end, max_len, joins);
     }
 
     /// Reserves room for `n` more entries.
@@ -489,8 +511,21 @@ impl CopyList {
     /// assert_eq!(list.regions().collect::<Vec<_>>(), [(0, 100, 16), (16, 0, 16)]);
     /// ```
     pub fn regions(&self) -> impl Iterator<Item = (u64, u64, u64)> + '_ {
-        let mut rest = &self.items[..];
-        core::iter::from_fn(move || {
+        // One contiguous range (an adjacent list): one region, without a pass.
+        let whole = match (self.is_contiguous(), self.items.first(), self.items.last()) {
+            (true, Some(f), Some(l)) => Some((
+                f.src_offset,
+                f.dst_offset,
+                l.src_offset.wrapping_add(l.len).wrapping_sub(f.src_offset),
+            )),
+            _ => None,
+        };
+        let mut rest = if whole.is_some() {
+            &[][..]
+        } else {
+            &self.items[..]
+        };
+        whole.into_iter().chain(core::iter::from_fn(move || {
             let (first, tail) = rest.split_first()?;
             let mut len = first.len;
             let n = tail
@@ -507,7 +542,7 @@ impl CopyList {
                 .fold(first.len, |l, w| l.wrapping_add(w.len));
             rest = &tail[n..];
             Some((first.src_offset, first.dst_offset, len))
-        })
+        }))
     }
 }
 
@@ -1435,18 +1470,16 @@ mod tests {
                     (if next { slot * 8 } else { slot * 24 + 4 }, &bytes[..len])
                 })
                 .collect();
-            let place = |end: u64, _len: u64| (end + align - 1) & !(align - 1);
             let mut packed = CopyList::new();
-            let (end, joins) = packed.push_packed(base, &writes, place);
+            let (end, joins) = packed.push_packed(base, &writes, align);
             let mut one = CopyList::new();
             let mut at = 0u64;
             for &(dst, data) in &writes {
                 if data.is_empty() {
                     continue;
                 }
-                let placed = place(at, data.len() as u64);
-                one.push(base.wrapping_add(placed), dst, data.len() as u64);
-                at = placed + data.len() as u64;
+                one.push(base.wrapping_add(at), dst, data.len() as u64);
+                at += (data.len() as u64).next_multiple_of(align);
             }
             proptest::prop_assert_eq!(end, at);
             proptest::prop_assert_eq!(packed.as_slice(), one.as_slice());
@@ -1456,10 +1489,9 @@ mod tests {
             for a in [4u64, 16] {
                 proptest::prop_assert_eq!(packed.bits().is_multiple_of(a), one.bits().is_multiple_of(a));
             }
-            proptest::prop_assert!(packed.src_end() >= one.src_end());
+            proptest::prop_assert_eq!(packed.src_end(), one.src_end());
             proptest::prop_assert!(packed.dst_end() >= one.dst_end());
             if uniform {
-                proptest::prop_assert_eq!(packed.src_end(), one.src_end());
                 proptest::prop_assert_eq!(packed.dst_end(), one.dst_end());
             }
             let exact = |f: fn(&ScatterWrite) -> u64| {

@@ -582,8 +582,8 @@ impl<B: Backend> Inner<B> {
 
     /// Queues many uploads to `dst`: `(offset, bytes)` pairs, in program order (overlaps: the
     /// later wins). Every entry is checked before anything is queued. The bytes are packed
-    /// into staging as one region per chunk's worth (each entry 16-byte aligned when its size
-    /// is a multiple of 16, so backends can scatter it with their wide shader), with one
+    /// into staging as one region per chunk's worth (each entry at a multiple of 16 bytes, so
+    /// backends can scatter those of whole 16-byte units with their wide shader), with one
     /// queued operation, one ticket and one lock per region instead of per entry. Entries
     /// larger than a chunk go as [`Self::upload`] does. The handle is the last region's:
     /// submissions complete in order, so it completes once every entry has landed.
@@ -600,25 +600,23 @@ impl<B: Backend> Inner<B> {
         let dst_size = dst.size();
         let chunk_size = lock(&self.staging).config.chunk_size;
         // One pass over all entries, without a branch: the checks (only a fault takes the
-        // loop that names it) and the packed length as one region (what the common case, a
-        // list that fits one chunk, needs; the wide alignment as `staged_align`, empty
-        // entries taking no room; `None` once it overflows).
+        // loop that names it), the bytes, and the packed length as one region (what the
+        // common case, a list that fits one chunk, needs: each entry at a multiple of the
+        // wide alignment, the previous length rounded up to it, as
+        // `CopyList::push_packed` places them; saturating once it overflows).
         let wide = a.max(16);
-        let (faulty, packed) =
+        let wmask = wide.wrapping_sub(1);
+        let (faulty, bytes, packed) =
             writes
                 .iter()
-                .fold((false, Some(0u64)), |(bad, end), &(offset, data)| {
+                .fold((false, 0u64, 0u64), |(bad, bytes, end), &(offset, data)| {
                     let size = data.len() as u64;
                     let bad = bad
                         | ((offset | size) & mask != 0)
                         | (offset > dst_size)
                         | (size > dst_size.wrapping_sub(offset));
-                    let al = if size & 15 == 0 { wide } else { a };
-                    let next = end
-                        .and_then(|e| e.checked_add(al.wrapping_sub(1)))
-                        .map(|e| e & !(al.wrapping_sub(1)))
-                        .and_then(|at| at.checked_add(size));
-                    (bad, if size == 0 { end } else { next })
+                    let padded = size.saturating_add(wmask) & !wmask;
+                    (bad, bytes.wrapping_add(size), end.saturating_add(padded))
                 });
         for &(offset, data) in writes.iter().filter(|_| faulty) {
             let size = data.len() as u64;
@@ -635,19 +633,20 @@ impl<B: Backend> Inner<B> {
             }
             self.check_aligned(offset, size)?;
         }
-        if let Some(packed) = packed.filter(|&p| a.is_power_of_two() && p <= chunk_size) {
+        if a.is_power_of_two() && packed <= chunk_size {
             // One region.
             return if packed == 0 {
                 Ok(self.handle(Ticket::done(self)))
             } else {
-                self.queue_many(dst, writes, packed)
+                self.queue_many(dst, writes, packed, bytes)
             };
         }
         let mut last = None;
         // Where the entries are cut into regions of at most a chunk: only the packed length
-        // is tracked here; each region's lists are built once it is placed (`queue_many`).
+        // and the bytes are tracked here; each region's list is built once it is placed
+        // (`queue_many`).
         let mut start = 0;
-        let mut end = 0u64;
+        let (mut end, mut bytes) = (0u64, 0u64);
         for (i, &(offset, data)) in writes.iter().enumerate() {
             let size = data.len() as u64;
             if size == 0 {
@@ -655,37 +654,39 @@ impl<B: Backend> Inner<B> {
             }
             if size > chunk_size {
                 if end > 0 {
-                    self.queue_many(dst, &writes[start..i], end)?;
-                    end = 0;
+                    self.queue_many(dst, &writes[start..i], end, bytes)?;
+                    (end, bytes) = (0, 0);
                 }
                 start = i + 1;
                 last = Some(self.upload(dst, offset, data, None)?);
                 continue;
             }
             // (The copy alignment is a power of two, or the checks above failed every entry.)
-            let at = align_up(end, staged_align(size, a)).unwrap_or(u64::MAX);
-            if at.saturating_add(size) > chunk_size {
+            let padded = align_up(size, wide).unwrap_or(u64::MAX);
+            if end.saturating_add(padded) > chunk_size {
                 // `end > 0` here: an entry that fits a chunk fits an empty region.
-                self.queue_many(dst, &writes[start..i], end)?;
+                self.queue_many(dst, &writes[start..i], end, bytes)?;
                 start = i;
-                end = size;
+                (end, bytes) = (padded, size);
             } else {
-                end = at + size;
+                end += padded;
+                bytes += size;
             }
         }
         if end > 0 {
-            last = Some(self.queue_many(dst, &writes[start..], end)?);
+            last = Some(self.queue_many(dst, &writes[start..], end, bytes)?);
         }
         Ok(last.unwrap_or_else(|| self.handle(Ticket::done(self))))
     }
 
     /// Stages `writes` (each at most a chunk; `len` bytes once packed as [`Self::upload_many`]
-    /// packs them) in one region and queues them as one operation.
+    /// packs them, `bytes` in all) in one region and queues them as one operation.
     fn queue_many(
         self: &Arc<Self>,
         dst: &Buffer<B>,
         writes: &[(u64, &[u8])],
         len: u64,
+        bytes: u64,
     ) -> Result<TransferHandle<B>> {
         let ticket = Ticket::queued(self);
         let a = self.alignment();
@@ -701,30 +702,28 @@ impl<B: Backend> Inner<B> {
         drop(st);
         // Where each entry is staged, packed from the region's start as `upload_many`
         // measured them: the list the flush records, and where the bytes are copied to.
-        entries.reserve(writes.len());
-        let mut bytes = 0u64;
-        let (_, joins) = entries.push_packed(region.offset, writes, |end, size| {
-            bytes += size;
-            align_up(end, staged_align(size, a)).unwrap_or(u64::MAX)
-        });
         // Entries contiguous with their neighbour in staging and the destination (the flush
-        // copies them as one region).
-        let coalesced = joins as u64;
+        // copies them as one region) are counted as coalesced.
         let written = if len <= SMALL_UPLOAD {
             // Small regions join the chunk's shadow, like small uploads: its flush merges
             // spans across gaps of up to 256 bytes, which must not hold bytes it lacks.
+            let (_, joins) = entries.push_packed(region.offset, writes, a.max(16));
             lock(&shadow).put_list(region.offset, len, writes, entries.as_slice());
-            Ok(())
+            Ok(joins)
         } else {
-            // Straight into the mapping, once per region, where the list says (the copy
-            // threads take many bytes; the entries ascend, so the copies stream into
-            // write-combined memory too).
-            self.device.write_mapped_list(&buffer, writes, &entries)
+            // Straight into the mapping, once per region (the copy threads take many bytes;
+            // the entries ascend, so the copies stream into write-combined memory too).
+            self.device
+                .write_mapped_packed(&buffer, region.offset, writes, a.max(16), &mut entries)
+                .map(|(_, joins)| joins)
         };
-        if let Err(e) = written {
-            drop(guard);
-            return Err(e.into());
-        }
+        let coalesced = match written {
+            Ok(joins) => joins as u64,
+            Err(e) => {
+                drop(guard);
+                return Err(e.into());
+            }
+        };
         self.counters.coalesced.add(coalesced);
         self.push(Op {
             seq,
