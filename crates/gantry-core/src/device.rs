@@ -1005,8 +1005,8 @@ impl<B: Backend> Device<B> {
 
     /// Stages `writes` back to back in a mapped buffer from `offset`, as
     /// [`CopyList::push_packed`] places them (each at a multiple of `align` from `offset`),
-    /// appends their copies to `list`, and copies their bytes there (on the copy threads when
-    /// they come to many bytes): one pass to place them, no pass to check a list built
+    /// appends their copies to `list`, and copies their bytes there: placed in parts and
+    /// copied on the copy threads when they are thousands, and no pass to check a list built
     /// elsewhere. A later [`Batch::copy_list`] from `buffer` delivers the writes. Returns
     /// the bytes the writes take from `offset` and how many entries continue their
     /// predecessor in both buffers. When an entry would lie outside the buffer, it is named,
@@ -1064,7 +1064,14 @@ impl<B: Backend> Device<B> {
         };
         let snapshot = list.snapshot();
         let first = snapshot.0;
-        let placed = list.push_packed(offset, writes, align);
+        // Thousands of writes are placed in parts on the copy threads.
+        let placed = list.push_packed_in_parts(
+            offset,
+            writes,
+            align,
+            crate::scatter::plan_parts(writes.len()),
+            &crate::copier::run_calls,
+        );
         // The new entries ascend from `offset` (unless their sum wrapped: `placed` says so),
         // so the last one's end bounds them; counted from `offset` (where the list's offsets
         // may have wrapped), then added to it.

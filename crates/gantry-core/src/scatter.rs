@@ -397,6 +397,113 @@ impl CopyList {
         (if wrapped { u64::MAX } else { end }, joins)
     }
 
+    /// [`Self::push_packed`] with its work split into `parts` parts that `run` may run in
+    /// parallel ([`ScatterPlan::new_in_parts`]'s runner): the same entries, summary and
+    /// result. Each part first measures its writes (entries, bytes once padded); then, each
+    /// from where the parts before it end, places and summarizes them into its own slice of
+    /// the list. Falls back to [`Self::push_packed`] for fewer than two parts' worth.
+    ///
+    /// ```
+    /// use gantry_core::scatter::CopyList;
+    /// let bytes = [3u8; 48];
+    /// let writes: Vec<(u64, &[u8])> =
+    ///     (0..5000u64).map(|i| (i * 7919 % 5000 * 64, &bytes[..(i % 3 * 16) as usize])).collect();
+    /// let run = |n: usize, f: &(dyn Fn(usize) + Sync)| (0..n).for_each(f);
+    /// let (mut one, mut parts) = (CopyList::new(), CopyList::new());
+    /// let a = one.push_packed(256, &writes, 16);
+    /// let b = parts.push_packed_in_parts(256, &writes, 16, 4, &run);
+    /// assert_eq!((a, one), (b, parts));
+    /// ```
+    pub fn push_packed_in_parts(
+        &mut self,
+        base: u64,
+        writes: &[(u64, &[u8])],
+        align: u64,
+        parts: usize,
+        run: &PartRunner<'_>,
+    ) -> (u64, usize) {
+        let part_len = writes.len().div_ceil(parts.max(1)).max(MIN_WRITES);
+        if parts <= 1 || writes.len() < 2 * part_len {
+            return self.push_packed(base, writes, align);
+        }
+        let mask = align.max(1).checked_next_power_of_two().unwrap_or(1 << 63) - 1;
+        let chunks: Vec<&[(u64, &[u8])]> = writes.chunks(part_len).collect();
+        // Each part's entries and padded bytes.
+        let sizes: Vec<Mutex<(usize, u64, bool)>> =
+            chunks.iter().map(|_| Mutex::new((0, 0, false))).collect();
+        run(chunks.len(), &|i| {
+            let (mut n, mut sum, mut wrapped) = (0usize, 0u64, false);
+            for &(_, data) in chunks[i] {
+                let len = data.len() as u64;
+                n += usize::from(len != 0);
+                let next = sum.wrapping_add(len.wrapping_add(mask) & !mask);
+                wrapped |= (next < sum) | (len > !mask);
+                sum = next;
+            }
+            *lock(&sizes[i]) = (n, sum, wrapped);
+        });
+        // Where each part starts, in the list and from `base`.
+        let first = self.items.len();
+        let mut starts = Vec::with_capacity(chunks.len());
+        let (mut items, mut at, mut wrapped) = (first, 0u64, false);
+        for size in sizes {
+            let (n, sum, w) = size.into_inner().unwrap_or_else(PoisonError::into_inner);
+            starts.push((n, at));
+            items += n;
+            let next = at.wrapping_add(sum);
+            wrapped |= w | (next < at);
+            at = next;
+        }
+        let (before_end, before_dst) = self.items.last().map_or((u64::MAX, u64::MAX), |l| {
+            (
+                l.src_offset.wrapping_add(l.len).wrapping_sub(base),
+                l.dst_offset.wrapping_add(l.len),
+            )
+        });
+        self.items.resize(items, ScatterWrite::of_copy((0, 0, 0)));
+        let mut rest = &mut self.items[first..];
+        let slots: Vec<Mutex<(&mut [ScatterWrite], Part)>> = starts
+            .iter()
+            .map(|&(n, _)| {
+                let (slot, tail) = core::mem::take(&mut rest).split_at_mut(n);
+                rest = tail;
+                Mutex::new((slot, Part::default()))
+            })
+            .collect();
+        run(chunks.len(), &|i| {
+            let mut guard = lock(&slots[i]);
+            let (slot, part) = &mut *guard;
+            *part = Part::place(slot, chunks[i], base, starts[i].1, mask);
+        });
+        // The parts' summaries in order; a part's first entry joins the last entry before it.
+        let (mut bits, mut dst_hi, mut longest, mut joins) = (0u64, 0u64, 0u64, 0usize);
+        let (mut prev_end, mut prev_dst) = (before_end, before_dst);
+        for slot in slots {
+            let (_, p) = slot.into_inner().unwrap_or_else(PoisonError::into_inner);
+            if p.longest == 0 {
+                continue;
+            }
+            joins += p.joins + usize::from((p.first.0 == prev_end) & (p.first.1 == prev_dst));
+            (prev_end, prev_dst) = p.last;
+            bits |= p.bits;
+            dst_hi = dst_hi.max(p.dst_hi);
+            longest = longest.max(p.longest);
+        }
+        if longest != 0 {
+            self.bits |= bits | base;
+            self.max_len = self.max_len.max(longest);
+            let src_end = if wrapped {
+                u64::MAX
+            } else {
+                base.saturating_add(prev_end)
+            };
+            self.src_end = self.src_end.max(src_end);
+            self.dst_end = self.dst_end.max(dst_hi.saturating_add(longest));
+            self.joins += joins;
+        }
+        (if wrapped { u64::MAX } else { at }, joins)
+    }
+
     /// The list's length and summary, to [`Self::restore`] after entries pushed since are
     /// refused.
     pub(crate) fn snapshot(&self) -> (usize, [u64; 4], usize) {
@@ -543,6 +650,64 @@ impl CopyList {
             rest = &tail[n..];
             Some((first.src_offset, first.dst_offset, len))
         }))
+    }
+}
+
+/// What placing one part of [`CopyList::push_packed_in_parts`] found.
+#[derive(Clone, Copy, Debug, Default)]
+struct Part {
+    bits: u64,
+    dst_hi: u64,
+    /// 0: the part has no entries.
+    longest: u64,
+    /// Entries after the part's first that continue their predecessor.
+    joins: usize,
+    /// The first entry's start (from the list's base) and destination offset.
+    first: (u64, u64),
+    /// The last entry's end (from the base) and destination end.
+    last: (u64, u64),
+}
+
+impl Part {
+    /// Places the non-empty writes of `writes` into `slot` (one each, in order), from `at`
+    /// (counted from `base`), each length rounded up to `mask + 1`: as `push_packed` does.
+    fn place(
+        slot: &mut [ScatterWrite],
+        writes: &[(u64, &[u8])],
+        base: u64,
+        at: u64,
+        mask: u64,
+    ) -> Self {
+        let mut p = Self::default();
+        let (mut prev_end, mut prev_dst) = (u64::MAX, u64::MAX);
+        let mut end = at;
+        let mut slots = slot.iter_mut();
+        for &(dst_offset, data) in writes {
+            let len = data.len() as u64;
+            if len == 0 {
+                continue;
+            }
+            let at = end;
+            end = at.wrapping_add(len.wrapping_add(mask) & !mask);
+            p.joins += usize::from((at == prev_end) & (dst_offset == prev_dst));
+            prev_end = at.wrapping_add(len);
+            prev_dst = dst_offset.wrapping_add(len);
+            if p.longest == 0 {
+                p.first = (at, dst_offset);
+            }
+            p.bits |= at | dst_offset | len;
+            p.dst_hi = p.dst_hi.max(dst_offset);
+            p.longest = p.longest.max(len);
+            if let Some(s) = slots.next() {
+                *s = ScatterWrite {
+                    dst_offset,
+                    src_offset: base.wrapping_add(at),
+                    len,
+                };
+            }
+        }
+        p.last = (prev_end, prev_dst);
+        p
     }
 }
 
@@ -1516,6 +1681,39 @@ mod tests {
                 }
             }
             proptest::prop_assert_eq!(model, merged);
+        }
+    }
+
+    proptest::proptest! {
+        /// `push_packed_in_parts` gives what `push_packed` gives (entries, summary, result),
+        /// onto an empty list or one that already has entries (a first entry that continues
+        /// the last one counts), whatever order the parts run in.
+        #[test]
+        fn copy_list_packed_in_parts_matches_one_pass(
+            raw in proptest::collection::vec((0u64..512, 0usize..=3, proptest::bool::ANY), 0..400),
+            parts in 1usize..6,
+            align in proptest::sample::select(vec![1u64, 4, 16, 64]),
+            seeded in proptest::bool::ANY,
+        ) {
+            let bytes = [0u8; 64];
+            let writes: Vec<(u64, &[u8])> = raw
+                .iter()
+                .enumerate()
+                .map(|(i, &(slot, len, adjacent))| {
+                    let offset = if adjacent { i as u64 * 16 } else { slot * 64 };
+                    (offset, &bytes[..len * 16])
+                })
+                .collect();
+            let mut one = CopyList::new();
+            if seeded {
+                one.push(96, 0, 16);
+            }
+            let mut split = one.clone();
+            let a = one.push_packed(112, &writes, align);
+            let backwards = |n: usize, f: &(dyn Fn(usize) + Sync)| (0..n).rev().for_each(f);
+            let b = split.push_packed_in_parts(112, &writes, align, parts, &backwards);
+            proptest::prop_assert_eq!(a, b);
+            proptest::prop_assert_eq!(one, split);
         }
     }
 

@@ -606,7 +606,7 @@ impl<B: Backend> Inner<B> {
         // `CopyList::push_packed` places them; saturating once it overflows).
         let wide = a.max(16);
         let wmask = wide.wrapping_sub(1);
-        let (faulty, bytes, packed) =
+        let measure = |writes: &[(u64, &[u8])]| {
             writes
                 .iter()
                 .fold((false, 0u64, 0u64), |(bad, bytes, end), &(offset, data)| {
@@ -617,7 +617,26 @@ impl<B: Backend> Inner<B> {
                         | (size > dst_size.wrapping_sub(offset));
                     let padded = size.saturating_add(wmask) & !wmask;
                     (bad, bytes.wrapping_add(size), end.saturating_add(padded))
-                });
+                })
+        };
+        // Thousands of entries are measured in parts on the copy threads (the sums add up).
+        let parts = gantry_core::scatter::plan_parts(writes.len());
+        let (faulty, bytes, packed) = if parts > 1 {
+            let chunks: Vec<&[(u64, &[u8])]> =
+                writes.chunks(writes.len().div_ceil(parts)).collect();
+            let sums: Vec<Mutex<(bool, u64, u64)>> =
+                chunks.iter().map(|_| Mutex::new((false, 0, 0))).collect();
+            gantry_core::copier::run_calls(chunks.len(), &|i| {
+                *lock(&sums[i]) = measure(chunks[i]);
+            });
+            sums.into_iter()
+                .map(|m| m.into_inner().unwrap_or_else(PoisonError::into_inner))
+                .fold((false, 0u64, 0u64), |(bad, bytes, end), (b, n, e)| {
+                    (bad | b, bytes.wrapping_add(n), end.saturating_add(e))
+                })
+        } else {
+            measure(writes)
+        };
         for &(offset, data) in writes.iter().filter(|_| faulty) {
             let size = data.len() as u64;
             match offset.checked_add(size) {
