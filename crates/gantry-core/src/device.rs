@@ -358,6 +358,29 @@ fn check_writes_in(
 }
 
 /// Checks `offset + size <= buffer_size` without overflow.
+/// Where a write into a buffer in `map` goes: `None` for the backend's mapping, the shadow
+/// of a buffer mapped at creation; an error when it is not mapped for writing.
+fn write_target(map: &mut MapState) -> Result<Option<&mut Vec<u8>>> {
+    match map {
+        MapState::Unmapped | MapState::ReadPending => Err(Error::NotMapped),
+        MapState::Mapped(MapMode::Read) => Err(Error::WrongMapMode {
+            mapped: MapMode::Read,
+            requested: MapMode::Write,
+        }),
+        MapState::Mapped(MapMode::Write) => Ok(None),
+        MapState::Shadow(shadow) => Ok(Some(shadow)),
+    }
+}
+
+/// Copies `writes[k].1` to `at[k].src_offset` in `shadow`, in order (every range checked
+/// inside it).
+fn copy_to_shadow(shadow: &mut [u8], writes: &[(u64, &[u8])], at: &[crate::scatter::ScatterWrite]) {
+    for (&(_, data), w) in writes.iter().zip(at) {
+        let start = w.src_offset as usize; // within a Vec, so it fits in usize
+        shadow[start..start + data.len()].copy_from_slice(data);
+    }
+}
+
 /// Checks that `at` is the list of `writes` (entry `k` has the offset and length of the
 /// `k`-th non-empty write); returns whether `writes` has empty entries and whether the
 /// entries' source ranges ascend without overlapping. One pass.
@@ -950,57 +973,39 @@ impl<B: Backend> Device<B> {
         writes: &[(u64, &[u8])],
         list: &CopyList,
     ) -> Result<()> {
-        self.check_device(buffer)?;
-        let inner = &buffer.inner;
-        let mut state = inner.state();
-        let state = &mut *state;
-        let Some(raw) = state.raw.as_ref() else {
-            return Err(inner.destroyed());
-        };
-        let shadow = match &mut state.map {
-            MapState::Unmapped | MapState::ReadPending => return Err(Error::NotMapped),
-            MapState::Mapped(MapMode::Read) => {
-                return Err(Error::WrongMapMode {
-                    mapped: MapMode::Read,
-                    requested: MapMode::Write,
-                });
+        let size = buffer.inner.size;
+        self.write_target(buffer, |raw, shadow| {
+            let at = list.as_slice();
+            if list.src_end() > size {
+                for w in at {
+                    check_bounds(w.src_offset, w.len, size)?;
+                }
             }
-            MapState::Mapped(MapMode::Write) => None,
-            MapState::Shadow(shadow) => Some(shadow),
-        };
-        let at = list.as_slice();
-        if list.src_end() > inner.size {
-            for w in at {
-                check_bounds(w.src_offset, w.len, inner.size)?;
+            let (has_empty, ascending) = check_list(writes, at)?;
+            let nonempty: Vec<(u64, &[u8])>;
+            let writes = if has_empty {
+                nonempty = writes.iter().copied().filter(|w| !w.1.is_empty()).collect();
+                &nonempty[..]
+            } else {
+                writes
+            };
+            if let Some(shadow) = shadow {
+                copy_to_shadow(shadow, writes, at);
+                return Ok(());
             }
-        }
-        let (has_empty, ascending) = check_list(writes, at)?;
-        let nonempty: Vec<(u64, &[u8])>;
-        let writes = if has_empty {
-            nonempty = writes.iter().copied().filter(|w| !w.1.is_empty()).collect();
-            &nonempty[..]
-        } else {
-            writes
-        };
-        if let Some(shadow) = shadow {
-            for (&(_, data), w) in writes.iter().zip(at) {
-                let start = w.src_offset as usize; // within a Vec, so it fits in usize
-                shadow[start..start + data.len()].copy_from_slice(data);
+            if !ascending {
+                for (&(_, data), w) in writes.iter().zip(at) {
+                    // SAFETY: mapped for writing, the range within the buffer (checked above).
+                    unsafe { self.shared.raw.write_mapped(raw, w.src_offset, data) }?;
+                }
+                return Ok(());
             }
-            return Ok(());
-        }
-        if !ascending {
-            for (&(_, data), w) in writes.iter().zip(at) {
-                // SAFETY: mapped for writing, the range within the buffer (checked above).
-                unsafe { self.shared.raw.write_mapped(raw, w.src_offset, data) }?;
-            }
-            return Ok(());
-        }
-        // SAFETY: mapped for writing; `writes` (the non-empty ones) and `at` in step, each
-        // length equal to its entry's (`check_list`), every range within the buffer (the
-        // list's largest end, or each checked above) and ascending without overlaps.
-        unsafe { self.shared.raw.write_mapped_list(raw, writes, at) }?;
-        Ok(())
+            // SAFETY: mapped for writing; `writes` (the non-empty ones) and `at` in step, each
+            // length equal to its entry's (`check_list`), every range within the buffer (the
+            // list's largest end, or each checked above) and ascending without overlaps.
+            unsafe { self.shared.raw.write_mapped_list(raw, writes, at) }?;
+            Ok(())
+        })
     }
 
     /// Stages `writes` back to back in a mapped buffer from `offset`, as
@@ -1044,6 +1049,70 @@ impl<B: Backend> Device<B> {
         align: u64,
         list: &mut CopyList,
     ) -> Result<(u64, usize)> {
+        let size = buffer.inner.size;
+        self.write_target(buffer, |raw, shadow| {
+            let snapshot = list.snapshot();
+            let first = snapshot.0;
+            // Thousands of writes are placed in parts on the copy threads.
+            let placed = list.push_packed_in_parts(
+                offset,
+                writes,
+                align,
+                crate::scatter::plan_parts(writes.len()),
+                &crate::copier::run_calls,
+            );
+            // The new entries ascend from `offset` (unless their sum wrapped: `placed` says so),
+            // so the last one's end bounds them; counted from `offset` (where the list's offsets
+            // may have wrapped), then added to it.
+            let end = match list.as_slice()[first..].last() {
+                _ if placed.0 == u64::MAX => None,
+                Some(w) => w
+                    .src_offset
+                    .wrapping_sub(offset)
+                    .checked_add(w.len)
+                    .and_then(|rel| offset.checked_add(rel)),
+                None => Some(0),
+            };
+            if end.is_none_or(|e| e > size) {
+                let outside = list.as_slice()[first..]
+                    .iter()
+                    .find(|w| check_bounds(w.src_offset, w.len, size).is_err())
+                    .map(|w| (w.src_offset, w.len));
+                list.restore(snapshot);
+                let (at, len) = outside.unwrap_or((offset, 0));
+                return Err(Error::OutOfBounds {
+                    offset: at,
+                    size: len,
+                    buffer_size: size,
+                });
+            }
+            let at = &list.as_slice()[first..];
+            let nonempty: Vec<(u64, &[u8])>;
+            let writes = if at.len() == writes.len() {
+                writes
+            } else {
+                nonempty = writes.iter().copied().filter(|w| !w.1.is_empty()).collect();
+                &nonempty[..]
+            };
+            if let Some(shadow) = shadow {
+                copy_to_shadow(shadow, writes, at);
+                return Ok(placed);
+            }
+            // SAFETY: mapped for writing; `writes` (the non-empty ones) and `at` in step (placed
+            // from them just now), each range within the buffer (the last end, checked above:
+            // the ranges ascend from `offset` without overlapping).
+            unsafe { self.shared.raw.write_mapped_list(raw, writes, at) }?;
+            Ok(placed)
+        })
+    }
+
+    /// Runs `f` on a buffer mapped for writing, under its lock: with its raw buffer and, for
+    /// one mapped at creation, the shadow that stands for the mapping.
+    fn write_target<T>(
+        &self,
+        buffer: &Buffer<B>,
+        f: impl FnOnce(&B::Buffer, Option<&mut Vec<u8>>) -> Result<T>,
+    ) -> Result<T> {
         self.check_device(buffer)?;
         let inner = &buffer.inner;
         let mut state = inner.state();
@@ -1051,72 +1120,7 @@ impl<B: Backend> Device<B> {
         let Some(raw) = state.raw.as_ref() else {
             return Err(inner.destroyed());
         };
-        let shadow = match &mut state.map {
-            MapState::Unmapped | MapState::ReadPending => return Err(Error::NotMapped),
-            MapState::Mapped(MapMode::Read) => {
-                return Err(Error::WrongMapMode {
-                    mapped: MapMode::Read,
-                    requested: MapMode::Write,
-                });
-            }
-            MapState::Mapped(MapMode::Write) => None,
-            MapState::Shadow(shadow) => Some(shadow),
-        };
-        let snapshot = list.snapshot();
-        let first = snapshot.0;
-        // Thousands of writes are placed in parts on the copy threads.
-        let placed = list.push_packed_in_parts(
-            offset,
-            writes,
-            align,
-            crate::scatter::plan_parts(writes.len()),
-            &crate::copier::run_calls,
-        );
-        // The new entries ascend from `offset` (unless their sum wrapped: `placed` says so),
-        // so the last one's end bounds them; counted from `offset` (where the list's offsets
-        // may have wrapped), then added to it.
-        let end = match list.as_slice()[first..].last() {
-            _ if placed.0 == u64::MAX => None,
-            Some(w) => w
-                .src_offset
-                .wrapping_sub(offset)
-                .checked_add(w.len)
-                .and_then(|rel| offset.checked_add(rel)),
-            None => Some(0),
-        };
-        if end.is_none_or(|e| e > inner.size) {
-            let outside = list.as_slice()[first..]
-                .iter()
-                .find(|w| check_bounds(w.src_offset, w.len, inner.size).is_err())
-                .map(|w| (w.src_offset, w.len));
-            list.restore(snapshot);
-            let (offset, size) = outside.unwrap_or((offset, 0));
-            return Err(Error::OutOfBounds {
-                offset,
-                size,
-                buffer_size: inner.size,
-            });
-        }
-        let at = &list.as_slice()[first..];
-        let nonempty: Vec<(u64, &[u8])>;
-        let writes = if at.len() == writes.len() {
-            writes
-        } else {
-            nonempty = writes.iter().copied().filter(|w| !w.1.is_empty()).collect();
-            &nonempty[..]
-        };
-        if let Some(shadow) = shadow {
-            for (&(_, data), w) in writes.iter().zip(at) {
-                let start = w.src_offset as usize; // within a Vec, so it fits in usize
-                shadow[start..start + data.len()].copy_from_slice(data);
-            }
-            return Ok(placed);
-        }
-        // SAFETY: mapped for writing; `writes` (the non-empty ones) and `at` in step (placed
-        // from them just now), each range within the buffer (the last end, checked above:
-        // the ranges ascend from `offset` without overlapping).
-        unsafe { self.shared.raw.write_mapped_list(raw, writes, at) }?;
-        Ok(placed)
+        f(raw, write_target(&mut state.map)?)
     }
 
     /// Copies bytes out of a buffer mapped for reading, from `offset` (any alignment).
@@ -1986,9 +1990,8 @@ mod tests {
         assert_eq!(d.read_pod::<u32>(&b, 0, 3).unwrap(), [1, 2, 3]);
     }
 
-    #[test]
-    fn write_mapped_many_checks_every_entry_first() {
-        let d = device();
+    /// A 256-byte upload buffer, mapped for writing, every byte 1.
+    fn filled_upload(d: &Device<ReferenceBackend>) -> Buffer<ReferenceBackend> {
         let b = d
             .create_buffer(&BufferDesc::new(
                 256,
@@ -1998,6 +2001,13 @@ mod tests {
             .unwrap();
         d.map(&b, MapMode::Write).unwrap();
         d.write_mapped(&b, 0, &[1u8; 256]).unwrap();
+        b
+    }
+
+    #[test]
+    fn write_mapped_many_checks_every_entry_first() {
+        let d = device();
+        let b = filled_upload(&d);
         let x = [9u8; 16];
         // The first entry out of bounds is named; nothing is written, not even the good ones.
         for (bad, want) in [
@@ -2125,15 +2135,7 @@ mod tests {
     #[test]
     fn write_mapped_list_checks_the_list_against_the_writes_first() {
         let d = device();
-        let b = d
-            .create_buffer(&BufferDesc::new(
-                256,
-                BufferUsage::TRANSFER_SRC,
-                MemoryLocation::Upload,
-            ))
-            .unwrap();
-        d.map(&b, MapMode::Write).unwrap();
-        d.write_mapped(&b, 0, &[1u8; 256]).unwrap();
+        let b = filled_upload(&d);
         let (x, y) = ([9u8; 16], [5u8; 8]);
         let writes = [(4096u64, &x[..]), (7, &x[..0]), (8192, &y[..])];
         let mut list = CopyList::new();
@@ -2195,13 +2197,8 @@ mod tests {
     #[test]
     fn write_mapped_packed_places_checks_and_copies() {
         let d = device();
-        let b = d
-            .create_buffer(&BufferDesc::new(
-                256,
-                BufferUsage::TRANSFER_SRC,
-                MemoryLocation::Upload,
-            ))
-            .unwrap();
+        let b = filled_upload(&d);
+        d.unmap(&b).unwrap();
         let (x, y) = ([9u8; 20], [5u8; 8]);
         let writes = [(4096u64, &x[..]), (7, &x[..0]), (8192, &y[..])];
         let mut list = CopyList::new();
@@ -2211,7 +2208,6 @@ mod tests {
             Error::NotMapped
         );
         d.map(&b, MapMode::Write).unwrap();
-        d.write_mapped(&b, 0, &[1u8; 256]).unwrap();
         list.push(0, 0, 4);
         let before = list.clone();
         // The second write would end past the buffer: named; list and buffer unchanged.

@@ -348,53 +348,28 @@ impl CopyList {
     /// assert_eq!(list.src_end(), 4112 + 12);
     /// ```
     pub fn push_packed(&mut self, base: u64, writes: &[(u64, &[u8])], align: u64) -> (u64, usize) {
-        let mask = align.max(1).checked_next_power_of_two().unwrap_or(1 << 63) - 1;
+        let mask = pad_mask(align);
         self.items.reserve(writes.len());
-        // What the list keeps, in registers and off the step from one entry's start to the
-        // next (an addition of a length rounded up, computed beside it): the destination's
-        // largest offset and the longest entry, whose sum bounds every destination end. The
-        // source ranges ascend, so the last one's end bounds them (unless the sum wrapped).
-        let (mut bits, mut dst_hi, mut longest) = (0u64, 0u64, 0u64);
-        let (mut prev_end, mut prev_dst) = self.items.last().map_or((u64::MAX, u64::MAX), |l| {
+        let (before_end, before_dst) = self.last_ends(base);
+        let items = &mut self.items;
+        let (mut p, end, wrapped) = Part::place(writes, base, 0, mask, |w| items.push(w));
+        // The first entry continues the list's last one (none when no entry was placed).
+        p.joins +=
+            usize::from((p.longest != 0) & (p.first.0 == before_end) & (p.first.1 == before_dst));
+        let joins = p.joins;
+        self.absorb(base, p, wrapped);
+        (if wrapped { u64::MAX } else { end }, joins)
+    }
+
+    /// Where the last entry ends, in the source (counted from `base`) and the destination
+    /// (`u64::MAX` for no entry: nothing continues it).
+    fn last_ends(&self, base: u64) -> (u64, u64) {
+        self.items.last().map_or((u64::MAX, u64::MAX), |l| {
             (
                 l.src_offset.wrapping_add(l.len).wrapping_sub(base),
                 l.dst_offset.wrapping_add(l.len),
             )
-        });
-        let (mut joins, mut end, mut wrapped) = (0usize, 0u64, false);
-        for &(dst_offset, data) in writes {
-            let len = data.len() as u64;
-            if len == 0 {
-                continue;
-            }
-            let at = end;
-            end = at.wrapping_add(len.wrapping_add(mask) & !mask);
-            wrapped |= (end < at) | (len > !mask);
-            joins += usize::from((at == prev_end) & (dst_offset == prev_dst));
-            prev_end = at.wrapping_add(len);
-            prev_dst = dst_offset.wrapping_add(len);
-            bits |= at | dst_offset | len;
-            dst_hi = dst_hi.max(dst_offset);
-            longest = longest.max(len);
-            self.items.push(ScatterWrite {
-                dst_offset,
-                src_offset: base.wrapping_add(at),
-                len,
-            });
-        }
-        if longest != 0 {
-            self.bits |= bits | base;
-            self.max_len = self.max_len.max(longest);
-            let src_end = if wrapped {
-                u64::MAX
-            } else {
-                base.saturating_add(prev_end)
-            };
-            self.src_end = self.src_end.max(src_end);
-            self.dst_end = self.dst_end.max(dst_hi.saturating_add(longest));
-            self.joins += joins;
-        }
-        (if wrapped { u64::MAX } else { end }, joins)
+        })
     }
 
     /// [`Self::push_packed`] with its work split into `parts` parts that `run` may run in
@@ -454,12 +429,7 @@ impl CopyList {
             wrapped |= w | (next < at);
             at = next;
         }
-        let (before_end, before_dst) = self.items.last().map_or((u64::MAX, u64::MAX), |l| {
-            (
-                l.src_offset.wrapping_add(l.len).wrapping_sub(base),
-                l.dst_offset.wrapping_add(l.len),
-            )
-        });
+        let (before_end, before_dst) = self.last_ends(base);
         self.items.resize(items, ScatterWrite::of_copy((0, 0, 0)));
         let mut rest = &mut self.items[first..];
         let slots: Vec<Mutex<(&mut [ScatterWrite], Part)>> = starts
@@ -473,35 +443,50 @@ impl CopyList {
         run(chunks.len(), &|i| {
             let mut guard = lock(&slots[i]);
             let (slot, part) = &mut *guard;
-            *part = Part::place(slot, chunks[i], base, starts[i].1, mask);
+            let mut slots = slot.iter_mut();
+            *part = Part::place(chunks[i], base, starts[i].1, mask, |w| {
+                if let Some(s) = slots.next() {
+                    *s = w;
+                }
+            })
+            .0;
         });
         // The parts' summaries in order; a part's first entry joins the last entry before it.
-        let (mut bits, mut dst_hi, mut longest, mut joins) = (0u64, 0u64, 0u64, 0usize);
+        let mut all = Part::default();
         let (mut prev_end, mut prev_dst) = (before_end, before_dst);
         for slot in slots {
             let (_, p) = slot.into_inner().unwrap_or_else(PoisonError::into_inner);
             if p.longest == 0 {
                 continue;
             }
-            joins += p.joins + usize::from((p.first.0 == prev_end) & (p.first.1 == prev_dst));
+            all.joins += p.joins + usize::from((p.first.0 == prev_end) & (p.first.1 == prev_dst));
             (prev_end, prev_dst) = p.last;
-            bits |= p.bits;
-            dst_hi = dst_hi.max(p.dst_hi);
-            longest = longest.max(p.longest);
+            all.bits |= p.bits;
+            all.dst_hi = all.dst_hi.max(p.dst_hi);
+            all.longest = all.longest.max(p.longest);
         }
-        if longest != 0 {
-            self.bits |= bits | base;
-            self.max_len = self.max_len.max(longest);
-            let src_end = if wrapped {
-                u64::MAX
-            } else {
-                base.saturating_add(prev_end)
-            };
-            self.src_end = self.src_end.max(src_end);
-            self.dst_end = self.dst_end.max(dst_hi.saturating_add(longest));
-            self.joins += joins;
-        }
+        let joins = all.joins;
+        all.last = (prev_end, prev_dst);
+        self.absorb(base, all, wrapped);
         (if wrapped { u64::MAX } else { at }, joins)
+    }
+
+    /// Adds to the summary what placing entries from `base` found (`p.last.0`: where the
+    /// last one ends, from `base`; `wrapped`: a sum overflowed, so no bound holds).
+    fn absorb(&mut self, base: u64, p: Part, wrapped: bool) {
+        if p.longest == 0 {
+            return;
+        }
+        self.bits |= p.bits | base;
+        self.max_len = self.max_len.max(p.longest);
+        let src_end = if wrapped {
+            u64::MAX
+        } else {
+            base.saturating_add(p.last.0)
+        };
+        self.src_end = self.src_end.max(src_end);
+        self.dst_end = self.dst_end.max(p.dst_hi.saturating_add(p.longest));
+        self.joins += p.joins;
     }
 
     /// The list's length and summary, to [`Self::restore`] after entries pushed since are
@@ -669,19 +654,24 @@ struct Part {
 }
 
 impl Part {
-    /// Places the non-empty writes of `writes` into `slot` (one each, in order), from `at`
-    /// (counted from `base`), each length rounded up to `mask + 1`: as `push_packed` does.
+    /// Places the non-empty writes of `writes`, in order, from `at` (counted from `base`),
+    /// each length rounded up to `mask + 1`, as `push_packed` does: gives each entry to
+    /// `put`; returns what it found, where the last one ends once rounded up, and whether a
+    /// sum overflowed.
+    #[inline]
     fn place(
-        slot: &mut [ScatterWrite],
         writes: &[(u64, &[u8])],
         base: u64,
         at: u64,
         mask: u64,
-    ) -> Self {
-        let mut p = Self::default();
+        mut put: impl FnMut(ScatterWrite),
+    ) -> (Self, u64, bool) {
+        let mut p = Self {
+            first: (u64::MAX, u64::MAX),
+            ..Self::default()
+        };
         let (mut prev_end, mut prev_dst) = (u64::MAX, u64::MAX);
-        let mut end = at;
-        let mut slots = slot.iter_mut();
+        let (mut end, mut wrapped) = (at, false);
         for &(dst_offset, data) in writes {
             let len = data.len() as u64;
             if len == 0 {
@@ -689,6 +679,7 @@ impl Part {
             }
             let at = end;
             end = at.wrapping_add(len.wrapping_add(mask) & !mask);
+            wrapped |= (end < at) | (len > !mask);
             p.joins += usize::from((at == prev_end) & (dst_offset == prev_dst));
             prev_end = at.wrapping_add(len);
             prev_dst = dst_offset.wrapping_add(len);
@@ -698,17 +689,21 @@ impl Part {
             p.bits |= at | dst_offset | len;
             p.dst_hi = p.dst_hi.max(dst_offset);
             p.longest = p.longest.max(len);
-            if let Some(s) = slots.next() {
-                *s = ScatterWrite {
-                    dst_offset,
-                    src_offset: base.wrapping_add(at),
-                    len,
-                };
-            }
+            put(ScatterWrite {
+                dst_offset,
+                src_offset: base.wrapping_add(at),
+                len,
+            });
         }
         p.last = (prev_end, prev_dst);
-        p
+        (p, end, wrapped)
     }
+}
+
+/// The mask that rounds a length up to `align` (a power of two; another is taken as the
+/// next one).
+fn pad_mask(align: u64) -> u64 {
+    align.max(1).checked_next_power_of_two().unwrap_or(1 << 63) - 1
 }
 
 /// How to scatter a set of writes into one destination with one dispatch.
