@@ -350,14 +350,48 @@ impl CopyList {
     pub fn push_packed(&mut self, base: u64, writes: &[(u64, &[u8])], align: u64) -> (u64, usize) {
         let mask = pad_mask(align);
         self.items.reserve(writes.len());
-        let (before_end, before_dst) = self.last_ends(base);
-        let items = &mut self.items;
-        let (mut p, end, wrapped) = Part::place(writes, base, 0, mask, |w| items.push(w));
-        // The first entry continues the list's last one (none when no entry was placed).
-        p.joins +=
-            usize::from((p.longest != 0) & (p.first.0 == before_end) & (p.first.1 == before_dst));
-        let joins = p.joins;
-        self.absorb(base, p, wrapped);
+        // What the list keeps, in registers and off the step from one entry's start to the
+        // next (an addition of a length rounded up, computed beside it): the destination's
+        // largest offset and the longest entry, whose sum bounds every destination end. The
+        // source ranges ascend, so the last one's end bounds them (unless the sum wrapped).
+        // `Part::place` is the same loop for a part; written once, through a closure that
+        // takes each entry (a push here, a slot there), this pass took a fifth longer
+        // (10,000 entries: 32 -> 38 us on the dev machine).
+        let (mut bits, mut dst_hi, mut longest) = (0u64, 0u64, 0u64);
+        let (mut prev_end, mut prev_dst) = self.last_ends(base);
+        let (mut joins, mut end, mut wrapped) = (0usize, 0u64, false);
+        for &(dst_offset, data) in writes {
+            let len = data.len() as u64;
+            if len == 0 {
+                continue;
+            }
+            let at = end;
+            end = at.wrapping_add(len.wrapping_add(mask) & !mask);
+            wrapped |= (end < at) | (len > !mask);
+            joins += usize::from((at == prev_end) & (dst_offset == prev_dst));
+            prev_end = at.wrapping_add(len);
+            prev_dst = dst_offset.wrapping_add(len);
+            bits |= at | dst_offset | len;
+            dst_hi = dst_hi.max(dst_offset);
+            longest = longest.max(len);
+            self.items.push(ScatterWrite {
+                dst_offset,
+                src_offset: base.wrapping_add(at),
+                len,
+            });
+        }
+        self.absorb(
+            base,
+            Part {
+                bits,
+                dst_hi,
+                longest,
+                joins,
+                first: (0, 0),
+                last: (prev_end, prev_dst),
+            },
+            wrapped,
+        );
         (if wrapped { u64::MAX } else { end }, joins)
     }
 
@@ -666,10 +700,13 @@ impl Part {
         mask: u64,
         mut put: impl FnMut(ScatterWrite),
     ) -> (Self, u64, bool) {
-        let mut p = Self {
-            first: (u64::MAX, u64::MAX),
-            ..Self::default()
-        };
+        // Kept in locals, not the struct's fields, and the first entry found apart (it is
+        // placed at `at`): in the loop they cost a third more.
+        let first = writes
+            .iter()
+            .find(|w| !w.1.is_empty())
+            .map_or((u64::MAX, u64::MAX), |w| (at, w.0));
+        let (mut bits, mut dst_hi, mut longest, mut joins) = (0u64, 0u64, 0u64, 0usize);
         let (mut prev_end, mut prev_dst) = (u64::MAX, u64::MAX);
         let (mut end, mut wrapped) = (at, false);
         for &(dst_offset, data) in writes {
@@ -680,22 +717,26 @@ impl Part {
             let at = end;
             end = at.wrapping_add(len.wrapping_add(mask) & !mask);
             wrapped |= (end < at) | (len > !mask);
-            p.joins += usize::from((at == prev_end) & (dst_offset == prev_dst));
+            joins += usize::from((at == prev_end) & (dst_offset == prev_dst));
             prev_end = at.wrapping_add(len);
             prev_dst = dst_offset.wrapping_add(len);
-            if p.longest == 0 {
-                p.first = (at, dst_offset);
-            }
-            p.bits |= at | dst_offset | len;
-            p.dst_hi = p.dst_hi.max(dst_offset);
-            p.longest = p.longest.max(len);
+            bits |= at | dst_offset | len;
+            dst_hi = dst_hi.max(dst_offset);
+            longest = longest.max(len);
             put(ScatterWrite {
                 dst_offset,
                 src_offset: base.wrapping_add(at),
                 len,
             });
         }
-        p.last = (prev_end, prev_dst);
+        let p = Self {
+            bits,
+            dst_hi,
+            longest,
+            joins,
+            first,
+            last: (prev_end, prev_dst),
+        };
         (p, end, wrapped)
     }
 }
