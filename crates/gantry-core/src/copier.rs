@@ -9,6 +9,9 @@
 //!
 //! `GANTRY_COPY_THREADS` (read once, when the first copy starts the pool) sets how many
 //! threads work on a copy, the caller included: 1 keeps every copy on the calling thread.
+//! `GANTRY_COPY_SPIN_US` (read then too) sets how long an idle thread spins before it sleeps
+//! (default 100; a frame loop whose gaps are a little longer keeps its threads awake with
+//! more, at the cost of the cores they spin on).
 //!
 //! The caller of [`run`] (copy pieces), [`run_writes`] (writes into one mapping) or
 //! [`run_calls`] (parts of other CPU work: a scatter plan made in parts) takes jobs too and
@@ -238,6 +241,9 @@ struct Pool {
     wake: Condvar,
     /// Worker threads started (besides the callers).
     workers: AtomicUsize,
+    /// How long an idle worker spins before it sleeps ([`IDLE_SPIN`] unless
+    /// `GANTRY_COPY_SPIN_US` says otherwise).
+    idle_spin: Duration,
 }
 
 fn pool() -> &'static Pool {
@@ -249,6 +255,7 @@ fn pool() -> &'static Pool {
             generation: AtomicU64::new(0),
             wake: Condvar::new(),
             workers: AtomicUsize::new(0),
+            idle_spin: spin_wanted(std::env::var("GANTRY_COPY_SPIN_US").ok().as_deref()),
         }));
         let threads = threads_wanted(
             std::env::var("GANTRY_COPY_THREADS").ok().as_deref(),
@@ -275,6 +282,16 @@ fn threads_wanted(env: Option<&str>, parallelism: usize) -> usize {
         .clamp(1, MAX_THREADS)
 }
 
+/// How long idle workers spin: `GANTRY_COPY_SPIN_US` microseconds when it is a number (at
+/// most [`MAX_IDLE_SPIN`]; 0 sleeps at once), else [`IDLE_SPIN`].
+fn spin_wanted(env: Option<&str>) -> Duration {
+    env.and_then(|v| v.trim().parse::<u64>().ok())
+        .map_or(IDLE_SPIN, |us| Duration::from_micros(us).min(MAX_IDLE_SPIN))
+}
+
+/// The longest idle spin `GANTRY_COPY_SPIN_US` may ask for.
+const MAX_IDLE_SPIN: Duration = Duration::from_millis(20);
+
 fn worker(pool: &'static Pool) {
     let mut seen = 0u64;
     loop {
@@ -283,7 +300,7 @@ fn worker(pool: &'static Pool) {
             for _ in 0..SPINS_PER_CHECK {
                 std::hint::spin_loop();
             }
-            if idle.elapsed() >= IDLE_SPIN {
+            if idle.elapsed() >= pool.idle_spin {
                 break 'spin;
             }
         }
@@ -669,6 +686,15 @@ mod tests {
         assert_eq!(threads_wanted(Some("0"), 8), 8);
         assert_eq!(threads_wanted(Some("many"), 8), 8);
         assert_eq!(threads_wanted(Some(""), 0), 1);
+    }
+
+    #[test]
+    fn idle_spin_from_the_environment() {
+        assert_eq!(spin_wanted(None), IDLE_SPIN);
+        assert_eq!(spin_wanted(Some("250")), Duration::from_micros(250));
+        assert_eq!(spin_wanted(Some(" 0 ")), Duration::ZERO);
+        assert_eq!(spin_wanted(Some("999999999")), MAX_IDLE_SPIN);
+        assert_eq!(spin_wanted(Some("-5")), IDLE_SPIN);
     }
 
     proptest! {
