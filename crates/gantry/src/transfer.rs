@@ -652,7 +652,16 @@ impl<B: Backend> Inner<B> {
             }
             self.check_aligned(offset, size)?;
         }
-        if a.is_power_of_two() && packed <= chunk_size {
+        if !a.is_power_of_two() {
+            // No backend has such a copy alignment; `push_packed` pads to powers of two, so
+            // the regions below would not hold their lists: one upload each.
+            let mut last = None;
+            for &(offset, data) in writes.iter().filter(|w| !w.1.is_empty()) {
+                last = Some(self.upload(dst, offset, data, None)?);
+            }
+            return Ok(last.unwrap_or_else(|| self.handle(Ticket::done(self))));
+        }
+        if packed <= chunk_size {
             // One region.
             return if packed == 0 {
                 Ok(self.handle(Ticket::done(self)))
@@ -680,7 +689,7 @@ impl<B: Backend> Inner<B> {
                 last = Some(self.upload(dst, offset, data, None)?);
                 continue;
             }
-            // (The copy alignment is a power of two, or the checks above failed every entry.)
+            // As `push_packed` pads (the copy alignment is a power of two here).
             let padded = align_up(size, wide).unwrap_or(u64::MAX);
             if end.saturating_add(padded) > chunk_size {
                 // `end > 0` here: an entry that fits a chunk fits an empty region.
