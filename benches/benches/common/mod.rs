@@ -15,11 +15,16 @@ pub const WRITES: u64 = 10_000;
 
 /// A gantry-wgpu device keeping the staging chunks a 256 MiB upload needs, like a
 /// long-running application would. `GANTRY_WAIT_SPIN_US` sets its
-/// [`WgpuOptions::wait_spin`] (default: the backend's).
+/// [`WgpuOptions::wait_spin`] (default: the backend's). `GANTRY_WGPU_DISCRETE=1` takes a
+/// discrete GPU's paths on any adapter (no direct writes, the write shadow on): to profile
+/// on lavapipe what an H100 runs.
 pub fn open() -> Device<WgpuBackend> {
+    let discrete = std::env::var_os("GANTRY_WGPU_DISCRETE").is_some_and(|v| v == "1");
     let backend = WgpuBackend::new(&WgpuOptions {
         staging_keep_bytes: 512 << 20,
         wait_spin: wait_spin().unwrap_or(WgpuOptions::default().wait_spin),
+        direct_writes: discrete.then_some(false),
+        write_shadow: discrete.then_some(true),
         ..WgpuOptions::default()
     })
     .expect("a wgpu adapter (lavapipe: mesa-vulkan-drivers)");
