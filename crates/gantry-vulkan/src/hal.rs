@@ -244,6 +244,8 @@ enum BatchOp {
     Copy(RawCopy),
     /// Small writes to one destination, for a scatter dispatch.
     Writes(Deferred),
+    /// A scatter dispatch planned when recorded (a [`CopyList`]'s), its records staged.
+    Scatter(Dispatch),
 }
 
 /// Small writes to one destination: offsets in the destination and in staging.
@@ -712,6 +714,57 @@ impl VulkanDevice {
             unsafe { self.recycle_staging(b) };
         }
         result
+    }
+}
+
+impl VulkanBackend {
+    /// The scatter dispatch of `list`'s copies from `src` into `dst`, planned from what the
+    /// list keeps ([`ScatterPlan::of_list`]) with its records staged in `batch`; `None` when
+    /// the device has no scatter pipeline, the plan is refused (overlapping destinations,
+    /// windows beyond the limits) or no staging could be had.
+    fn plan_list(
+        &self,
+        batch: &mut VulkanBatch,
+        src: &VulkanBuffer,
+        dst: &VulkanBuffer,
+        list: &CopyList,
+    ) -> Option<Dispatch> {
+        self.0.scatter_pipeline()?;
+        let limits = self.0.limits;
+        let words = self
+            .0
+            .scatter_words
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let mut plan = ScatterPlan::of_list(
+            list,
+            limits.min_storage_buffer_offset_alignment,
+            limits.max_storage_buffer_range,
+            scatter::plan_parts(list.len()),
+            &gantry_core::copier::run_calls,
+        )
+        .filter(|plan| plan.wide || words)
+        .filter(|plan| plan.record_bytes().len() as u64 <= limits.max_storage_buffer_range)?;
+        // GPUs: a workgroup per record; CPU devices: grid-stride.
+        if self.0.adapter.device_type != vk::PhysicalDeviceType::CPU {
+            plan.spread();
+        }
+        let records = batch.stage_records(&plan)?;
+        Some(Dispatch {
+            records,
+            src: Binding {
+                buffer: src.raw(),
+                offset: plan.src_base,
+                range: plan.src_size,
+            },
+            dst: Binding {
+                buffer: dst.raw(),
+                offset: plan.dst_base,
+                range: plan.dst_size,
+            },
+            groups: plan.groups,
+            wide: plan.wide,
+            set: vk::DescriptorSet::null(),
+        })
     }
 }
 
@@ -1293,10 +1346,22 @@ impl Backend for VulkanBackend {
             unsafe { self.batch_copy_many(batch, src, dst, &copies) };
             return;
         }
-        // As `batch_copy_many` does for a run that scatters, for the whole list at once: no
-        // entry is looked at here.
         batch.before_writing(dst.raw());
         batch.emit_deferred(src.raw());
+        // Planned now from what the list keeps, and recorded after the writes to `dst`
+        // deferred before it: unless the writes may be done on the host at submission (a UMA
+        // destination), or the plan is refused (overlaps), when the entries join the
+        // deferred writes as `batch_copy_many` defers a run that scatters.
+        let direct = dst.uma_ptr().is_some()
+            && self
+                .0
+                .direct_enabled
+                .load(std::sync::atomic::Ordering::Relaxed);
+        if !direct && let Some(dispatch) = self.plan_list(batch, src, dst, list) {
+            batch.emit_deferred(dst.raw());
+            batch.ops.push(BatchOp::Scatter(dispatch));
+            return;
+        }
         batch.register_copy_source(src);
         batch.defer_many(
             dst.raw(),
@@ -1309,7 +1374,10 @@ impl Backend for VulkanBackend {
     unsafe fn submit(&self, mut batch: VulkanBatch) -> Result<SubmissionIndex, DeviceError> {
         batch.emit_all_deferred();
         let batch_ops = std::mem::take(&mut batch.ops);
-        let pipeline = if batch_ops.iter().any(|op| matches!(op, BatchOp::Writes(_))) {
+        let pipeline = if batch_ops
+            .iter()
+            .any(|op| matches!(op, BatchOp::Writes(_) | BatchOp::Scatter(_)))
+        {
             self.0.scatter_pipeline()
         } else {
             None
@@ -1341,6 +1409,20 @@ impl Backend for VulkanBackend {
                     continue;
                 }
                 BatchOp::Writes(d) => d,
+                BatchOp::Scatter(d) => {
+                    // Planned only with a pipeline, which stays once created.
+                    let Some(p) = pipeline else {
+                        return Err(DeviceError::Internal("no scatter pipeline".to_owned()));
+                    };
+                    for b in [d.src.buffer, d.dst.buffer] {
+                        if !touched.contains(&b) {
+                            touched.push(b);
+                        }
+                    }
+                    ops.push(Op::Scatter(p, d));
+                    dispatches += 1;
+                    continue;
+                }
             };
             // A UMA destination that nothing earlier in the batch touches, with sources the
             // host can read: the writes may be done on the host (decided at submission).

@@ -9,7 +9,7 @@ use gantry_core::DeviceError;
 use gantry_core::scatter::{self, CopyList, CopyRun, ScatterPlan, ScatterWrite};
 
 use crate::WgpuBackend;
-use crate::scatter::Scatter;
+use crate::scatter::{Scatter, ScatterPipeline};
 
 const MAP_ALIGN: u64 = wgpu::MAP_ALIGNMENT;
 
@@ -1124,12 +1124,35 @@ impl WgpuBatch {
             self.record_copies(&group);
             return Ok(());
         };
+        self.record_dispatch(
+            ctx,
+            &plan,
+            pipeline,
+            &group.src,
+            &group.dst,
+            group.writes.len(),
+        )
+    }
+
+    /// Records the dispatch of `plan` (for `writes` writes to `dst` whose bytes are in
+    /// `src`): its record table staged, the source window and the table copied into a
+    /// device-local scratch buffer, one compute pass.
+    fn record_dispatch(
+        &mut self,
+        ctx: &WgpuBackend,
+        plan: &ScatterPlan,
+        pipeline: &ScatterPipeline,
+        src: &Source,
+        dst: &wgpu::Buffer,
+        writes: usize,
+    ) -> Result<(), DeviceError> {
+        let shared = Arc::clone(&self.scatter);
         let align = shared.storage_align;
         // The record table goes into staging like the data; on the same chunk, at an offset
         // aligned for a storage binding, one copy takes the source window and the table.
         let (rec_chunk, rec_offset) = self.stage(ctx, plan.record_bytes(), align.max(MAP_ALIGN))?;
         let rec_len = plan.record_bytes().len() as u64;
-        let one_copy = group.src == Source::Chunk(rec_chunk) && rec_offset >= plan.src_base;
+        let one_copy = *src == Source::Chunk(rec_chunk) && rec_offset >= plan.src_base;
         let (rec_at, scratch_size) = if one_copy {
             let at = rec_offset - plan.src_base;
             (at, at + rec_len)
@@ -1139,7 +1162,7 @@ impl WgpuBatch {
         };
         let scratch = shared.acquire_scratch(scratch_size, |size| ctx.create_scratch(size))?;
         let src = self
-            .source(&group.src)
+            .source(src)
             .ok_or_else(|| DeviceError::Internal("scatter group of unstaged host bytes".into()))?;
         let records = self.chunks[rec_chunk].buffer.clone();
         let encoder = self.encoder();
@@ -1172,7 +1195,7 @@ impl WgpuBatch {
                         },
                         wgpu::BindGroupEntry {
                             binding: 2,
-                            resource: binding(&group.dst, plan.dst_base, plan.dst_size),
+                            resource: binding(dst, plan.dst_base, plan.dst_size),
                         },
                     ],
                 })
@@ -1196,7 +1219,7 @@ impl WgpuBatch {
             pass.dispatch_workgroups(plan.groups[0], plan.groups[1], 1);
         }
         self.scratch.push(scratch);
-        shared.count_dispatch(group.writes.len());
+        shared.count_dispatch(writes);
         Ok(())
     }
 
@@ -1342,6 +1365,35 @@ impl WgpuBatch {
             return;
         }
         let source = Source::Buffer(src.clone());
+        // Planned now from what the list keeps, and recorded after the writes to `dst`
+        // deferred before it: unless the batch may write on the host at submission (a
+        // recorded command rules that out), or the plan is refused (overlaps), when the
+        // entries join the deferred writes.
+        if !self.direct {
+            let shared = Arc::clone(&self.scatter);
+            let plan = ScatterPlan::of_list(
+                list,
+                shared.storage_align,
+                shared.max_binding,
+                scatter::plan_parts(list.len()),
+                &gantry_core::copier::run_calls,
+            )
+            .filter(|p| p.record_bytes().len() as u64 <= shared.max_binding);
+            if let Some(mut plan) = plan
+                && let Some(pipeline) = ctx.scatter_pipeline(plan.wide)
+            {
+                if shared.spread {
+                    plan.spread();
+                }
+                let recorded = self.emit_for(ctx, dst).and_then(|()| {
+                    self.record_dispatch(ctx, &plan, pipeline, &source, dst, list.len())
+                });
+                if let Err(e) = recorded {
+                    self.error.get_or_insert(e);
+                }
+                return;
+            }
+        }
         self.defer_many(dst, &source, list.as_slice().iter().copied());
     }
 
