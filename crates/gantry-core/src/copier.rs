@@ -51,6 +51,55 @@ unsafe impl Send for Ptr {}
 // SAFETY: as above.
 unsafe impl Sync for Ptr {}
 
+/// A table of 32-bit words in mapped memory that several threads fill at once, each its own
+/// words: the [`crate::scatter::TableSink`] a backend gives
+/// [`crate::scatter::ScatterPlan::of_list_into`] so that a plan's record table goes straight
+/// into staging.
+#[derive(Debug)]
+pub struct RawTable {
+    base: Ptr,
+    len: usize,
+}
+
+impl RawTable {
+    /// A table of `len` bytes at `base`.
+    ///
+    /// # Safety
+    /// While the table lives, `base` is valid for writes of `len` bytes, and nothing but
+    /// [`RawTable::put`] reads or writes them; calls of `put` that run at once write
+    /// different words.
+    #[must_use]
+    pub unsafe fn new(base: *mut u8, len: usize) -> Self {
+        Self {
+            base: Ptr(NonNull::new(base).unwrap_or(NonNull::dangling())),
+            len: if base.is_null() { 0 } else { len },
+        }
+    }
+
+    /// Writes `words` at word `at` of the table (native byte order); nothing when they would
+    /// not fit.
+    pub fn put(&self, at: usize, words: &[u32]) {
+        let bytes = core::mem::size_of_val(words);
+        let Some(offset) = at.checked_mul(4) else {
+            return;
+        };
+        if offset.checked_add(bytes).is_none_or(|end| end > self.len) {
+            return;
+        }
+        // SAFETY: `offset..offset + bytes` lies inside the table (checked above), which the
+        // constructor's caller made valid for writes and reserved to `put`, whose concurrent
+        // calls write different words; `words` is other memory (a `&[u32]` while the table is
+        // written through `put` alone).
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                words.as_ptr().cast::<u8>(),
+                self.base.0.as_ptr().add(offset),
+                bytes,
+            );
+        }
+    }
+}
+
 /// One piece of a scattered copy: `len` bytes from `src` to `dst`.
 #[derive(Clone, Copy, Debug)]
 pub struct CopyPiece {

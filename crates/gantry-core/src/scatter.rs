@@ -901,13 +901,21 @@ impl ScatterPlan {
                 Some(all) => all.then(&s),
             });
         }
-        Self::summarized(writes, &summary?, storage_align, max_binding, part_len, run)
+        Self::summarized(
+            writes,
+            &summary?,
+            storage_align,
+            max_binding,
+            part_len,
+            run,
+            None,
+        )
     }
 
     /// [`Self::new_in_parts`] for the entries of `list`, from what the list keeps about them:
-    /// no pass over the entries but the one that checks their destinations are disjoint
-    /// (none when they ascend) and fills the record table, in parts. The same plan as
-    /// [`Self::new`] of `list.as_slice()`.
+    /// no pass over the entries but the one that checks their destinations are disjoint and
+    /// fills the record table, in parts. The same plan as [`Self::new`] of
+    /// `list.as_slice()`.
     ///
     /// ```
     /// use gantry_core::scatter::{CopyList, ScatterPlan};
@@ -927,6 +935,61 @@ impl ScatterPlan {
         max_binding: u64,
         parts: usize,
         run: &PartRunner<'_>,
+    ) -> Option<Self> {
+        Self::of_list_to(list, storage_align, max_binding, parts, run, None)
+    }
+
+    /// [`Self::of_list`], handing the record table to `put` instead of keeping it (the plan's
+    /// `records` is empty): `put(at, words)` writes `words` at word `at` of a table of
+    /// [`Self::table_words`]`(list.len())` words. Each part puts its rows from the thread that
+    /// filled them, so a backend can have them written straight into mapped staging memory;
+    /// the count (word 0) is put last, only when the plan is made. A refused plan may have
+    /// put some rows: the table is then unused.
+    ///
+    /// ```
+    /// use std::sync::Mutex;
+    /// use gantry_core::scatter::{CopyList, ScatterPlan};
+    /// let bytes = [1u8; 64];
+    /// let writes: Vec<(u64, &[u8])> = (0..5000u64).map(|i| (i * 7919 % 5000 * 64, &bytes[..])).collect();
+    /// let mut list = CopyList::new();
+    /// list.push_packed(4096, &writes, 16);
+    /// let table = Mutex::new(vec![0u32; ScatterPlan::table_words(list.len())]);
+    /// let put = |at: usize, words: &[u32]| {
+    ///     table.lock().unwrap()[at..at + words.len()].copy_from_slice(words);
+    /// };
+    /// let run = |n: usize, f: &(dyn Fn(usize) + Sync)| (0..n).for_each(f);
+    /// let plan = ScatterPlan::of_list_into(&list, 256, 1 << 30, 4, &run, &put).unwrap();
+    /// let whole = ScatterPlan::of_list(&list, 256, 1 << 30, 4, &run).unwrap();
+    /// assert_eq!(*table.lock().unwrap(), whole.records);
+    /// assert!(plan.records.is_empty());
+    /// assert_eq!((plan.dst_base, plan.dst_size, plan.groups), (whole.dst_base, whole.dst_size, whole.groups));
+    /// ```
+    #[must_use]
+    pub fn of_list_into(
+        list: &CopyList,
+        storage_align: u64,
+        max_binding: u64,
+        parts: usize,
+        run: &PartRunner<'_>,
+        put: &TableSink<'_>,
+    ) -> Option<Self> {
+        Self::of_list_to(list, storage_align, max_binding, parts, run, Some(put))
+    }
+
+    /// Words in the record table of a plan of `writes` writes (the count, then a record
+    /// each).
+    #[must_use]
+    pub const fn table_words(writes: usize) -> usize {
+        1 + RECORD_WORDS * writes
+    }
+
+    fn of_list_to(
+        list: &CopyList,
+        storage_align: u64,
+        max_binding: u64,
+        parts: usize,
+        run: &PartRunner<'_>,
+        put: Option<&TableSink<'_>>,
     ) -> Option<Self> {
         let writes = list.as_slice();
         let s = &list.sum;
@@ -952,11 +1015,20 @@ impl ScatterPlan {
             last_end: last.dst_offset + last.len,
         };
         let part_len = writes.len().div_ceil(parts.max(1)).max(MIN_WRITES);
-        Self::summarized(writes, &summary, storage_align, max_binding, part_len, run)
+        Self::summarized(
+            writes,
+            &summary,
+            storage_align,
+            max_binding,
+            part_len,
+            run,
+            put,
+        )
     }
 
     /// The plan of `writes`, which `summary` describes, with the per-write work in parts of
-    /// `part_len` writes (see [`Self::new_in_parts`]).
+    /// `part_len` writes (see [`Self::new_in_parts`]); its record table kept, or handed to
+    /// `put` (see [`Self::of_list_into`]).
     fn summarized(
         writes: &[ScatterWrite],
         summary: &Summary,
@@ -964,11 +1036,13 @@ impl ScatterPlan {
         max_binding: u64,
         part_len: usize,
         run: &PartRunner<'_>,
+        put: Option<&TableSink<'_>>,
     ) -> Option<Self> {
         if !storage_align.is_power_of_two() {
             return None;
         }
-        let chunks: Vec<&[ScatterWrite]> = writes.chunks(part_len.max(1)).collect();
+        let part_len = part_len.max(1);
+        let chunks: Vec<&[ScatterWrite]> = writes.chunks(part_len).collect();
         // One part runs here, without the runner.
         let run = |n: usize, f: &(dyn Fn(usize) + Sync)| {
             if n == 1 { f(0) } else { run(n, f) }
@@ -981,17 +1055,50 @@ impl ScatterPlan {
             && (!cells.fit_bitmap(writes.len())
                 || words.saturating_mul(8 * chunks.len()) > PARALLEL_BITMAP_BYTES)
         {
-            return Self::new(writes, storage_align, max_binding);
+            let mut plan = Self::new(writes, storage_align, max_binding)?;
+            if let Some(put) = put {
+                put(0, &core::mem::take(&mut plan.records));
+            }
+            return Some(plan);
         }
-        let mut records = vec![0u32; 1 + RECORD_WORDS * writes.len()];
-        records[0] = layout.count;
-        let rows: Vec<Mutex<&mut [u32]>> = records[1..]
+        // Kept: one table, each part fills its rows in place. Handed out: each part fills
+        // its rows in a buffer of its thread's and puts them.
+        let mut records = if put.is_some() {
+            Vec::new()
+        } else {
+            vec![0u32; Self::table_words(writes.len())]
+        };
+        let rows: Vec<Mutex<&mut [u32]>> = records
+            .get_mut(1..)
+            .unwrap_or_default()
             .chunks_mut(RECORD_WORDS * part_len)
             .map(Mutex::new)
             .collect();
+        // Part `i`: marks its writes' cells in `bits` (none when sorted), fills and places
+        // its rows; whether its writes were disjoint.
+        let part = |i: usize, bits: Option<&mut [u64]>| -> bool {
+            let writes = chunks[i];
+            let fill = |rows: &mut [u32]| match bits {
+                Some(bits) => layout.mark_and_fill(bits, rows, writes, summary.dst_lo, cells.shift),
+                None => {
+                    layout.fill(rows, writes);
+                    true
+                }
+            };
+            match put {
+                None => fill(&mut lock(&rows[i])),
+                Some(put) => with_rows(RECORD_WORDS * writes.len(), |rows| {
+                    let done = fill(rows);
+                    if done {
+                        put(1 + RECORD_WORDS * part_len * i, rows);
+                    }
+                    done
+                }),
+            }
+        };
         if summary.sorted {
             run(chunks.len(), &|i| {
-                layout.fill(&mut lock(&rows[i]), chunks[i])
+                part(i, None);
             });
         } else {
             let mut bitmaps = take_bitmaps(chunks.len(), words);
@@ -1002,13 +1109,7 @@ impl ScatterPlan {
             run(chunks.len(), &|i| {
                 let mut slot = lock(&slots[i]);
                 let (bits, disjoint) = &mut *slot;
-                *disjoint = layout.mark_and_fill(
-                    bits,
-                    &mut lock(&rows[i]),
-                    chunks[i],
-                    summary.dst_lo,
-                    cells.shift,
-                );
+                *disjoint = part(i, Some(bits));
             });
             // Merged word by word (an overlap between two parts: a bit in both), and left
             // all zeros for the next call.
@@ -1032,6 +1133,10 @@ impl ScatterPlan {
             }
         }
         drop(rows);
+        match put {
+            Some(put) => put(0, &[layout.count]),
+            None => records[0] = layout.count,
+        }
         Some(layout.plan(records))
     }
 
@@ -1183,6 +1288,28 @@ pub const fn plan_parts(writes: usize) -> usize {
 /// Runs parts of a job for [`ScatterPlan::new_in_parts`]: `run(n, f)` calls `f(i)` once for
 /// every `i` below `n`, in any order or at once, and returns when all calls have.
 pub type PartRunner<'a> = dyn Fn(usize, &(dyn Fn(usize) + Sync)) + 'a;
+
+/// Takes a plan's record table for [`ScatterPlan::of_list_into`]: `put(at, words)` writes
+/// `words` at word `at` of the table; called from several threads at once, never twice for
+/// one word.
+pub type TableSink<'a> = dyn Fn(usize, &[u32]) + Sync + 'a;
+
+std::thread_local! {
+    /// A part's rows before they are put ([`ScatterPlan::of_list_into`]).
+    static ROWS: std::cell::RefCell<Vec<u32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` on `n` words of this thread's row buffer (taken out while `f` runs: a fresh one
+/// when thread-local storage is gone).
+fn with_rows<R>(n: usize, f: impl FnOnce(&mut [u32]) -> R) -> R {
+    let mut rows = ROWS.try_with(|cell| cell.take()).unwrap_or_default();
+    if rows.len() < n {
+        rows.resize(n, 0);
+    }
+    let r = f(&mut rows[..n]);
+    let _ = ROWS.try_with(|cell| cell.replace(rows));
+    r
+}
 
 /// What one pass over a set of writes finds: their windows, the low bits of their offsets and
 /// lengths, and whether they are in increasing order without overlaps.
@@ -1958,6 +2085,19 @@ mod tests {
             if order < 2 {
                 // Disjoint: planned whenever there are enough writes.
                 proptest::prop_assert_eq!(planned.is_some(), list.len() >= MIN_WRITES);
+            }
+            // Handed out: the same table, put part by part (count last).
+            let table = Mutex::new(vec![0u32; ScatterPlan::table_words(list.len())]);
+            let put = |at: usize, words: &[u32]| {
+                lock(&table)[at..at + words.len()].copy_from_slice(words);
+            };
+            let into = ScatterPlan::of_list_into(&list, storage_align, 1 << 30, parts, &backwards, &put);
+            proptest::prop_assert_eq!(into.is_some(), planned.is_some());
+            if let (Some(mut into), Some(planned)) = (into, planned) {
+                proptest::prop_assert!(into.records.is_empty());
+                proptest::prop_assert_eq!(&*lock(&table), &planned.records);
+                into.records = planned.records.clone();
+                proptest::prop_assert_eq!(into, planned);
             }
         }
     }

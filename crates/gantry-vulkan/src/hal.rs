@@ -397,6 +397,17 @@ impl VulkanBatch {
     fn stage_records(&mut self, plan: &ScatterPlan) -> Option<Binding> {
         let bytes = plan.record_bytes();
         let len = bytes.len() as u64;
+        let (ptr, at) = self.table_room(len)?;
+        // SAFETY: `table_room` gave `len` bytes of the batch's own mapped chunk at `ptr`,
+        // which nothing else of the batch uses.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), ptr.get(), bytes.len()) };
+        self.table_written(at, len)
+    }
+
+    /// Room for a record table of `len` bytes in staging (the current chunk, or a new one):
+    /// the address of its mapping there, and its offset. The batch uses nothing at or after
+    /// the offset until [`Self::table_written`].
+    fn table_room(&mut self, len: u64) -> Option<(MappedPtr, u64)> {
         let align = self
             .device
             .limits
@@ -409,18 +420,17 @@ impl VulkanBatch {
             self.staging.push(chunk);
             at = 0;
         }
+        let ptr = self.staging.last()?.mapped_ptr()?;
+        // SAFETY: `at + len` fits in the mapped chunk (checked above, or a new chunk of at
+        // least `len` bytes), so the address is inside its mapping.
+        let at_ptr = unsafe { ptr.as_ptr().add(usize::try_from(at).ok()?) };
+        Some((MappedPtr(std::ptr::NonNull::new(at_ptr)?), at))
+    }
+
+    /// The binding of a record table of `len` bytes written at `at` in the current chunk
+    /// ([`Self::table_room`]), made visible to the device.
+    fn table_written(&mut self, at: u64, len: u64) -> Option<Binding> {
         let staging = self.staging.last()?;
-        let ptr = staging.mapped_ptr()?;
-        // SAFETY: the chunk is the batch's own (not submitted yet), mapped, and `at + len`
-        // fits in it (checked above, or a new chunk of at least `len` bytes); nothing else of
-        // the batch was staged at or after `at`.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                bytes.as_ptr(),
-                ptr.as_ptr().add(at as usize),
-                bytes.len(),
-            )
-        };
         // SAFETY: the range was just written, lies inside the mapped chunk, not submitted.
         unsafe { self.device.flush(staging, at, len) }.ok()?;
         self.cursor = (at + len).next_multiple_of(16);
@@ -735,20 +745,35 @@ impl VulkanBackend {
             .0
             .scatter_words
             .load(std::sync::atomic::Ordering::Relaxed);
-        let mut plan = ScatterPlan::of_list(
+        let len = (ScatterPlan::table_words(list.len()) as u64).saturating_mul(4);
+        if list.len() < scatter::MIN_WRITES
+            || !list.carried()
+            || len > limits.max_storage_buffer_range
+        {
+            return None;
+        }
+        // The record table goes straight into staging, each part's rows from the thread
+        // that fills them (a refused plan leaves the bytes unused).
+        let (ptr, at) = batch.table_room(len)?;
+        // SAFETY: `table_room` gave `len` bytes of the batch's own mapped chunk at `ptr`,
+        // unused by the batch until `table_written`; the plan's parts put different words.
+        let table =
+            unsafe { gantry_core::copier::RawTable::new(ptr.get(), usize::try_from(len).ok()?) };
+        let put = |at: usize, words: &[u32]| table.put(at, words);
+        let mut plan = ScatterPlan::of_list_into(
             list,
             limits.min_storage_buffer_offset_alignment,
             limits.max_storage_buffer_range,
             scatter::plan_parts(list.len()),
             &gantry_core::copier::run_calls,
+            &put,
         )
-        .filter(|plan| plan.wide || words)
-        .filter(|plan| plan.record_bytes().len() as u64 <= limits.max_storage_buffer_range)?;
+        .filter(|plan| plan.wide || words)?;
         // GPUs: a workgroup per record; CPU devices: grid-stride.
         if self.0.adapter.device_type != vk::PhysicalDeviceType::CPU {
             plan.spread();
         }
-        let records = batch.stage_records(&plan)?;
+        let records = batch.table_written(at, len)?;
         Some(Dispatch {
             records,
             src: Binding {

@@ -360,6 +360,9 @@ fn deferred_align(offset: u64, len: u64) -> u64 {
     }
 }
 
+/// Where a batch staged a record table: chunk, offset, bytes.
+type StagedTable = (usize, u64, u64);
+
 /// [`WgpuBatch::current`] when no group is current.
 const NO_GROUP: usize = usize::MAX;
 
@@ -1146,12 +1149,30 @@ impl WgpuBatch {
         dst: &wgpu::Buffer,
         writes: usize,
     ) -> Result<(), DeviceError> {
-        let shared = Arc::clone(&self.scatter);
-        let align = shared.storage_align;
         // The record table goes into staging like the data; on the same chunk, at an offset
         // aligned for a storage binding, one copy takes the source window and the table.
-        let (rec_chunk, rec_offset) = self.stage(ctx, plan.record_bytes(), align.max(MAP_ALIGN))?;
+        let align = self.scatter.storage_align.max(MAP_ALIGN);
+        let (rec_chunk, rec_offset) = self.stage(ctx, plan.record_bytes(), align)?;
         let rec_len = plan.record_bytes().len() as u64;
+        let table = (rec_chunk, rec_offset, rec_len);
+        self.record_staged_dispatch(ctx, plan, pipeline, src, dst, writes, table)
+    }
+
+    /// [`Self::record_dispatch`] once the record table is staged: `rec_len` bytes at
+    /// `rec_offset` of chunk `rec_chunk`.
+    #[allow(clippy::too_many_arguments)]
+    fn record_staged_dispatch(
+        &mut self,
+        ctx: &WgpuBackend,
+        plan: &ScatterPlan,
+        pipeline: &ScatterPipeline,
+        src: &Source,
+        dst: &wgpu::Buffer,
+        writes: usize,
+        (rec_chunk, rec_offset, rec_len): StagedTable,
+    ) -> Result<(), DeviceError> {
+        let shared = Arc::clone(&self.scatter);
+        let align = shared.storage_align;
         let one_copy = *src == Source::Chunk(rec_chunk) && rec_offset >= plan.src_base;
         let (rec_at, scratch_size) = if one_copy {
             let at = rec_offset - plan.src_base;
@@ -1370,31 +1391,80 @@ impl WgpuBatch {
         // recorded command rules that out), or the plan is refused (overlaps), when the
         // entries join the deferred writes.
         if !self.direct {
-            let shared = Arc::clone(&self.scatter);
-            let plan = ScatterPlan::of_list(
-                list,
-                shared.storage_align,
-                shared.max_binding,
-                scatter::plan_parts(list.len()),
-                &gantry_core::copier::run_calls,
-            )
-            .filter(|p| p.record_bytes().len() as u64 <= shared.max_binding);
-            if let Some(mut plan) = plan
-                && let Some(pipeline) = ctx.scatter_pipeline(plan.wide)
-            {
-                if shared.spread {
-                    plan.spread();
-                }
-                let recorded = self.emit_for(ctx, dst).and_then(|()| {
-                    self.record_dispatch(ctx, &plan, pipeline, &source, dst, list.len())
-                });
-                if let Err(e) = recorded {
+            let planned = self.plan_list(ctx, list);
+            let recorded = match planned {
+                Ok(Some((plan, table))) => ctx.scatter_pipeline(plan.wide).map(|pipeline| {
+                    self.emit_for(ctx, dst).and_then(|()| {
+                        let n = list.len();
+                        self.record_staged_dispatch(ctx, &plan, pipeline, &source, dst, n, table)
+                    })
+                }),
+                Ok(None) => None,
+                Err(e) => Some(Err(e)),
+            };
+            match recorded {
+                Some(Err(e)) => {
                     self.error.get_or_insert(e);
+                    return;
                 }
-                return;
+                Some(Ok(())) => return,
+                None => {}
             }
         }
         self.defer_many(dst, &source, list.as_slice().iter().copied());
+    }
+
+    /// The scatter plan of `list` ([`ScatterPlan::of_list_into`]), its record table written
+    /// straight into staging by the threads that fill it: the plan and where the table is
+    /// (chunk, offset, bytes); `None` when the plan is refused (the staging it took is
+    /// left unused).
+    fn plan_list(
+        &mut self,
+        ctx: &WgpuBackend,
+        list: &CopyList,
+    ) -> Result<Option<(ScatterPlan, StagedTable)>, DeviceError> {
+        let shared = Arc::clone(&self.scatter);
+        let rec_len = (ScatterPlan::table_words(list.len()) as u64).saturating_mul(4);
+        if list.len() < scatter::MIN_WRITES || !list.carried() || rec_len > shared.max_binding {
+            return Ok(None);
+        }
+        let (index, start) = self.room(ctx, rec_len, shared.storage_align.max(MAP_ALIGN))?;
+        // A view of the table's bytes alone: the batch's view of the chunk goes (with the
+        // shadow, which belongs to it) first.
+        self.flush_shadow()?;
+        self.view = None;
+        let buffer = self.chunks[index].buffer.clone();
+        let mut view = buffer
+            .get_mapped_range_mut(start..start + rec_len)
+            .map_err(|e| DeviceError::Internal(format!("get_mapped_range_mut: {e}")))?;
+        let base = view.slice(..).as_raw_element_ptr().as_ptr();
+        // SAFETY: `view` is a write view of the table's `rec_len` bytes at `base`, held until
+        // the plan is made; nothing else of the batch touches them meanwhile, and the plan's
+        // parts put different words.
+        let table = unsafe {
+            gantry_core::copier::RawTable::new(base, usize::try_from(rec_len).unwrap_or(0))
+        };
+        let put = |at: usize, words: &[u32]| table.put(at, words);
+        let plan = ScatterPlan::of_list_into(
+            list,
+            shared.storage_align,
+            shared.max_binding,
+            scatter::plan_parts(list.len()),
+            &gantry_core::copier::run_calls,
+            &put,
+        );
+        drop(view);
+        let Some(mut plan) = plan else {
+            return Ok(None);
+        };
+        // GPUs: a workgroup per record; CPU devices: grid-stride.
+        if shared.spread {
+            plan.spread();
+        }
+        self.used = gantry_core::align_up(start + rec_len, MAP_ALIGN)
+            .unwrap_or(u64::MAX)
+            .min(self.chunks[index].size);
+        Ok(Some((plan, (index, start, rec_len))))
     }
 
     /// Ends recording: the command buffer, the chunks to recycle after the submission and
