@@ -30,6 +30,7 @@ pub use sizing::{
 
 // Pool, rings, double and triple buffers, aligned buffers (host-a).
 mod aligned;
+mod anybox;
 mod double;
 mod pool;
 mod ring;
@@ -38,6 +39,7 @@ mod sync;
 mod triple;
 
 pub use aligned::{AlignedBuf, AlignedBufError};
+pub use anybox::AnyBox;
 pub use double::{DoubleBuffer, DoubleReader, DoubleWriter, ReadGuard, WriteGuard};
 pub use pool::{BufferPool, PoolConfig, PooledBuffer};
 pub use ring::{RingBuffer, RingError};
