@@ -979,6 +979,51 @@ impl ScatterPlan {
         Self::of_list_to(list, storage_align, max_binding, parts, run, Some(put))
     }
 
+    /// [`Self::of_list_into`] in [`plan_parts`] parts on the copy threads
+    /// ([`crate::copier::run_calls`]), the record table written into `table`: what a backend
+    /// calls with its batch's mapped staging (see [`Self::list_table_bytes`] for the room).
+    #[must_use]
+    pub fn of_list_on_threads(
+        list: &CopyList,
+        storage_align: u64,
+        max_binding: u64,
+        table: &crate::copier::RawTable,
+    ) -> Option<Self> {
+        let put = |at: usize, words: &[u32]| table.put(at, words);
+        Self::of_list_into(
+            list,
+            storage_align,
+            max_binding,
+            plan_parts(list.len()),
+            &crate::copier::run_calls,
+            &put,
+        )
+    }
+
+    /// Bytes of the record table of a plan of `list`, or `None` when the list alone rules a
+    /// plan out (fewer than [`MIN_WRITES`] entries, one a dispatch cannot carry) or the table
+    /// would pass `max_binding`: the staging a backend sets aside before
+    /// [`Self::of_list_on_threads`].
+    ///
+    /// ```
+    /// use gantry_core::scatter::{CopyList, ScatterPlan, MIN_WRITES};
+    /// let mut list = CopyList::new();
+    /// for i in 0..MIN_WRITES as u64 {
+    ///     list.push(i * 16, i * 64, 16);
+    /// }
+    /// assert_eq!(ScatterPlan::list_table_bytes(&list, 1 << 20), Some(4 * (1 + 3 * MIN_WRITES as u64)));
+    /// assert_eq!(ScatterPlan::list_table_bytes(&list, 64), None);
+    /// list.push(0, 1, 3); // not 4-byte aligned
+    /// assert_eq!(ScatterPlan::list_table_bytes(&list, 1 << 20), None);
+    /// ```
+    #[must_use]
+    pub fn list_table_bytes(list: &CopyList, max_binding: u64) -> Option<u64> {
+        let bytes = u64::try_from(Self::table_words(list.len()))
+            .ok()?
+            .checked_mul(4)?;
+        (list.len() >= MIN_WRITES && list.carried() && bytes <= max_binding).then_some(bytes)
+    }
+
     /// Words in the record table of a plan of `writes` writes (the count, then a record
     /// each).
     #[must_use]

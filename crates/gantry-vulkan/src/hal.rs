@@ -745,13 +745,7 @@ impl VulkanBackend {
             .0
             .scatter_words
             .load(std::sync::atomic::Ordering::Relaxed);
-        let len = (ScatterPlan::table_words(list.len()) as u64).saturating_mul(4);
-        if list.len() < scatter::MIN_WRITES
-            || !list.carried()
-            || len > limits.max_storage_buffer_range
-        {
-            return None;
-        }
+        let len = ScatterPlan::list_table_bytes(list, limits.max_storage_buffer_range)?;
         // The record table goes straight into staging, each part's rows from the thread
         // that fills them (a refused plan leaves the bytes unused).
         let (ptr, at) = batch.table_room(len)?;
@@ -759,14 +753,11 @@ impl VulkanBackend {
         // unused by the batch until `table_written`; the plan's parts put different words.
         let table =
             unsafe { gantry_core::copier::RawTable::new(ptr.get(), usize::try_from(len).ok()?) };
-        let put = |at: usize, words: &[u32]| table.put(at, words);
-        let mut plan = ScatterPlan::of_list_into(
+        let mut plan = ScatterPlan::of_list_on_threads(
             list,
             limits.min_storage_buffer_offset_alignment,
             limits.max_storage_buffer_range,
-            scatter::plan_parts(list.len()),
-            &gantry_core::copier::run_calls,
-            &put,
+            &table,
         )
         .filter(|plan| plan.wide || words)?;
         // GPUs: a workgroup per record; CPU devices: grid-stride.

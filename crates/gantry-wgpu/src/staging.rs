@@ -1127,41 +1127,21 @@ impl WgpuBatch {
             self.record_copies(&group);
             return Ok(());
         };
-        self.record_dispatch(
-            ctx,
-            &plan,
-            pipeline,
-            &group.src,
-            &group.dst,
-            group.writes.len(),
-        )
+        // The record table goes into staging like the data; on the same chunk, at an offset
+        // aligned for a storage binding, one copy takes the source window and the table.
+        let align = shared.storage_align.max(MAP_ALIGN);
+        let (rec_chunk, rec_offset) = self.stage(ctx, plan.record_bytes(), align)?;
+        let table = (rec_chunk, rec_offset, plan.record_bytes().len() as u64);
+        let (src, dst, n) = (&group.src, &group.dst, group.writes.len());
+        self.record_dispatch(ctx, &plan, pipeline, src, dst, n, table)
     }
 
     /// Records the dispatch of `plan` (for `writes` writes to `dst` whose bytes are in
-    /// `src`): its record table staged, the source window and the table copied into a
-    /// device-local scratch buffer, one compute pass.
-    fn record_dispatch(
-        &mut self,
-        ctx: &WgpuBackend,
-        plan: &ScatterPlan,
-        pipeline: &ScatterPipeline,
-        src: &Source,
-        dst: &wgpu::Buffer,
-        writes: usize,
-    ) -> Result<(), DeviceError> {
-        // The record table goes into staging like the data; on the same chunk, at an offset
-        // aligned for a storage binding, one copy takes the source window and the table.
-        let align = self.scatter.storage_align.max(MAP_ALIGN);
-        let (rec_chunk, rec_offset) = self.stage(ctx, plan.record_bytes(), align)?;
-        let rec_len = plan.record_bytes().len() as u64;
-        let table = (rec_chunk, rec_offset, rec_len);
-        self.record_staged_dispatch(ctx, plan, pipeline, src, dst, writes, table)
-    }
-
-    /// [`Self::record_dispatch`] once the record table is staged: `rec_len` bytes at
-    /// `rec_offset` of chunk `rec_chunk`.
+    /// `src`), its record table staged (`rec_len` bytes at `rec_offset` of chunk
+    /// `rec_chunk`): the source window and the table copied into a device-local scratch
+    /// buffer, one compute pass.
     #[allow(clippy::too_many_arguments)]
-    fn record_staged_dispatch(
+    fn record_dispatch(
         &mut self,
         ctx: &WgpuBackend,
         plan: &ScatterPlan,
@@ -1396,7 +1376,7 @@ impl WgpuBatch {
                 Ok(Some((plan, table))) => ctx.scatter_pipeline(plan.wide).map(|pipeline| {
                     self.emit_for(ctx, dst).and_then(|()| {
                         let n = list.len();
-                        self.record_staged_dispatch(ctx, &plan, pipeline, &source, dst, n, table)
+                        self.record_dispatch(ctx, &plan, pipeline, &source, dst, n, table)
                     })
                 }),
                 Ok(None) => None,
@@ -1424,10 +1404,9 @@ impl WgpuBatch {
         list: &CopyList,
     ) -> Result<Option<(ScatterPlan, StagedTable)>, DeviceError> {
         let shared = Arc::clone(&self.scatter);
-        let rec_len = (ScatterPlan::table_words(list.len()) as u64).saturating_mul(4);
-        if list.len() < scatter::MIN_WRITES || !list.carried() || rec_len > shared.max_binding {
+        let Some(rec_len) = ScatterPlan::list_table_bytes(list, shared.max_binding) else {
             return Ok(None);
-        }
+        };
         let (index, start) = self.room(ctx, rec_len, shared.storage_align.max(MAP_ALIGN))?;
         // A view of the table's bytes alone: the batch's view of the chunk goes (with the
         // shadow, which belongs to it) first.
@@ -1444,15 +1423,8 @@ impl WgpuBatch {
         let table = unsafe {
             gantry_core::copier::RawTable::new(base, usize::try_from(rec_len).unwrap_or(0))
         };
-        let put = |at: usize, words: &[u32]| table.put(at, words);
-        let plan = ScatterPlan::of_list_into(
-            list,
-            shared.storage_align,
-            shared.max_binding,
-            scatter::plan_parts(list.len()),
-            &gantry_core::copier::run_calls,
-            &put,
-        );
+        let plan =
+            ScatterPlan::of_list_on_threads(list, shared.storage_align, shared.max_binding, &table);
         drop(view);
         let Some(mut plan) = plan else {
             return Ok(None);
