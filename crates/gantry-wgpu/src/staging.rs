@@ -1407,6 +1407,9 @@ impl WgpuBatch {
         let Some(rec_len) = ScatterPlan::list_table_bytes(list, shared.max_binding) else {
             return Ok(None);
         };
+        let Ok(table_len) = usize::try_from(rec_len) else {
+            return Ok(None);
+        };
         let (index, start) = self.room(ctx, rec_len, shared.storage_align.max(MAP_ALIGN))?;
         // A view of the table's bytes alone: the batch's view of the chunk goes (with the
         // shadow, which belongs to it) first.
@@ -1420,9 +1423,7 @@ impl WgpuBatch {
         // SAFETY: `view` is a write view of the table's `rec_len` bytes at `base`, held until
         // the plan is made; nothing else of the batch touches them meanwhile, and the plan's
         // parts put different words.
-        let table = unsafe {
-            gantry_core::copier::RawTable::new(base, usize::try_from(rec_len).unwrap_or(0))
-        };
+        let table = unsafe { gantry_core::copier::RawTable::new(base, table_len) };
         let plan =
             ScatterPlan::of_list_on_threads(list, shared.storage_align, shared.max_binding, &table);
         drop(view);
