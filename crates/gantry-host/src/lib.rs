@@ -30,8 +30,8 @@ pub use sizing::{
 
 // Pool, rings, double and triple buffers, aligned buffers (host-a).
 mod aligned;
-mod anybox;
 mod double;
+mod inline_any;
 mod pool;
 mod ring;
 pub mod spsc;
@@ -39,8 +39,8 @@ mod sync;
 mod triple;
 
 pub use aligned::{AlignedBuf, AlignedBufError};
-pub use anybox::AnyBox;
 pub use double::{DoubleBuffer, DoubleReader, DoubleWriter, ReadGuard, WriteGuard};
+pub use inline_any::InlineAny;
 pub use pool::{BufferPool, PoolConfig, PooledBuffer};
 pub use ring::{RingBuffer, RingError};
 pub use triple::{TripleBuffer, TripleReader, TripleWriter};

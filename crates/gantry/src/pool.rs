@@ -34,7 +34,7 @@ use std::sync::{Arc, Mutex, Weak};
 use gantry_core::{
     Backend, Buffer, BufferDesc, BufferUsage, Device, MemoryLocation, SubmissionIndex,
 };
-use gantry_host::AnyBox;
+use gantry_host::InlineAny;
 use gantry_stats::{Counter, ProviderSnapshot, StatisticsProvider, Unit};
 
 use crate::error::Result;
@@ -191,39 +191,84 @@ impl<T> Shared<T> {
 
 /// One thread cache's counters. Only the owning thread writes them (a load and a store: no
 /// read-modify-write, so no lost update either); any thread reads them.
+///
+/// What the cache parks now is derived: `returned - hits - gone` buffers, and the same of the
+/// bytes. A hit and a return each bump their two counters once, so no counter is written
+/// twice in one acquire and release (a running "parked" count was: two read-modify-writes a
+/// cycle on one address, each waiting for the last to be forwarded from the store buffer,
+/// which on the pool's hit path was the longest chain). Stores are `Release` and
+/// [`LocalCounters::parked`] loads what leaves before what enters, so it never sees more
+/// buffers leave than entered.
 #[derive(Default)]
 struct LocalCounters {
+    /// Buffers taken out as hits, and their bytes.
     hits: AtomicU64,
+    hit_bytes: AtomicU64,
+    /// Buffers parked, and their bytes.
     returned: AtomicU64,
+    returned_bytes: AtomicU64,
+    /// Buffers taken out otherwise (destroyed or mapped while on loan, or dropped with the
+    /// cache's contents), and their bytes.
+    gone: AtomicU64,
+    gone_bytes: AtomicU64,
+    /// Buffers found destroyed or mapped while on loan (for statistics; also in `gone`).
     discarded: AtomicU64,
-    /// Buffers parked in the cache now, and their bytes.
-    parked: AtomicU64,
-    parked_bytes: AtomicU64,
 }
 
 /// Adds `n` (wrapping) to a counter only the calling thread writes.
 #[inline]
 fn bump(c: &AtomicU64, n: u64) {
-    c.store(c.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+    c.store(c.load(Ordering::Relaxed).wrapping_add(n), Ordering::Release);
 }
 
 impl LocalCounters {
     fn totals(&self) -> Totals {
         Totals {
-            hits: self.hits.load(Ordering::Relaxed),
-            returned: self.returned.load(Ordering::Relaxed),
-            discarded: self.discarded.load(Ordering::Relaxed),
+            hits: self.hits.load(Ordering::Acquire),
+            returned: self.returned.load(Ordering::Acquire),
+            discarded: self.discarded.load(Ordering::Acquire),
         }
     }
-    /// One buffer of `bytes` parked (`true`) or taken out (`false`).
+
+    /// Buffers parked now, and their bytes. What left is loaded first: every buffer that left
+    /// entered before, in the owner's order, and that store is then visible.
+    fn parked(&self) -> (u64, u64) {
+        let out = self
+            .hits
+            .load(Ordering::Acquire)
+            .wrapping_add(self.gone.load(Ordering::Acquire));
+        let out_bytes = self
+            .hit_bytes
+            .load(Ordering::Acquire)
+            .wrapping_add(self.gone_bytes.load(Ordering::Acquire));
+        (
+            self.returned.load(Ordering::Acquire).wrapping_sub(out),
+            self.returned_bytes
+                .load(Ordering::Acquire)
+                .wrapping_sub(out_bytes),
+        )
+    }
+
+    /// One buffer of `bytes` parked.
     #[inline]
-    fn park(&self, bytes: u64, parked: bool) {
-        if parked {
-            bump(&self.parked, 1);
-            bump(&self.parked_bytes, bytes);
-        } else {
-            bump(&self.parked, 1u64.wrapping_neg());
-            bump(&self.parked_bytes, bytes.wrapping_neg());
+    fn returned(&self, bytes: u64) {
+        bump(&self.returned, 1);
+        bump(&self.returned_bytes, bytes);
+    }
+
+    /// One buffer of `bytes` taken out as a hit.
+    #[inline]
+    fn hit(&self, bytes: u64) {
+        bump(&self.hits, 1);
+        bump(&self.hit_bytes, bytes);
+    }
+
+    /// One buffer of `bytes` taken out otherwise (`discarded`: found destroyed or mapped).
+    fn gone(&self, bytes: u64, discarded: bool) {
+        bump(&self.gone, 1);
+        bump(&self.gone_bytes, bytes);
+        if discarded {
+            bump(&self.discarded, 1);
         }
     }
 }
@@ -250,11 +295,92 @@ const CLOSED: u64 = 1;
 /// One `clear` in [`PoolInner::epoch`].
 const EPOCH: u64 = 2;
 
+/// A short list whose first element is kept in place: a thread cache's lookups (one pool,
+/// one slot, the common case) then follow no pointer to a heap buffer. Order is not kept.
+struct Few<T> {
+    head: Option<T>,
+    tail: Vec<T>,
+}
+
+impl<T> Default for Few<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T> Few<T> {
+    const fn new() -> Self {
+        Self {
+            head: None,
+            tail: Vec::new(),
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &T> {
+        self.head.iter().chain(&self.tail)
+    }
+
+    /// The index of the first element matching `f`.
+    #[inline]
+    fn position(&self, mut f: impl FnMut(&T) -> bool) -> Option<usize> {
+        match &self.head {
+            Some(h) if f(h) => Some(0),
+            Some(_) => self.tail.iter().position(f).map(|i| i + 1),
+            None => None,
+        }
+    }
+
+    #[inline]
+    fn get_mut(&mut self, i: usize) -> Option<&mut T> {
+        match i {
+            0 => self.head.as_mut(),
+            _ => self.tail.get_mut(i - 1),
+        }
+    }
+
+    /// The first element matching `f`.
+    #[inline]
+    fn find_mut(&mut self, f: impl FnMut(&T) -> bool) -> Option<&mut T> {
+        let i = self.position(f)?;
+        self.get_mut(i)
+    }
+
+    /// Adds `v`; its index.
+    fn push(&mut self, v: T) -> usize {
+        if self.head.is_none() {
+            self.head = Some(v);
+            0
+        } else {
+            self.tail.push(v);
+            self.tail.len()
+        }
+    }
+
+    /// Removes and returns element `i` (the last one takes its place).
+    fn swap_remove(&mut self, i: usize) -> Option<T> {
+        if i == 0 {
+            let head = self.head.take();
+            self.head = self.tail.pop();
+            head
+        } else {
+            (i - 1 < self.tail.len()).then(|| self.tail.swap_remove(i - 1))
+        }
+    }
+
+    /// Keeps the elements matching `f`.
+    fn retain(&mut self, mut f: impl FnMut(&T) -> bool) {
+        self.tail.retain(&mut f);
+        if self.head.as_ref().is_some_and(|h| !f(h)) {
+            self.head = self.tail.pop();
+        }
+    }
+}
+
 /// One thread's cache for one pool: at most one parked buffer per slot.
 struct LocalCache<S: Source> {
     pool: Weak<PoolInner<S>>,
     epoch: u64,
-    slots: Vec<LocalSlot<S>>,
+    slots: Few<LocalSlot<S>>,
     counters: Arc<LocalCounters>,
 }
 
@@ -277,7 +403,7 @@ impl<S: Source> LocalCache<S> {
         let slots = core::mem::take(&mut self.slots);
         {
             let mut sh = lock(&pool.shared);
-            for ls in &slots {
+            for ls in slots.iter() {
                 let s = &mut sh.slots[ls.slot];
                 s.reserved = s.reserved.saturating_sub(1);
             }
@@ -286,9 +412,9 @@ impl<S: Source> LocalCache<S> {
                 sh.threads.retain(|c| !Arc::ptr_eq(c, &self.counters));
             }
         }
-        for ls in &slots {
+        for ls in slots.iter() {
             if ls.parked.is_some() {
-                self.counters.park(1u64 << ls.exp, false);
+                self.counters.gone(1u64 << ls.exp, false);
             }
         }
         // The parked buffers are dropped here, outside the lock.
@@ -297,7 +423,8 @@ impl<S: Source> LocalCache<S> {
 
     /// Drops everything if the pool was cleared since this cache last looked (`epoch` is the
     /// pool's, just read).
-    #[inline]
+    #[cold]
+    #[inline(never)]
     fn sync_epoch(&mut self, pool: &PoolInner<S>, epoch: u64) {
         if epoch != self.epoch {
             self.release_all(pool, false);
@@ -323,18 +450,22 @@ impl<S: Source> LocalCache<S> {
     }
 }
 
-/// One pool's cache in the thread-local list (any backend): an [`AnyBox`], whose downcast is
-/// an inline comparison (through `dyn Any` it was a call through the vtable on every acquire
-/// and release, about a tenth of their time).
+/// Machine words a thread cache takes in place (in the thread-local list).
+const CACHE_WORDS: usize = 12;
+
+/// One pool's cache in the thread-local list (any backend), kept in place: an
+/// [`InlineAny`], whose downcast is an inline comparison (through `Box<dyn Any>` it was a call
+/// through the vtable on every acquire and release, about a tenth of their time, and a
+/// pointer to follow).
 struct LocalEntry {
     pool: u64,
-    cache: AnyBox,
+    cache: InlineAny<CACHE_WORDS>,
     /// Whether the cache's pool still exists and is open (the cache's type's check).
-    alive: fn(&AnyBox) -> bool,
+    alive: fn(&InlineAny<CACHE_WORDS>) -> bool,
 }
 
 thread_local! {
-    static LOCAL: RefCell<Vec<LocalEntry>> = const { RefCell::new(Vec::new()) };
+    static LOCAL: RefCell<Few<LocalEntry>> = const { RefCell::new(Few::new()) };
 }
 
 /// Runs `f` on this thread's cache for `pool` (created if missing), after dropping what a
@@ -357,43 +488,62 @@ fn with_local<S: Source, R>(
 
 /// This thread's cache for `pool` in `local` (created if missing), after dropping what a
 /// `clear` made stale; `None` when the pool is closed. The cache borrows `local` only, not
-/// `pool`.
+/// `pool`. The hit (the pool's cache exists, same epoch) is inlined; the rest is not.
 #[inline]
 fn cache_for<'l, S: Source>(
-    local: &'l mut Vec<LocalEntry>,
+    local: &'l mut Few<LocalEntry>,
     pool: &Arc<PoolInner<S>>,
 ) -> Option<&'l mut LocalCache<S>> {
     let epoch = pool.epoch.load(Ordering::Acquire);
     if epoch & CLOSED != 0 {
         return None;
     }
-    let i = match local.iter().position(|e| e.pool == pool.id) {
+    let i = match local.position(|e| e.pool == pool.id) {
         Some(i) => i,
-        None => {
-            // Caches of pools that are gone or closed hold nothing the GPU uses, but may
-            // park buffers: drop them now.
-            local.retain(|e| (e.alive)(&e.cache));
-            let counters = Arc::new(LocalCounters::default());
-            lock(&pool.shared).threads.push(Arc::clone(&counters));
-            local.push(LocalEntry {
-                pool: pool.id,
-                cache: AnyBox::new(LocalCache::<S> {
-                    pool: Arc::downgrade(pool),
-                    epoch,
-                    slots: Vec::new(),
-                    counters,
-                }),
-                alive: |b| {
-                    b.downcast_ref::<LocalCache<S>>()
-                        .is_some_and(LocalCache::alive)
-                },
-            });
-            local.len() - 1
-        }
+        None => add_cache(local, pool, epoch),
     };
-    let cache = local[i].cache.downcast_mut::<LocalCache<S>>()?;
-    cache.sync_epoch(pool, epoch);
+    let cache = local.get_mut(i)?.cache.downcast_mut::<LocalCache<S>>()?;
+    if cache.epoch != epoch {
+        cache.sync_epoch(pool, epoch);
+    }
     Some(cache)
+}
+
+/// Adds this thread's cache for `pool` (at `epoch`) to `local`; its index.
+#[cold]
+#[inline(never)]
+fn add_cache<S: Source>(
+    local: &mut Few<LocalEntry>,
+    pool: &Arc<PoolInner<S>>,
+    epoch: u64,
+) -> usize {
+    // A cache of items of one pointer (gantry's buffers) is kept in place; larger items (the
+    // tests') may be boxed.
+    const {
+        assert!(
+            size_of::<S::Item>() > size_of::<usize>()
+                || InlineAny::<CACHE_WORDS>::fits::<LocalCache<S>>(),
+            "a thread cache no longer fits in place: raise CACHE_WORDS"
+        );
+    };
+    // Caches of pools that are gone or closed hold nothing the GPU uses, but may park
+    // buffers: drop them now.
+    local.retain(|e| (e.alive)(&e.cache));
+    let counters = Arc::new(LocalCounters::default());
+    lock(&pool.shared).threads.push(Arc::clone(&counters));
+    local.push(LocalEntry {
+        pool: pool.id,
+        cache: InlineAny::new(LocalCache::<S> {
+            pool: Arc::downgrade(pool),
+            epoch,
+            slots: Few::new(),
+            counters,
+        }),
+        alive: |b| {
+            b.downcast_ref::<LocalCache<S>>()
+                .is_some_and(LocalCache::alive)
+        },
+    })
 }
 
 /// Parks `held` (a buffer of `slot` with its pool reference) in this thread's cache if the
@@ -412,38 +562,47 @@ fn park<S: Source>(held: &mut Option<Held<S>>, slot: usize, exp: u32) {
         let Some(cache) = cache_for(&mut local, pool) else {
             return;
         };
-        if let Some(ls) = cache.slots.iter_mut().find(|s| s.slot == slot) {
+        if let Some(ls) = cache.slots.find_mut(|s| s.slot == slot) {
             if ls.parked.is_none() {
                 ls.parked = held.take();
-                let c = &cache.counters;
-                c.park(1u64 << exp, true);
-                bump(&c.returned, 1);
+                cache.counters.returned(1u64 << exp);
             }
             return;
         }
-        let key = {
-            let Some((_, pool)) = held.as_ref() else {
-                return;
-            };
-            let mut sh = lock(&pool.shared);
-            let s = &mut sh.slots[slot];
-            if s.list.len() + s.reserved >= s.cap {
-                return;
-            }
-            s.reserved += 1;
-            (s.usage, s.location)
-        };
-        cache.slots.push(LocalSlot {
-            slot,
-            exp,
-            usage: key.0,
-            location: key.1,
-            parked: held.take(),
-        });
-        let c = &cache.counters;
-        c.park(1u64 << exp, true);
-        bump(&c.returned, 1);
+        reserve_and_park(cache, held, slot, exp);
     });
+}
+
+/// Parks `held` in a new place of `cache` in `slot`, if the slot's bound allows reserving
+/// one (the first return of a slot on this thread).
+#[cold]
+#[inline(never)]
+fn reserve_and_park<S: Source>(
+    cache: &mut LocalCache<S>,
+    held: &mut Option<Held<S>>,
+    slot: usize,
+    exp: u32,
+) {
+    let key = {
+        let Some((_, pool)) = held.as_ref() else {
+            return;
+        };
+        let mut sh = lock(&pool.shared);
+        let s = &mut sh.slots[slot];
+        if s.list.len() + s.reserved >= s.cap {
+            return;
+        }
+        s.reserved += 1;
+        (s.usage, s.location)
+    };
+    cache.slots.push(LocalSlot {
+        slot,
+        exp,
+        usage: key.0,
+        location: key.1,
+        parked: held.take(),
+    });
+    cache.counters.returned(1u64 << exp);
 }
 
 /// What the thread cache found for an acquire.
@@ -481,8 +640,7 @@ impl<S: Source> PoolInner<S> {
     ) -> LocalTake<S> {
         let Some(ls) = cache
             .slots
-            .iter_mut()
-            .find(|s| s.exp == exp && s.usage == usage && s.location == location)
+            .find_mut(|s| s.exp == exp && s.usage == usage && s.location == location)
         else {
             return LocalTake::Empty;
         };
@@ -496,14 +654,12 @@ impl<S: Source> PoolInner<S> {
         let Some(held) = ls.parked.take() else {
             return LocalTake::Empty;
         };
-        let c = &cache.counters;
-        c.park(1u64 << exp, false);
         if ready.is_some() {
-            bump(&c.hits, 1);
+            cache.counters.hit(1u64 << exp);
             LocalTake::Hit(held, ls.slot)
         } else {
             // Destroyed or mapped while on loan: never handed out again.
-            bump(&c.discarded, 1);
+            cache.counters.gone(1u64 << exp, true);
             drop(held);
             LocalTake::Empty
         }
@@ -563,6 +719,7 @@ impl<S: Source> PoolInner<S> {
 
     /// The shared tier's release: into the slot's list if the bound allows and the pool is
     /// open, else dropped.
+    #[inline(never)]
     fn put_shared(&self, slot: usize, item: S::Item) {
         let mut sh = lock(&self.shared);
         // Read under the lock: `close` sets the bit under it before emptying the lists.
@@ -594,7 +751,7 @@ fn drop_local_cache(id: u64) {
     let mine = LOCAL
         .try_with(|local| {
             let mut local = local.try_borrow_mut().ok()?;
-            let i = local.iter().position(|e| e.pool == id)?;
+            let i = local.position(|e| e.pool == id)?;
             Some(local.swap_remove(i))
         })
         .ok()
@@ -626,6 +783,7 @@ fn acquire<S: Source>(
         held: Some(held),
         slot,
         size,
+        exp,
     })
 }
 
@@ -706,6 +864,8 @@ struct Loan<S: Source> {
     slot: usize,
     /// The size asked for (its class is the buffer's size).
     size: u64,
+    /// The size class exponent of `size`.
+    exp: u32,
 }
 
 impl<S: Source> Loan<S> {
@@ -715,11 +875,10 @@ impl<S: Source> Loan<S> {
 }
 
 impl<S: Source> Drop for Loan<S> {
+    #[inline]
     fn drop(&mut self) {
         // Moves the buffer straight from the loan into this thread's cache.
-        // A loan's size always has a class.
-        let exp = class_exp(self.size).unwrap_or(MIN_CLASS_EXP);
-        park(&mut self.held, self.slot, exp);
+        park(&mut self.held, self.slot, self.exp);
         // Destroyed or mapped buffers are dropped at the next acquire that looks at them.
         if let Some((item, pool)) = self.held.take() {
             pool.put_shared(self.slot, item);
@@ -802,8 +961,9 @@ fn free_counts<S: Source>(inner: &PoolInner<S>) -> (u64, u64) {
         bytes += (s.list.len() as u64) << s.exp;
     }
     for c in &sh.threads {
-        n = n.wrapping_add(c.parked.load(Ordering::Relaxed));
-        bytes = bytes.wrapping_add(c.parked_bytes.load(Ordering::Relaxed));
+        let (parked, parked_bytes) = c.parked();
+        n = n.wrapping_add(parked);
+        bytes = bytes.wrapping_add(parked_bytes);
     }
     (n, bytes)
 }
