@@ -391,9 +391,16 @@ type Held<S> = (<S as Source>::Item, Arc<PoolInner<S>>);
 struct LocalSlot<S: Source> {
     slot: usize,
     exp: u32,
-    usage: u32,
-    location: MemoryLocation,
+    /// [`slot_key`] of the slot's class, usage and location.
+    key: u64,
     parked: Option<Held<S>>,
+}
+
+/// A slot's class exponent, usage bits and location in one word (compared in one go on the
+/// thread cache's hit path).
+#[inline]
+fn slot_key(exp: u32, usage: u32, location: MemoryLocation) -> u64 {
+    u64::from(exp) | u64::from(usage) << 8 | (location as u64) << 40
 }
 
 impl<S: Source> LocalCache<S> {
@@ -494,16 +501,19 @@ fn cache_for<'l, S: Source>(
     local: &'l mut Few<LocalEntry>,
     pool: &Arc<PoolInner<S>>,
 ) -> Option<&'l mut LocalCache<S>> {
+    // A cache's epoch never has `CLOSED` set (none is made or synced once the pool is
+    // closed), so a cache of the pool's epoch is of an open pool.
     let epoch = pool.epoch.load(Ordering::Acquire);
-    if epoch & CLOSED != 0 {
-        return None;
-    }
     let i = match local.position(|e| e.pool == pool.id) {
         Some(i) => i,
+        None if epoch & CLOSED != 0 => return None,
         None => add_cache(local, pool, epoch),
     };
     let cache = local.get_mut(i)?.cache.downcast_mut::<LocalCache<S>>()?;
     if cache.epoch != epoch {
+        if epoch & CLOSED != 0 {
+            return None;
+        }
         cache.sync_epoch(pool, epoch);
     }
     Some(cache)
@@ -573,6 +583,46 @@ fn park<S: Source>(held: &mut Option<Held<S>>, slot: usize, exp: u32) {
     });
 }
 
+/// The release's hit, small enough to inline: parks `held` in the first place of this
+/// thread's first cache when that cache is the pool's, of its epoch, and that place is of
+/// `slot` and empty; `false` (leaving `held`) otherwise, for [`park`] to handle.
+#[inline]
+fn park_head<S: Source>(held: &mut Option<Held<S>>, slot: usize, exp: u32) -> bool {
+    LOCAL
+        .try_with(|local| {
+            let Ok(mut local) = local.try_borrow_mut() else {
+                return false;
+            };
+            let Some((_, pool)) = held.as_ref() else {
+                return false;
+            };
+            // Of the pool's epoch: open (see `cache_for`).
+            let epoch = pool.epoch.load(Ordering::Acquire);
+            let Some(entry) = local.head.as_mut().filter(|e| e.pool == pool.id) else {
+                return false;
+            };
+            let Some(cache) = entry
+                .cache
+                .downcast_mut::<LocalCache<S>>()
+                .filter(|c| c.epoch == epoch)
+            else {
+                return false;
+            };
+            let Some(ls) = cache
+                .slots
+                .head
+                .as_mut()
+                .filter(|ls| ls.slot == slot && ls.parked.is_none())
+            else {
+                return false;
+            };
+            ls.parked = held.take();
+            cache.counters.returned(1u64 << exp);
+            true
+        })
+        .unwrap_or(false)
+}
+
 /// Parks `held` in a new place of `cache` in `slot`, if the slot's bound allows reserving
 /// one (the first return of a slot on this thread).
 #[cold]
@@ -598,8 +648,7 @@ fn reserve_and_park<S: Source>(
     cache.slots.push(LocalSlot {
         slot,
         exp,
-        usage: key.0,
-        location: key.1,
+        key: slot_key(exp, key.0, key.1),
         parked: held.take(),
     });
     cache.counters.returned(1u64 << exp);
@@ -638,10 +687,8 @@ impl<S: Source> PoolInner<S> {
         location: MemoryLocation,
         completed: SubmissionIndex,
     ) -> LocalTake<S> {
-        let Some(ls) = cache
-            .slots
-            .find_mut(|s| s.exp == exp && s.usage == usage && s.location == location)
-        else {
+        let key = slot_key(exp, usage, location);
+        let Some(ls) = cache.slots.find_mut(|s| s.key == key) else {
             return LocalTake::Empty;
         };
         let ready = match ls.parked.as_ref() {
@@ -773,11 +820,10 @@ fn acquire<S: Source>(
     let Some(exp) = class_exp(size) else {
         return Err(size_error(inner, size));
     };
-    let completed = inner.completed();
-    let (held, slot) = match take_local(inner, exp, usage, location, completed) {
-        Some(LocalTake::Hit(held, slot)) => (held, slot),
-        Some(LocalTake::Busy) => acquire_polled(inner, exp, usage, location)?,
-        Some(LocalTake::Empty) | None => acquire_shared(inner, exp, usage, location, false, false)?,
+    let key = slot_key(exp, usage.bits(), location);
+    let (held, slot) = match take_head(inner, key, exp) {
+        Some(hit) => hit,
+        None => acquire_other(inner, exp, usage, location)?,
     };
     Ok(Loan {
         held: Some(held),
@@ -785,6 +831,53 @@ fn acquire<S: Source>(
         size,
         exp,
     })
+}
+
+/// The acquire's hit, small enough to inline: the buffer parked in the first place of this
+/// thread's first cache, when that cache is the pool's, of its epoch, that place is of the
+/// slot `key`, and the buffer is ready by the cached completed index; with its slot.
+/// `None` (taking nothing) otherwise, for [`acquire_other`].
+#[inline]
+fn take_head<S: Source>(inner: &Arc<PoolInner<S>>, key: u64, exp: u32) -> Option<(Held<S>, usize)> {
+    LOCAL
+        .try_with(|local| {
+            let mut local = local.try_borrow_mut().ok()?;
+            // Of the pool's epoch: open (see `cache_for`).
+            let epoch = inner.epoch.load(Ordering::Acquire);
+            let entry = local.head.as_mut().filter(|e| e.pool == inner.id)?;
+            let cache = entry
+                .cache
+                .downcast_mut::<LocalCache<S>>()
+                .filter(|c| c.epoch == epoch)?;
+            let ls = cache.slots.head.as_mut().filter(|ls| ls.key == key)?;
+            let (item, _) = ls.parked.as_ref()?;
+            // Destroyed or mapped (`None`), or busy: `acquire_other` sorts it out.
+            if S::reusable_after(item)? > inner.completed() {
+                return None;
+            }
+            let held = ls.parked.take()?;
+            cache.counters.hit(1u64 << exp);
+            Some((held, ls.slot))
+        })
+        .ok()
+        .flatten()
+}
+
+/// The acquire's other cases: another cache or slot of this thread's, a busy or dead parked
+/// buffer, the shared tier, a new buffer.
+#[inline(never)]
+fn acquire_other<S: Source>(
+    inner: &Arc<PoolInner<S>>,
+    exp: u32,
+    usage: BufferUsage,
+    location: MemoryLocation,
+) -> Result<(Held<S>, usize)> {
+    let completed = inner.completed();
+    match take_local(inner, exp, usage, location, completed) {
+        Some(LocalTake::Hit(held, slot)) => Ok((held, slot)),
+        Some(LocalTake::Busy) => acquire_polled(inner, exp, usage, location),
+        Some(LocalTake::Empty) | None => acquire_shared(inner, exp, usage, location, false, false),
+    }
 }
 
 /// [`PoolInner::take_local`] on this thread's cache; `None` when there is none to use.
@@ -874,14 +967,25 @@ impl<S: Source> Loan<S> {
     }
 }
 
-impl<S: Source> Drop for Loan<S> {
-    #[inline]
-    fn drop(&mut self) {
-        // Moves the buffer straight from the loan into this thread's cache.
+impl<S: Source> Loan<S> {
+    /// The release's other cases: another cache or slot of this thread's, a first return,
+    /// the shared tier.
+    #[inline(never)]
+    fn release_slow(&mut self) {
         park(&mut self.held, self.slot, self.exp);
         // Destroyed or mapped buffers are dropped at the next acquire that looks at them.
         if let Some((item, pool)) = self.held.take() {
             pool.put_shared(self.slot, item);
+        }
+    }
+}
+
+impl<S: Source> Drop for Loan<S> {
+    #[inline]
+    fn drop(&mut self) {
+        // Moves the buffer straight from the loan into this thread's cache.
+        if !park_head(&mut self.held, self.slot, self.exp) {
+            self.release_slow();
         }
     }
 }

@@ -18,23 +18,37 @@ struct Fake {
 }
 
 /// A buffer: its last use and liveness are shared with the test, which plays the GPU and the
-/// caller holding a clone of the buffer.
-struct Item {
+/// caller holding a clone of the buffer. One pointer, as gantry's buffers are, so the thread
+/// caches are kept in place as they are for them.
+struct Item(Arc<ItemState>);
+
+struct ItemState {
     id: u64,
     size: u64,
+    usage: BufferUsage,
+    location: MemoryLocation,
     last_use: Arc<AtomicU64>,
     dead: Arc<AtomicBool>,
 }
 
+impl std::ops::Deref for Item {
+    type Target = ItemState;
+    fn deref(&self) -> &ItemState {
+        &self.0
+    }
+}
+
 impl Source for Fake {
     type Item = Item;
-    fn create(&self, size: u64, _: BufferUsage, _: MemoryLocation) -> Result<Item> {
-        Ok(Item {
+    fn create(&self, size: u64, usage: BufferUsage, location: MemoryLocation) -> Result<Item> {
+        Ok(Item(Arc::new(ItemState {
             id: self.created.fetch_add(1, Ordering::SeqCst),
             size,
+            usage,
+            location,
             last_use: Arc::new(AtomicU64::new(0)),
             dead: Arc::new(AtomicBool::new(false)),
-        })
+        })))
     }
     fn reusable_after(item: &Item) -> Option<SubmissionIndex> {
         (!item.dead.load(Ordering::SeqCst))
@@ -358,4 +372,223 @@ fn closing_drops_other_threads_parked_buffers_at_their_next_pool() {
     assert_eq!(weak.strong_count(), 0);
     assert!(inner.upgrade().is_none());
     drop(other);
+}
+
+/// The slots of the model test: (size asked, size class, usage, location).
+const KEYS: [(u64, u64, BufferUsage, MemoryLocation); 4] = [
+    (4096, 4096, U, L),
+    (300, 512, U, L),
+    (4096, 4096, BufferUsage::STORAGE, L),
+    (4000, 4096, U, MemoryLocation::Upload),
+];
+
+/// One step of the model test.
+#[derive(Clone, Debug)]
+enum Op {
+    /// Acquire from pool `pool` the slot `KEYS[key]`.
+    Acquire { pool: usize, key: usize },
+    /// Return the loan at this index (modulo the loans held).
+    Release { loan: usize },
+    /// The GPU uses the loan at this index in a submission `ahead` after the completed one.
+    Use { loan: usize, ahead: u64 },
+    /// The caller destroys (or maps) the buffer of the loan at this index.
+    Kill { loan: usize },
+    /// `n` more submissions complete.
+    Complete { n: u64 },
+    /// Clear pool `pool`.
+    Clear { pool: usize },
+}
+
+fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+    use proptest::prelude::*;
+    prop_oneof![
+        6 => (0..2usize, 0..KEYS.len()).prop_map(|(pool, key)| Op::Acquire { pool, key }),
+        6 => any::<usize>().prop_map(|loan| Op::Release { loan }),
+        3 => (any::<usize>(), 0..4u64).prop_map(|(loan, ahead)| Op::Use { loan, ahead }),
+        1 => any::<usize>().prop_map(|loan| Op::Kill { loan }),
+        2 => (0..3u64).prop_map(|n| Op::Complete { n }),
+        1 => (0..2usize).prop_map(|pool| Op::Clear { pool }),
+    ]
+}
+
+/// The model of one slot of one pool, for this (the only) thread.
+#[derive(Clone, Default)]
+struct ModelSlot {
+    /// The shared list (order not modelled).
+    list: Vec<u64>,
+    /// This thread's cache has a place in the slot.
+    reserved: bool,
+    /// The buffer parked there.
+    parked: Option<u64>,
+}
+
+/// The model of a pool.
+struct ModelPool {
+    cap: usize,
+    slots: [ModelSlot; KEYS.len()],
+    hits: u64,
+    misses: u64,
+    returned: u64,
+}
+
+#[test]
+fn pools_match_a_model_of_both_tiers() {
+    use proptest::prelude::*;
+    let config = ProptestConfig {
+        cases: 256,
+        ..ProptestConfig::default()
+    };
+    proptest!(config, |(ops in proptest::collection::vec(op(), 1..120))| {
+        // Ids distinct across the two pools.
+        let pools = [(0, 2), (1 << 32, 3)].map(|(first_id, cap)| {
+            let fake = Fake {
+                created: AtomicU64::new(first_id),
+                ..Fake::default()
+            };
+            new_pool(fake, cap)
+        });
+        let mut model: Vec<ModelPool> = [2, 3]
+            .map(|cap| ModelPool {
+                cap,
+                slots: Default::default(),
+                hits: 0,
+                misses: 0,
+                returned: 0,
+            })
+            .into();
+        // Every buffer made: (last use, dead), shared with the items.
+        let mut items: std::collections::HashMap<u64, (Arc<AtomicU64>, Arc<AtomicBool>)> =
+            std::collections::HashMap::new();
+        let mut loans: Vec<(usize, usize, super::Loan<Fake>)> = Vec::new();
+        let mut completed = 0u64;
+        for op in ops {
+            match op {
+                Op::Acquire { pool: p, key: k } => {
+                    let (size, class, usage, location) = KEYS[k];
+                    let m = &mut model[p];
+                    let ready = |id: &u64| {
+                        let (last, dead) = &items[id];
+                        !dead.load(Ordering::SeqCst) && last.load(Ordering::SeqCst) <= completed
+                    };
+                    let slot = &mut m.slots[k];
+                    // This thread's parked buffer first: taken if ready, dropped if dead,
+                    // kept if busy.
+                    let mut expect = None;
+                    if let Some(id) = slot.parked {
+                        if ready(&id) {
+                            expect = Some(id);
+                            slot.parked = None;
+                        } else if items[&id].1.load(Ordering::SeqCst) {
+                            slot.parked = None;
+                        }
+                    }
+                    let dead_listed = slot
+                        .list
+                        .iter()
+                        .filter(|id| items[*id].1.load(Ordering::SeqCst))
+                        .count();
+                    let listed_ready: Vec<u64> = slot.list.iter().copied().filter(ready).collect();
+                    let created = pools[p].source.created.load(Ordering::SeqCst);
+                    let loan = acquire(&pools[p], size, usage, location).unwrap();
+                    let it = item(&loan);
+                    prop_assert_eq!((it.size, it.usage, it.location), (class, usage, location));
+                    prop_assert!(!it.dead.load(Ordering::SeqCst), "a dead buffer handed out");
+                    prop_assert!(
+                        it.last_use.load(Ordering::SeqCst) <= completed,
+                        "a busy buffer handed out"
+                    );
+                    prop_assert!(loans.iter().all(|(_, _, l)| item(l).id != it.id));
+                    let id = it.id;
+                    if let Some(e) = expect {
+                        prop_assert_eq!(id, e, "the parked ready buffer comes first");
+                        m.hits += 1;
+                    } else if !listed_ready.is_empty() {
+                        prop_assert!(listed_ready.contains(&id), "{} not a ready listed one", id);
+                        slot.list.retain(|&x| x != id);
+                        m.hits += 1;
+                    } else {
+                        prop_assert_eq!(id, created, "nothing ready: a new buffer");
+                        m.misses += 1;
+                        items.insert(id, (Arc::clone(&it.last_use), Arc::clone(&it.dead)));
+                        // A full scan dropped every dead listed buffer.
+                        prop_assert!(dead_listed == 0 || !slot.list.is_empty());
+                        slot.list.retain(|x| !items[x].1.load(Ordering::SeqCst));
+                    }
+                    // Dead listed buffers the scan passed are dropped; which, the model does
+                    // not say: it learns how many from the free count below.
+                    let now_free = free_counts(&pools[p]).0;
+                    let others: u64 = m
+                        .slots
+                        .iter()
+                        .map(|s| (s.list.len() + usize::from(s.parked.is_some())) as u64)
+                        .sum();
+                    let dropped = others.checked_sub(now_free);
+                    prop_assert!(dropped.is_some_and(|d| d as usize <= dead_listed));
+                    let mut d = dropped.unwrap_or(0);
+                    let slot = &mut m.slots[k];
+                    slot.list.retain(|x| {
+                        if d > 0 && items[x].1.load(Ordering::SeqCst) {
+                            d -= 1;
+                            false
+                        } else {
+                            true
+                        }
+                    });
+                    loans.push((p, k, loan));
+                }
+                Op::Release { loan } if !loans.is_empty() => {
+                    let (p, k, loan) = loans.swap_remove(loan % loans.len());
+                    let id = item(&loan).id;
+                    drop(loan);
+                    let m = &mut model[p];
+                    let cap = m.cap;
+                    let slot = &mut m.slots[k];
+                    if slot.reserved && slot.parked.is_none() {
+                        slot.parked = Some(id);
+                        m.returned += 1;
+                    } else if !slot.reserved && slot.list.len() < cap {
+                        slot.reserved = true;
+                        slot.parked = Some(id);
+                        m.returned += 1;
+                    } else if slot.list.len() + usize::from(slot.reserved) < cap {
+                        slot.list.push(id);
+                        m.returned += 1;
+                    }
+                }
+                Op::Use { loan, ahead } if !loans.is_empty() => {
+                    let l = &loans[loan % loans.len()].2;
+                    item(l).last_use.store(completed + ahead, Ordering::SeqCst);
+                }
+                Op::Kill { loan } if !loans.is_empty() => {
+                    item(&loans[loan % loans.len()].2).dead.store(true, Ordering::SeqCst);
+                }
+                Op::Complete { n } => {
+                    completed += n;
+                    for p in &pools {
+                        p.source.completed.store(completed, Ordering::SeqCst);
+                    }
+                }
+                Op::Clear { pool: p } => {
+                    clear(&pools[p]);
+                    for s in &mut model[p].slots {
+                        *s = ModelSlot::default();
+                    }
+                }
+                Op::Release { .. } | Op::Use { .. } | Op::Kill { .. } => {}
+            }
+            for (p, m) in pools.iter().zip(&model) {
+                let (n, bytes) = free_counts(p);
+                let (mn, mbytes) = m.slots.iter().zip(KEYS).fold((0, 0), |(n, b), (s, key)| {
+                    let k = (s.list.len() + usize::from(s.parked.is_some())) as u64;
+                    (n + k, b + k * key.1)
+                });
+                prop_assert_eq!((n, bytes), (mn, mbytes), "free buffers and bytes");
+                prop_assert_eq!(counter(p, "hits"), m.hits);
+                prop_assert_eq!(counter(p, "misses"), m.misses);
+                prop_assert_eq!(counter(p, "returned"), m.returned);
+                let sh = super::lock(&p.shared);
+                prop_assert!(sh.slots.iter().all(|s| s.list.len() + s.reserved <= s.cap));
+            }
+        }
+    });
 }
