@@ -434,11 +434,8 @@ struct ModelPool {
 #[test]
 fn pools_match_a_model_of_both_tiers() {
     use proptest::prelude::*;
-    let config = ProptestConfig {
-        cases: 256,
-        ..ProptestConfig::default()
-    };
-    proptest!(config, |(ops in proptest::collection::vec(op(), 1..120))| {
+    // 256 cases (proptest's default; `PROPTEST_CASES` sets it, as under Miri).
+    proptest!(|(ops in proptest::collection::vec(op(), 1..120))| {
         // Ids distinct across the two pools.
         let pools = [(0, 2), (1 << 32, 3)].map(|(first_id, cap)| {
             let fake = Fake {
